@@ -1,0 +1,319 @@
+//! The tape: the ops of one step, recorded in creation order, and reverse-mode backward over them.
+//!
+//! A [`Graph`] owns every value computed in a step. Values are addressed by [`Var`], a small
+//! `Copy` handle (an index into the tape), so user code passes handles around freely and the
+//! graph stays a plain `Vec` that is `Send`, printable and dropped in one go.
+//!
+//! Because nodes are stored in creation order, the order is already topological: every node's
+//! inputs come before it. Backward therefore just walks the tape from the end, hands each node's
+//! output gradient to its op's [`Op::backward`], and adds the returned input gradients into the
+//! inputs' slots. A value used twice receives the sum of both contributions — the multivariate
+//! chain rule.
+//!
+//! Parameters outlive the tape: a step does `let w = g.param(&weight)` (no copy: storage is
+//! shared), builds the loss, calls [`Graph::backward`], and reads `g.grad(w)`.
+
+use std::fmt;
+
+use crate::dtype::Float;
+use crate::tensor::Tensor;
+
+/// A handle to a value on the tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub(crate) u32);
+
+impl Var {
+    /// The position of this value on its tape.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What backward hands an op: the values it was built from, the value it produced, and the
+/// gradient of the loss with respect to that value.
+pub struct BackwardCtx<'a, T: Float> {
+    /// The op's input values, in the order they were recorded.
+    pub inputs: &'a [&'a Tensor<T>],
+    /// The op's output value.
+    pub output: &'a Tensor<T>,
+    /// dL/d(output), same shape as `output`.
+    pub grad: &'a Tensor<T>,
+    /// Which inputs want a gradient; an op may return `None` for the others and skip the work.
+    pub needs_grad: &'a [bool],
+}
+
+/// A differentiable operation: the recorded half of an op. The forward half is a method on
+/// [`Graph`] that computes the value and records the op with [`Graph::push`].
+///
+/// An op keeps whatever its backward needs beyond inputs and output (a saved mean and rstd, a
+/// dropout mask, an axis) in its own fields.
+pub trait Op<T: Float>: Send + Sync {
+    /// A short name for printing the tape, e.g. `"matmul"` or `"sum(axes=[1])"`.
+    fn name(&self) -> String;
+
+    /// Returns dL/d(input) for each input, in order (`None` where not needed). Each returned
+    /// tensor must have its input's shape.
+    fn backward(&self, ctx: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>>;
+}
+
+struct Node<T: Float> {
+    /// `None` for leaves (inputs, parameters, constants and everything built in no-grad mode).
+    op: Option<Box<dyn Op<T>>>,
+    inputs: Vec<Var>,
+    value: Tensor<T>,
+    requires_grad: bool,
+    /// Whether this node's gradient is kept after backward (leaves that asked for one).
+    keep_grad: bool,
+    /// The norm of dL/d(value), filled in by backward for printing.
+    grad_norm: Option<f64>,
+}
+
+/// The tape of one step. See the module documentation.
+pub struct Graph<T: Float = f32> {
+    nodes: Vec<Node<T>>,
+    grads: Vec<Option<Tensor<T>>>,
+    grad_enabled: bool,
+    training: bool,
+    record_grad_norms: bool,
+}
+
+impl<T: Float> Default for Graph<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// An empty tape that records ops (training mode: dropout active).
+    pub fn new() -> Self {
+        Graph {
+            nodes: Vec::new(),
+            grads: Vec::new(),
+            grad_enabled: true,
+            training: true,
+            record_grad_norms: true,
+        }
+    }
+
+    /// An empty tape in inference mode: nothing is recorded for backward and dropout is the
+    /// identity. Values are still addressed by `Var`.
+    pub fn inference() -> Self {
+        Graph {
+            grad_enabled: false,
+            training: false,
+            ..Self::new()
+        }
+    }
+
+    /// Turns recording on or off from now on (`torch.no_grad()`); returns the previous setting.
+    pub fn set_grad_enabled(&mut self, enabled: bool) -> bool {
+        std::mem::replace(&mut self.grad_enabled, enabled)
+    }
+
+    pub fn grad_enabled(&self) -> bool {
+        self.grad_enabled
+    }
+
+    /// Training mode makes dropout and stochastic depth active; eval mode makes them identities.
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Whether backward records each node's gradient norm for [`Graph::print_tape`] (on by
+    /// default; a training loop turns it off to save one pass over every gradient).
+    pub fn set_record_grad_norms(&mut self, on: bool) {
+        self.record_grad_norms = on;
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn leaf(&mut self, value: Tensor<T>, requires_grad: bool) -> Var {
+        let requires_grad = requires_grad && self.grad_enabled;
+        self.nodes.push(Node {
+            op: None,
+            inputs: Vec::new(),
+            value,
+            requires_grad,
+            keep_grad: requires_grad,
+            grad_norm: None,
+        });
+        Var((self.nodes.len() - 1) as u32)
+    }
+
+    /// A value that needs no gradient (data, labels as floats, constants).
+    pub fn input(&mut self, value: Tensor<T>) -> Var {
+        self.leaf(value, false)
+    }
+
+    /// A leaf whose gradient backward computes and keeps: a parameter or a checked input.
+    /// Takes a reference and shares the storage, so nothing is copied.
+    pub fn param(&mut self, value: &Tensor<T>) -> Var {
+        self.leaf(value.clone(), true)
+    }
+
+    /// Records an op's result. This is how every op (ours and a user's) joins the tape: compute
+    /// the value, then `push` it with the op and its inputs. If no input requires a gradient, or
+    /// recording is off, the op is dropped and the value stored as a constant.
+    pub fn push(&mut self, value: Tensor<T>, op: impl Op<T> + 'static, inputs: &[Var]) -> Var {
+        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index()].requires_grad);
+        let (op, inputs): (Option<Box<dyn Op<T>>>, Vec<Var>) = if requires_grad {
+            (Some(Box::new(op)), inputs.to_vec())
+        } else {
+            (None, Vec::new())
+        };
+        self.nodes.push(Node {
+            op,
+            inputs,
+            value,
+            requires_grad,
+            keep_grad: false,
+            grad_norm: None,
+        });
+        Var((self.nodes.len() - 1) as u32)
+    }
+
+    /// The value of `v`.
+    pub fn value(&self, v: Var) -> &Tensor<T> {
+        &self.nodes[v.index()].value
+    }
+
+    pub fn shape(&self, v: Var) -> &[usize] {
+        self.nodes[v.index()].value.shape()
+    }
+
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.nodes[v.index()].requires_grad
+    }
+
+    /// Asks backward to keep the gradient of an intermediate value too (for inspection).
+    pub fn retain_grad(&mut self, v: Var) {
+        self.nodes[v.index()].keep_grad = true;
+    }
+
+    /// dL/dv after [`Graph::backward`]; `None` if `v` does not influence the loss, needs no
+    /// gradient, or is an intermediate whose gradient was not retained.
+    pub fn grad(&self, v: Var) -> Option<&Tensor<T>> {
+        self.grads.get(v.index()).and_then(|g| g.as_ref())
+    }
+
+    /// Moves a gradient out of the tape (no copy).
+    pub fn take_grad(&mut self, v: Var) -> Option<Tensor<T>> {
+        self.grads.get_mut(v.index()).and_then(|g| g.take())
+    }
+
+    /// Backward from a scalar loss: seeds dL/dL = 1.
+    pub fn backward(&mut self, loss: Var) {
+        let shape = self.shape(loss).to_vec();
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            1,
+            "backward: the loss must have one element, found shape {shape:?} (use backward_with for a non-scalar seed)"
+        );
+        self.backward_with(loss, Tensor::ones(&shape));
+    }
+
+    /// Backward from `v` seeded with the gradient `seed` (same shape as `v`): computes the
+    /// vector-Jacobian product `seed^T dv/dx` for every leaf `x`.
+    pub fn backward_with(&mut self, v: Var, seed: Tensor<T>) {
+        assert_eq!(seed.shape(), self.shape(v), "backward_with: seed shape differs from the value's");
+        let n = v.index() + 1;
+        let mut grads: Vec<Option<Tensor<T>>> = (0..self.nodes.len()).map(|_| None).collect();
+        if self.nodes[v.index()].requires_grad {
+            grads[v.index()] = Some(seed);
+        }
+        for i in (0..n).rev() {
+            let Some(grad) = grads[i].take() else { continue };
+            let node = &self.nodes[i];
+            let mut node_grad_norm = self.record_grad_norms.then(|| grad.norm());
+            if let Some(op) = &node.op {
+                let inputs: Vec<&Tensor<T>> = node.inputs.iter().map(|x| &self.nodes[x.index()].value).collect();
+                let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
+                let ctx = BackwardCtx {
+                    inputs: &inputs,
+                    output: &node.value,
+                    grad: &grad,
+                    needs_grad: &needs_grad,
+                };
+                let input_grads = op.backward(&ctx);
+                assert_eq!(
+                    input_grads.len(),
+                    node.inputs.len(),
+                    "op {}: backward returned {} gradients for {} inputs",
+                    op.name(),
+                    input_grads.len(),
+                    node.inputs.len()
+                );
+                for ((x, gx), &need) in node.inputs.iter().zip(input_grads).zip(&needs_grad) {
+                    let Some(gx) = gx else { continue };
+                    if !need {
+                        continue;
+                    }
+                    let xv = &self.nodes[x.index()].value;
+                    assert_eq!(
+                        gx.shape(),
+                        xv.shape(),
+                        "op {}: gradient of shape {:?} for an input of shape {:?}",
+                        op.name(),
+                        gx.shape(),
+                        xv.shape()
+                    );
+                    match &mut grads[x.index()] {
+                        Some(acc) => acc.add_assign(&gx),
+                        slot @ None => *slot = Some(gx),
+                    }
+                }
+            }
+            if node.keep_grad {
+                grads[i] = Some(grad);
+            } else if node.op.is_none() && !node.requires_grad {
+                node_grad_norm = None;
+            }
+            self.nodes[i].grad_norm = node_grad_norm;
+        }
+        self.grads = grads;
+    }
+
+    /// The tape as text: one line per node with its op, input handles and shapes, output shape,
+    /// and (after backward) the norm of its gradient.
+    pub fn print_tape(&self) -> String {
+        let mut s = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let name = match &node.op {
+                Some(op) => op.name(),
+                None if node.requires_grad => "param".to_string(),
+                None => "const".to_string(),
+            };
+            let ins: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].value.shape()))
+                .collect();
+            let grad = match node.grad_norm {
+                Some(g) => format!("  |grad| = {g:.6e}"),
+                None => String::new(),
+            };
+            s.push_str(&format!(
+                "%{i:<4} {name:<24} ({}) -> {:?}{grad}\n",
+                ins.join(", "),
+                node.value.shape()
+            ));
+        }
+        s
+    }
+}
+
+impl<T: Float> fmt::Display for Graph<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.print_tape())
+    }
+}

@@ -1,0 +1,19 @@
+//! The ops: one family per file, each op's forward (a method on [`crate::Graph`]) beside its
+//! backward (an [`crate::Op`] impl), with both formulas in the doc comment.
+//!
+//! Conventions: shapes in docs use `B` batch, `N` tokens, `D` width, `M x K @ K x N` for
+//! products. `g` is the upstream gradient dL/dy. On a programming error (shapes that do not fit)
+//! an op panics with a message naming the op and the shapes.
+
+pub mod binary;
+pub mod broadcast;
+pub mod dropout;
+pub mod gelu;
+pub mod layer_norm;
+pub mod loss;
+pub mod matmul;
+pub mod patchify;
+pub mod reduce;
+pub mod shape;
+pub mod softmax;
+pub mod unary;

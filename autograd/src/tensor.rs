@@ -1,0 +1,357 @@
+//! Tensors: a shape and contiguous row-major storage on a device.
+//!
+//! A tensor is a value, not a graph node: ops on the tape ([`crate::Graph`]) consume and produce
+//! tensors, parameters are tensors that outlive the tape. Storage is reference-counted, so
+//! handing a parameter to the tape or cloning a tensor copies no data; writing to a shared
+//! buffer copies it first (`Arc::make_mut`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand_distr::{Distribution, Normal, Uniform};
+
+use crate::dtype::{DType, Float};
+use crate::rng::Rng;
+
+/// Where a tensor's elements live. The CPU is the only device of the default build; a CUDA
+/// device slots in here behind the `cuda` feature without changing the ops' signatures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+/// The buffer behind a tensor: the one seam between the ops and the memory they run on.
+#[derive(Clone, Debug)]
+enum Storage<T> {
+    Cpu(Arc<Vec<T>>),
+}
+
+/// An n-dimensional array of `f32` (training) or `f64` (gradient checks), row-major, contiguous.
+#[derive(Clone)]
+pub struct Tensor<T: Float = f32> {
+    shape: Vec<usize>,
+    storage: Storage<T>,
+}
+
+/// Number of elements of a shape (1 for a scalar `[]`).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major strides of a contiguous shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+impl<T: Float> Tensor<T> {
+    /// Wraps `data` as a tensor of `shape`. Panics if the lengths disagree.
+    pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
+        assert_eq!(
+            data.len(),
+            numel(shape),
+            "Tensor::from_vec: {} elements cannot have shape {:?}",
+            data.len(),
+            shape
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cpu(Arc::new(data)),
+        }
+    }
+
+    /// A tensor from `f64` values, converted to `T` (convenient in tests).
+    pub fn from_f64s(data: &[f64], shape: &[usize]) -> Self {
+        Self::from_vec(data.iter().map(|&x| T::from_f64(x)).collect(), shape)
+    }
+
+    pub fn scalar(x: T) -> Self {
+        Self::from_vec(vec![x], &[])
+    }
+
+    pub fn full(shape: &[usize], value: T) -> Self {
+        Self::from_vec(vec![value; numel(shape)], shape)
+    }
+
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, T::ZERO)
+    }
+
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, T::ONE)
+    }
+
+    /// Elements from `f(i)` for the flat row-major index `i`.
+    pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> T) -> Self {
+        Self::from_vec((0..numel(shape)).map(f).collect(), shape)
+    }
+
+    /// Normal samples `N(mean, std^2)` from the seeded `rng`.
+    pub fn randn(shape: &[usize], mean: f64, std: f64, rng: &mut Rng) -> Self {
+        let d = Normal::new(mean, std).expect("Tensor::randn: std must be finite and >= 0");
+        Self::from_fn(shape, |_| T::from_f64(d.sample(rng)))
+    }
+
+    /// Normal samples `N(mean, std^2)` redrawn until they fall in `[lo, hi]` (timm's
+    /// `trunc_normal_`; note that, as in timm, the bounds are absolute, not in units of std).
+    pub fn trunc_normal(shape: &[usize], mean: f64, std: f64, lo: f64, hi: f64, rng: &mut Rng) -> Self {
+        assert!(lo < hi, "Tensor::trunc_normal: empty interval [{lo}, {hi}]");
+        let d = Normal::new(mean, std).expect("Tensor::trunc_normal: std must be finite and >= 0");
+        Self::from_fn(shape, |_| loop {
+            let x = d.sample(rng);
+            if (lo..=hi).contains(&x) {
+                break T::from_f64(x);
+            }
+        })
+    }
+
+    /// Uniform samples in `[lo, hi)`.
+    pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Self {
+        let d = Uniform::new(lo, hi).expect("Tensor::uniform: need lo < hi");
+        Self::from_fn(shape, |_| T::from_f64(d.sample(rng)))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Size of axis `axis`.
+    pub fn dim(&self, axis: usize) -> usize {
+        self.shape[axis]
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    pub fn device(&self) -> Device {
+        match self.storage {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    /// The elements, row-major.
+    pub fn data(&self) -> &[T] {
+        match &self.storage {
+            Storage::Cpu(v) => v,
+        }
+    }
+
+    /// Mutable elements; copies the buffer first if another tensor shares it.
+    pub fn data_mut(&mut self) -> &mut [T] {
+        match &mut self.storage {
+            Storage::Cpu(v) => Arc::make_mut(v).as_mut_slice(),
+        }
+    }
+
+    /// The elements as an owned vector (no copy when this tensor is the only owner).
+    pub fn into_vec(self) -> Vec<T> {
+        match self.storage {
+            Storage::Cpu(v) => Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone()),
+        }
+    }
+
+    /// The same elements under another shape with as many elements (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Self {
+        assert_eq!(
+            numel(shape),
+            self.numel(),
+            "Tensor::reshape: cannot view {:?} as {:?}",
+            self.shape,
+            shape
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        }
+    }
+
+    /// Flat index of a multi-index; panics naming the tensor's shape if out of range.
+    pub fn offset(&self, index: &[usize]) -> usize {
+        assert_eq!(
+            index.len(),
+            self.ndim(),
+            "index {:?} has the wrong rank for shape {:?}",
+            index,
+            self.shape
+        );
+        let mut off = 0;
+        for (&i, &d) in index.iter().zip(&self.shape) {
+            assert!(i < d, "index {:?} out of range for shape {:?}", index, self.shape);
+            off = off * d + i;
+        }
+        off
+    }
+
+    /// The element at a multi-index.
+    pub fn at(&self, index: &[usize]) -> T {
+        self.data()[self.offset(index)]
+    }
+
+    /// Sets the element at a multi-index.
+    pub fn set(&mut self, index: &[usize], value: T) {
+        let off = self.offset(index);
+        self.data_mut()[off] = value;
+    }
+
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> T {
+        assert_eq!(self.numel(), 1, "Tensor::item on a tensor of shape {:?}", self.shape);
+        self.data()[0]
+    }
+
+    /// Elementwise map into a new tensor of the same shape.
+    pub fn map(&self, f: impl Fn(T) -> T) -> Self {
+        Tensor::from_vec(self.data().iter().map(|&x| f(x)).collect(), &self.shape)
+    }
+
+    /// Converts to another element type.
+    pub fn cast<U: Float>(&self) -> Tensor<U> {
+        Tensor::from_vec(self.data().iter().map(|&x| U::from_f64(x.to_f64())).collect(), &self.shape)
+    }
+
+    /// The elements as `f64`s (convenient in tests).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        self.data().iter().map(|x| x.to_f64()).collect()
+    }
+
+    /// Euclidean norm of all elements, accumulated in f64.
+    pub fn norm(&self) -> f64 {
+        self.data().iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt()
+    }
+
+    /// Sum of all elements, accumulated in f64.
+    pub fn sum_all(&self) -> f64 {
+        self.data().iter().map(|x| x.to_f64()).sum()
+    }
+
+    /// `self += other` elementwise (shapes must match): how gradients accumulate.
+    pub fn add_assign(&mut self, other: &Tensor<T>) {
+        assert_eq!(self.shape, other.shape, "Tensor::add_assign: shapes differ");
+        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
+            *a += b;
+        }
+    }
+
+    /// Largest absolute elementwise difference (shapes must match).
+    pub fn max_abs_diff(&self, other: &Tensor<T>) -> f64 {
+        assert_eq!(self.shape, other.shape, "Tensor::max_abs_diff: shapes differ");
+        self.data()
+            .iter()
+            .zip(other.data())
+            .map(|(a, b)| (a.to_f64() - b.to_f64()).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// `|a - b| <= atol + rtol * |b|` for every element, with equal shapes.
+    pub fn allclose(&self, other: &Tensor<T>, rtol: f64, atol: f64) -> bool {
+        self.shape == other.shape
+            && self.data().iter().zip(other.data()).all(|(a, b)| {
+                let (a, b) = (a.to_f64(), b.to_f64());
+                (a - b).abs() <= atol + rtol * b.abs()
+            })
+    }
+}
+
+impl<T: Float> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{:?}>{:?}", T::DTYPE, self.shape)?;
+        if self.numel() <= 64 {
+            write!(f, " {self}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Pretty printing, NumPy style: nested brackets, rows on their own lines; tensors of more than
+/// 1000 elements print their shape and a few leading values.
+impl<T: Float> fmt::Display for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 1000;
+        let data = self.data();
+        if self.numel() > MAX {
+            let head: Vec<String> = data.iter().take(6).map(|x| format!("{:.4}", x.to_f64())).collect();
+            return write!(f, "tensor(shape={:?}, [{}, ...])", self.shape, head.join(", "));
+        }
+        if self.ndim() == 0 {
+            return write!(f, "{:.4}", data[0].to_f64());
+        }
+        fn rec<T: Float>(f: &mut fmt::Formatter<'_>, shape: &[usize], data: &[T], depth: usize) -> fmt::Result {
+            write!(f, "[")?;
+            if shape.len() == 1 {
+                for (i, x) in data.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{:>8.4}", x.to_f64())?;
+                }
+            } else {
+                let inner = numel(&shape[1..]);
+                for i in 0..shape[0] {
+                    if i > 0 {
+                        write!(f, ",\n{}", " ".repeat(depth + 1))?;
+                    }
+                    rec(f, &shape[1..], &data[i * inner..(i + 1) * inner], depth + 1)?;
+                }
+            }
+            write!(f, "]")
+        }
+        rec(f, &self.shape, data, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexing_is_row_major() {
+        let t = Tensor::<f32>::from_fn(&[2, 3, 4], |i| i as f32);
+        assert_eq!(t.at(&[1, 2, 3]), 23.0);
+        assert_eq!(t.at(&[0, 1, 0]), 4.0);
+        assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
+    }
+
+    #[test]
+    fn writes_do_not_leak_into_clones() {
+        let a = Tensor::<f64>::zeros(&[3]);
+        let mut b = a.clone();
+        b.set(&[1], 5.0);
+        assert_eq!(a.at(&[1]), 0.0);
+        assert_eq!(b.at(&[1]), 5.0);
+    }
+
+    #[test]
+    fn trunc_normal_respects_bounds_and_seed() {
+        let mut r1 = Rng::seed(3);
+        let mut r2 = Rng::seed(3);
+        let a = Tensor::<f32>::trunc_normal(&[1000], 0.0, 1.0, -0.5, 0.5, &mut r1);
+        let b = Tensor::<f32>::trunc_normal(&[1000], 0.0, 1.0, -0.5, 0.5, &mut r2);
+        assert!(a.data().iter().all(|x| (-0.5..=0.5).contains(x)));
+        assert_eq!(a.data(), b.data());
+        assert!(a.data().iter().any(|&x| x != a.data()[0]));
+    }
+
+    #[test]
+    fn display_nests_brackets() {
+        let t = Tensor::<f32>::from_fn(&[2, 2], |i| i as f32);
+        assert_eq!(format!("{t}"), "[[  0.0000,   1.0000],\n [  2.0000,   3.0000]]");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn out_of_range_index_panics_with_shape() {
+        Tensor::<f32>::zeros(&[2, 2]).at(&[2, 0]);
+    }
+}

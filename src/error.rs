@@ -1,0 +1,43 @@
+//! The error type of everything that touches user input: files, datasets, configs, checkpoints
+//! and the command line. Programming errors inside the math panic instead (see `autograd`).
+
+use std::path::PathBuf;
+
+/// What went wrong, with what was expected and what was found.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A dataset file is missing, truncated or malformed.
+    #[error("dataset: {0}")]
+    Data(String),
+    /// A model or training configuration is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+    /// A checkpoint is missing tensors, has unexpected ones, or has mis-shaped ones.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Training diverged or otherwise cannot continue.
+    #[error("training: {0}")]
+    Train(String),
+    /// A download failed or produced an archive that does not verify.
+    #[error("download: {0}")]
+    Download(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,9 @@
+//! # vit
+//!
+//! The Vision Transformer of "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021),
+//! written from first principles on the [`autograd`] crate.
+
+pub mod data;
+pub mod error;
+
+pub use error::{Error, Result};
