@@ -35,12 +35,7 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions {
-            eps: 1e-6,
-            rtol: 1e-6,
-            atol: 1e-8,
-            seed: 0x5eed,
-        }
+        GradcheckOptions { eps: 1e-6, rtol: 1e-6, atol: 1e-8, seed: 0x5eed }
     }
 }
 
@@ -109,11 +104,8 @@ where
     let out_shape = g.shape(out).to_vec();
     let r = Tensor::<f64>::randn(&out_shape, 0.0, 1.0, &mut Rng::seed(opts.seed));
     g.backward_with(out, r.clone());
-    let analytic: Vec<Tensor<f64>> = vars
-        .iter()
-        .zip(inputs)
-        .map(|(&v, x)| g.grad(v).cloned().unwrap_or_else(|| Tensor::zeros(x.shape())))
-        .collect();
+    let analytic: Vec<Tensor<f64>> =
+        vars.iter().zip(inputs).map(|(&v, x)| g.grad(v).cloned().unwrap_or_else(|| Tensor::zeros(x.shape()))).collect();
     drop(g);
 
     let eval = |xs: &[Tensor<f64>]| -> Tensor<f64> {

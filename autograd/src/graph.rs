@@ -86,23 +86,13 @@ impl<T: Float> Default for Graph<T> {
 impl<T: Float> Graph<T> {
     /// An empty tape that records ops (training mode: dropout active).
     pub fn new() -> Self {
-        Graph {
-            nodes: Vec::new(),
-            grads: Vec::new(),
-            grad_enabled: true,
-            training: true,
-            record_grad_norms: true,
-        }
+        Graph { nodes: Vec::new(), grads: Vec::new(), grad_enabled: true, training: true, record_grad_norms: true }
     }
 
     /// An empty tape in inference mode: nothing is recorded for backward and dropout is the
     /// identity. Values are still addressed by `Var`.
     pub fn inference() -> Self {
-        Graph {
-            grad_enabled: false,
-            training: false,
-            ..Self::new()
-        }
+        Graph { grad_enabled: false, training: false, ..Self::new() }
     }
 
     /// Turns recording on or off from now on (`torch.no_grad()`); returns the previous setting.
@@ -166,19 +156,9 @@ impl<T: Float> Graph<T> {
     /// recording is off, the op is dropped and the value stored as a constant.
     pub fn push(&mut self, value: Tensor<T>, op: impl Op<T> + 'static, inputs: &[Var]) -> Var {
         let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index()].requires_grad);
-        let (op, inputs): (Option<Box<dyn Op<T>>>, Vec<Var>) = if requires_grad {
-            (Some(Box::new(op)), inputs.to_vec())
-        } else {
-            (None, Vec::new())
-        };
-        self.nodes.push(Node {
-            op,
-            inputs,
-            value,
-            requires_grad,
-            keep_grad: false,
-            grad_norm: None,
-        });
+        let (op, inputs): (Option<Box<dyn Op<T>>>, Vec<Var>) =
+            if requires_grad { (Some(Box::new(op)), inputs.to_vec()) } else { (None, Vec::new()) };
+        self.nodes.push(Node { op, inputs, value, requires_grad, keep_grad: false, grad_norm: None });
         Var((self.nodes.len() - 1) as u32)
     }
 
@@ -238,12 +218,7 @@ impl<T: Float> Graph<T> {
             if let Some(op) = &node.op {
                 let inputs: Vec<&Tensor<T>> = node.inputs.iter().map(|x| &self.nodes[x.index()].value).collect();
                 let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
-                let ctx = BackwardCtx {
-                    inputs: &inputs,
-                    output: &node.value,
-                    grad: &grad,
-                    needs_grad: &needs_grad,
-                };
+                let ctx = BackwardCtx { inputs: &inputs, output: &node.value, grad: &grad, needs_grad: &needs_grad };
                 let input_grads = op.backward(&ctx);
                 assert_eq!(
                     input_grads.len(),
@@ -293,20 +268,13 @@ impl<T: Float> Graph<T> {
                 None if node.requires_grad => "param".to_string(),
                 None => "const".to_string(),
             };
-            let ins: Vec<String> = node
-                .inputs
-                .iter()
-                .map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].value.shape()))
-                .collect();
+            let ins: Vec<String> =
+                node.inputs.iter().map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].value.shape())).collect();
             let grad = match node.grad_norm {
                 Some(g) => format!("  |grad| = {g:.6e}"),
                 None => String::new(),
             };
-            s.push_str(&format!(
-                "%{i:<4} {name:<24} ({}) -> {:?}{grad}\n",
-                ins.join(", "),
-                node.value.shape()
-            ));
+            s.push_str(&format!("%{i:<4} {name:<24} ({}) -> {:?}{grad}\n", ins.join(", "), node.value.shape()));
         }
         s
     }

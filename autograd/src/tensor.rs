@@ -50,17 +50,8 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 impl<T: Float> Tensor<T> {
     /// Wraps `data` as a tensor of `shape`. Panics if the lengths disagree.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
-        assert_eq!(
-            data.len(),
-            numel(shape),
-            "Tensor::from_vec: {} elements cannot have shape {:?}",
-            data.len(),
-            shape
-        );
-        Tensor {
-            shape: shape.to_vec(),
-            storage: Storage::Cpu(Arc::new(data)),
-        }
+        assert_eq!(data.len(), numel(shape), "Tensor::from_vec: {} elements cannot have shape {:?}", data.len(), shape);
+        Tensor { shape: shape.to_vec(), storage: Storage::Cpu(Arc::new(data)) }
     }
 
     /// A tensor from `f64` values, converted to `T` (convenient in tests).
@@ -164,28 +155,13 @@ impl<T: Float> Tensor<T> {
 
     /// The same elements under another shape with as many elements (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Self {
-        assert_eq!(
-            numel(shape),
-            self.numel(),
-            "Tensor::reshape: cannot view {:?} as {:?}",
-            self.shape,
-            shape
-        );
-        Tensor {
-            shape: shape.to_vec(),
-            storage: self.storage.clone(),
-        }
+        assert_eq!(numel(shape), self.numel(), "Tensor::reshape: cannot view {:?} as {:?}", self.shape, shape);
+        Tensor { shape: shape.to_vec(), storage: self.storage.clone() }
     }
 
     /// Flat index of a multi-index; panics naming the tensor's shape if out of range.
     pub fn offset(&self, index: &[usize]) -> usize {
-        assert_eq!(
-            index.len(),
-            self.ndim(),
-            "index {:?} has the wrong rank for shape {:?}",
-            index,
-            self.shape
-        );
+        assert_eq!(index.len(), self.ndim(), "index {:?} has the wrong rank for shape {:?}", index, self.shape);
         let mut off = 0;
         for (&i, &d) in index.iter().zip(&self.shape) {
             assert!(i < d, "index {:?} out of range for shape {:?}", index, self.shape);
@@ -247,11 +223,7 @@ impl<T: Float> Tensor<T> {
     /// Largest absolute elementwise difference (shapes must match).
     pub fn max_abs_diff(&self, other: &Tensor<T>) -> f64 {
         assert_eq!(self.shape, other.shape, "Tensor::max_abs_diff: shapes differ");
-        self.data()
-            .iter()
-            .zip(other.data())
-            .map(|(a, b)| (a.to_f64() - b.to_f64()).abs())
-            .fold(0.0, f64::max)
+        self.data().iter().zip(other.data()).map(|(a, b)| (a.to_f64() - b.to_f64()).abs()).fold(0.0, f64::max)
     }
 
     /// `|a - b| <= atol + rtol * |b|` for every element, with equal shapes.

@@ -37,11 +37,8 @@ fn reference(a: &Tensor<f64>, b: &Tensor<f64>, f: fn(f64, f64) -> f64) -> Tensor
 fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     (shape(0, 4, 5), any::<u64>()).prop_map(|(a, bits)| {
         let drop = (bits % (a.len() as u64 + 1)) as usize;
-        let b: Vec<usize> = a[drop..]
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| if bits >> (8 + i) & 1 == 1 { 1 } else { d })
-            .collect();
+        let b: Vec<usize> =
+            a[drop..].iter().enumerate().map(|(i, &d)| if bits >> (8 + i) & 1 == 1 { 1 } else { d }).collect();
         if bits >> 40 & 1 == 1 {
             (b, a)
         } else {

@@ -31,7 +31,9 @@ fn case() -> impl Strategy<Value = (Vec<usize>, usize, usize, usize, bool, bool,
     (shape(0, 2, 3), dim(9), dim(9), dim(9), any::<bool>(), any::<bool>(), any::<bool>())
 }
 
-fn inputs(c: &(Vec<usize>, usize, usize, usize, bool, bool, bool)) -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>)> {
+fn inputs(
+    c: &(Vec<usize>, usize, usize, usize, bool, bool, bool),
+) -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>)> {
     let (batch, m, k, n, ta, tb, shared) = c.clone();
     let mut sa = batch.clone();
     sa.extend(mat(m, k, ta));

@@ -28,9 +28,7 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let s = strides(shape);
     let pad = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| if i < pad || shape[i - pad] == 1 { 0 } else { s[i - pad] })
-        .collect()
+    (0..out.len()).map(|i| if i < pad || shape[i - pad] == 1 { 0 } else { s[i - pad] }).collect()
 }
 
 /// Calls `f(out_flat, a_flat, b_flat)` for every element of the broadcast shape `out`, in

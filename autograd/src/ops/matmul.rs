@@ -36,13 +36,7 @@ impl<'a, T: Float> MatRef<'a, T> {
         MatRef { data, rows, cols, rs: cols, cs: 1 }
     }
     fn t(self) -> Self {
-        MatRef {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
+        MatRef { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 }
 
@@ -104,7 +98,8 @@ impl Dims {
         let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
         let (kb, n) = if trans_b { (bc, br) } else { (br, bc) };
         assert_eq!(
-            k, kb,
+            k,
+            kb,
             "{name}: inner dimensions differ: {a:?}{} @ {b:?}{}",
             if trans_a { "^T" } else { "" },
             if trans_b { "^T" } else { "" }
@@ -118,15 +113,7 @@ impl Dims {
                 "{name}: batch axes differ: {a:?} @ {b:?} (B must be 2-D or share A's leading axes)"
             );
         }
-        Dims {
-            batch: batch_a.iter().product(),
-            m,
-            k,
-            n,
-            trans_a,
-            trans_b,
-            shared_b,
-        }
+        Dims { batch: batch_a.iter().product(), m, k, n, trans_a, trans_b, shared_b }
     }
 
     fn a_size(&self) -> usize {
@@ -260,9 +247,7 @@ fn matmul_forward<T: Float>(a: &Tensor<T>, b: &Tensor<T>, d: &Dims) -> Tensor<T>
         let a_all = MatRef::new(a.data(), d.batch * d.m, d.k);
         gemm_into(T::ONE, a_all, d.b(b.data(), 0), T::ZERO, &mut c);
     } else {
-        per_batch(&mut c, d.c_size(), |p, out| {
-            gemm_into(T::ONE, d.a(a.data(), p), d.b(b.data(), p), T::ZERO, out)
-        });
+        per_batch(&mut c, d.c_size(), |p, out| gemm_into(T::ONE, d.a(a.data(), p), d.b(b.data(), p), T::ZERO, out));
     }
     Tensor::from_vec(c, &shape)
 }

@@ -2,7 +2,7 @@
 //! wrapper that fails the test with gradcheck's own report.
 #![allow(dead_code)]
 
-use autograd::{gradcheck, Graph, GradcheckOptions, Tensor, Var};
+use autograd::{gradcheck, GradcheckOptions, Graph, Tensor, Var};
 use proptest::prelude::*;
 
 /// Cases per property: at least 64 everywhere (CI included); `PROPTEST_CASES` raises it.
@@ -46,10 +46,7 @@ pub fn assert_close<T: autograd::Float>(got: &Tensor<T>, want: &Tensor<T>, tol: 
     assert_eq!(got.shape(), want.shape(), "shapes differ");
     for (i, (a, b)) in got.data().iter().zip(want.data()).enumerate() {
         let (a, b) = (a.to_f64(), b.to_f64());
-        assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
-            "element {i}: got {a}, want {b} (tolerance {tol})"
-        );
+        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "element {i}: got {a}, want {b} (tolerance {tol})");
     }
 }
 
