@@ -3,7 +3,12 @@
 //! The Vision Transformer of "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021),
 //! written from first principles on the [`autograd`] crate.
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod image;
+pub mod nn;
+pub mod optim;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,4 +1,375 @@
-fn main() {
-    eprintln!("vit: the command line arrives with the training loop");
-    std::process::exit(2);
+//! The `vit` command: `train`, `eval` and `predict`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use vit::checkpoint::{self, Checkpoint, LoadOptions};
+use vit::data::augment::{RandAugment, RandomErasing};
+use vit::data::{self, AugmentConfig, DatasetKind, Loader, Split};
+use vit::nn::{Classifier, ViTConfig, Variant, VisionTransformer};
+use vit::optim::Decay;
+use vit::train::{self, OptimizerKind, TrainConfig, META_DATASET};
+use vit::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "vit", version, about = "Train, evaluate and run Vision Transformers (Dosovitskiy et al., 2021)")]
+struct Cli {
+    /// Worker threads (default: RAYON_NUM_THREADS, else every core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a ViT (default: ViT-Tiny, patch 4, 32x32 CIFAR-10, downloaded on first use).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: top-1/top-5 accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify PNG images with a checkpoint.
+    Predict(PredictArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DecayArg {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AugmentArg {
+    /// No augmentation.
+    None,
+    /// Random crop (pad 4 on CIFAR) and horizontal flip (not on digits).
+    Light,
+    /// Light + RandAugment(2, 9), mixup 0.8, cutmix 1.0, random erasing 0.25.
+    Strong,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Dataset: cifar10, cifar100, mnist, fashion-mnist.
+    #[arg(long, default_value = "cifar10")]
+    dataset: String,
+    /// Where datasets live (CIFAR-10 is downloaded here if missing).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Model size: ti, s, b, l, h.
+    #[arg(long, default_value = "ti")]
+    model: String,
+    #[arg(long, default_value_t = 4)]
+    patch: usize,
+    /// Override the variant's width.
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Override the variant's depth.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Override the variant's number of heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// MLP hidden width as a multiple of the width.
+    #[arg(long, default_value_t = 4.0)]
+    mlp_ratio: f64,
+    /// Pool with the mean of the patch tokens instead of a class token.
+    #[arg(long)]
+    gap: bool,
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerArg,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    min_lr: f64,
+    /// Warmup length in epochs.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    decay: DecayArg,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f64,
+    /// Global gradient-norm clipping threshold (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    clip_grad: f64,
+    #[arg(long, value_enum, default_value = "light")]
+    augment: AugmentArg,
+    /// Mixup alpha (0 disables; overrides the augmentation preset).
+    #[arg(long)]
+    mixup: Option<f32>,
+    /// CutMix alpha (0 disables; overrides the augmentation preset).
+    #[arg(long)]
+    cutmix: Option<f32>,
+    /// RandAugment as N,M (e.g. 2,9; overrides the preset).
+    #[arg(long)]
+    randaugment: Option<String>,
+    /// Random-erasing probability (overrides the preset).
+    #[arg(long)]
+    erasing: Option<f32>,
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Stochastic depth rate of the last block.
+    #[arg(long, default_value_t = 0.1)]
+    drop_path: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory for checkpoints and metrics.
+    #[arg(long, default_value = "runs/vit")]
+    out: PathBuf,
+    /// Continue from OUT/last.safetensors (with the same flags).
+    #[arg(long)]
+    resume: bool,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    test_subset: Option<usize>,
+    /// Stop after N optimizer steps (a checkpoint is written; --resume continues).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A checkpoint written by `vit train` (or any with its config in the metadata).
+    checkpoint: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    subset: Option<usize>,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A checkpoint written by `vit train`.
+    checkpoint: PathBuf,
+    /// PNG images (resized to the model's input size).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to list per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+}
+
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let dataset: DatasetKind = a.dataset.parse()?;
+    let shape = dataset.shape();
+    let mut model = ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h);
+    model.in_chans = shape.c;
+    model.num_classes = dataset.classes();
+    if let Some(d) = a.dim {
+        model.dim = d;
+    }
+    if let Some(d) = a.depth {
+        model.depth = d;
+    }
+    if let Some(h) = a.heads {
+        model.heads = h;
+    }
+    model.mlp_dim = (a.mlp_ratio * model.dim as f64).round() as usize;
+    if a.gap {
+        model.classifier = Classifier::Gap;
+    }
+    model.dropout = a.dropout;
+    model.drop_path = a.drop_path;
+
+    let mut augment = match a.augment {
+        AugmentArg::None => AugmentConfig::none(),
+        AugmentArg::Light => AugmentConfig::for_dataset(dataset),
+        AugmentArg::Strong => {
+            // The dataset's own crop and flip (no flip for digits), plus the strong extras.
+            let light = AugmentConfig::for_dataset(dataset);
+            AugmentConfig { crop_padding: light.crop_padding, hflip: light.hflip, ..AugmentConfig::strong() }
+        }
+    };
+    if let Some(m) = a.mixup {
+        augment.mixup_alpha = m;
+    }
+    if let Some(c) = a.cutmix {
+        augment.cutmix_alpha = c;
+    }
+    if let Some(p) = a.erasing {
+        augment.erasing = (p > 0.0).then(|| RandomErasing { prob: p, ..RandomErasing::default() });
+    }
+    if let Some(s) = &a.randaugment {
+        let parsed = s.split_once(',').and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
+        let (ops, magnitude) = parsed.ok_or_else(|| Error::Config(format!("--randaugment expects N,M (e.g. 2,9), got {s:?}")))?;
+        augment.randaugment = (ops > 0).then_some(RandAugment { ops, magnitude });
+    }
+
+    let cfg = TrainConfig {
+        model,
+        dataset,
+        data_dir: a.data_dir.clone(),
+        train_subset: a.train_subset,
+        test_subset: a.test_subset,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer: match a.optimizer {
+            OptimizerArg::Adamw => OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: a.momentum, nesterov: false },
+        },
+        lr: a.lr,
+        min_lr: a.min_lr,
+        warmup_epochs: a.warmup,
+        decay: match a.decay {
+            DecayArg::Cosine => Decay::Cosine,
+            DecayArg::Linear => Decay::Linear,
+            DecayArg::Constant => Decay::Constant,
+        },
+        weight_decay: a.weight_decay,
+        label_smoothing: a.label_smoothing,
+        clip_grad: (a.clip_grad > 0.0).then_some(a.clip_grad),
+        augment,
+        seed: a.seed,
+        out_dir: a.out.clone(),
+        resume: a.resume,
+        progress: !a.quiet,
+        max_steps: a.max_steps,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run_train(a: &TrainArgs) -> Result<()> {
+    let cfg = train_config(a)?;
+    let m = &cfg.model;
+    eprintln!(
+        "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
+        m.dim,
+        m.depth,
+        m.heads,
+        m.patch_size,
+        m.num_params(),
+        cfg.dataset,
+        cfg.epochs,
+        cfg.batch_size,
+        rayon::current_num_threads()
+    );
+    let report = train::train(&cfg)?;
+    eprintln!(
+        "best test accuracy {:.2}%; checkpoint: {}",
+        100.0 * report.best_test_acc,
+        report.last_checkpoint.display()
+    );
+    Ok(())
+}
+
+/// A checkpoint's model, parameters and dataset.
+fn open_model(path: &PathBuf) -> Result<(VisionTransformer, vit::nn::ParamStore<f32>, Option<DatasetKind>)> {
+    let ckpt = Checkpoint::open(path)?;
+    let config = match ckpt.config()? {
+        Some(c) => c,
+        None => checkpoint::infer_config(&ckpt, None)?,
+    };
+    let (model, mut params) = VisionTransformer::init::<f32>(&config, 0)?;
+    checkpoint::load_params(&ckpt, &config, &mut params, &LoadOptions::default())?;
+    let dataset = ckpt.meta(META_DATASET).map(str::parse).transpose()?;
+    Ok((model, params, dataset))
+}
+
+fn run_eval(a: &EvalArgs) -> Result<()> {
+    let (model, params, trained_on) = open_model(&a.checkpoint)?;
+    let dataset = match &a.dataset {
+        Some(d) => d.parse()?,
+        None => trained_on.ok_or_else(|| {
+            Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display()))
+        })?,
+    };
+    let mut test = data::load(dataset, &a.data_dir, Split::Test)?;
+    if let Some(n) = a.subset {
+        test = test.take(n);
+    }
+    let names = test.class_names().to_vec();
+    let loader = Loader::eval(test, a.batch_size)?;
+    let metrics = train::evaluate(&model, &params, &loader);
+    println!("{} on the {} test set", a.checkpoint.display(), dataset);
+    print!("{}", metrics.report(&names));
+    Ok(())
+}
+
+fn run_predict(a: &PredictArgs) -> Result<()> {
+    let (model, params, trained_on) = open_model(&a.checkpoint)?;
+    let c = &model.config;
+    let norm = trained_on.map(|d| d.normalization());
+    let names = trained_on.map(|d| d.class_names()).unwrap_or_default();
+    for path in &a.images {
+        let image = vit::image::read_png(path, c.in_chans, c.image_size)?;
+        let mut x = image;
+        if let Some(n) = &norm {
+            n.normalize(&mut x, data::ImageShape::new(c.in_chans, c.image_size, c.image_size));
+        }
+        let logits = train::predict_logits(&model, &params, x, &[1, c.in_chans, c.image_size, c.image_size]);
+        let probs = softmax(logits.data());
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
+        let top: Vec<String> = order
+            .iter()
+            .take(a.top)
+            .map(|&i| format!("{} {:.1}%", names.get(i).cloned().unwrap_or_else(|| i.to_string()), 100.0 * probs[i]))
+            .collect();
+        println!("{}: {}", path.display(), top.join(", "));
+    }
+    Ok(())
+}
+
+fn softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / z).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
+            eprintln!("vit: cannot set {t} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let command = cli.command.unwrap_or_else(|| {
+        eprintln!("vit: no command given; run `vit train` to train the default recipe, or `vit --help`");
+        std::process::exit(2)
+    });
+    let result = match &command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Predict(a) => run_predict(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vit: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,123 @@
-//! (in progress)
+//! GELU, the Transformer MLP's nonlinearity (Hendrycks & Gimpel, 2016), in both forms ViT code
+//! uses: the exact one (timm, PyTorch's `nn.GELU()`) and the tanh approximation (the official
+//! Flax code, `approximate='tanh'`).
+//!
+//! ```text
+//! Erf:   y  = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+//!        dx = g (Phi(x) + x phi(x)),          phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+//! Tanh:  u  = k (x + a x^3),  t = tanh(u),    k = sqrt(2 / pi),  a = 0.044715
+//!        y  = 0.5 x (1 + t)
+//!        dx = g (0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 a x^2))
+//! ```
+//!
+//! The backward recomputes `erf` or `tanh` from the input instead of saving them: one more
+//! transcendental per element is cheaper than keeping a second activation-sized tensor alive.
+
+use super::softmax::for_each_row;
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::tensor::Tensor;
+
+/// Which GELU formula to use. The two differ by up to about 5e-4, enough to move a pretrained
+/// model's logits, so a checkpoint must run with the form it was trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeluKind {
+    /// `0.5 x (1 + erf(x / sqrt 2))`: timm's and PyTorch's default, so timm checkpoints
+    /// reproduce their logits with it.
+    #[default]
+    Erf,
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`: the official Flax ViT code's form.
+    Tanh,
+}
+
+/// Parses the names configs and the command line use, in any case: `"erf"` (also `"exact"`, and
+/// `"none"` as in PyTorch's `approximate="none"`) or `"tanh"`.
+impl std::str::FromStr for GeluKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "erf" | "exact" | "none" => Ok(GeluKind::Erf),
+            "tanh" => Ok(GeluKind::Tanh),
+            _ => Err(format!("gelu: unknown kind {s:?}, expected \"erf\" or \"tanh\"")),
+        }
+    }
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+const TANH_A: f64 = 0.044715;
+
+/// GELU is elementwise, so the row driver gets the flat tensor cut into pieces of this size.
+const CHUNK: usize = 4096;
+
+/// `y = gelu(x)`; see the module documentation for both forms and their derivatives.
+struct Gelu(GeluKind);
+
+impl<T: Float> Op<T> for Gelu {
+    fn name(&self) -> String {
+        format!("gelu({:?})", self.0)
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let (x, g) = (c.inputs[0].data(), c.grad.data());
+        let half = T::from_f64(0.5);
+        let mut dx = vec![T::ZERO; x.len()];
+        match self.0 {
+            GeluKind::Erf => {
+                let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+                let inv_sqrt_2pi = T::from_f64(INV_SQRT_2PI);
+                for_each_row(&mut dx, CHUNK, |r, dx| {
+                    let at = r * CHUNK;
+                    for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
+                        let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
+                        let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
+                        *dx = g * (cdf + x * pdf);
+                    }
+                });
+            }
+            GeluKind::Tanh => {
+                let (k, a, a3) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A), T::from_f64(3.0 * TANH_A));
+                for_each_row(&mut dx, CHUNK, |r, dx| {
+                    let at = r * CHUNK;
+                    for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
+                        let x2 = x * x;
+                        let t = (k * (x + a * x2 * x)).tanh();
+                        let du_dx = k * (T::ONE + a3 * x2);
+                        *dx = g * (half * (T::ONE + t) + half * x * (T::ONE - t * t) * du_dx);
+                    }
+                });
+            }
+        }
+        vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// GELU, elementwise, in the chosen form.
+    pub fn gelu(&mut self, x: Var, kind: GeluKind) -> Var {
+        let xv = self.value(x);
+        let xd = xv.data();
+        let half = T::from_f64(0.5);
+        let mut y = vec![T::ZERO; xd.len()];
+        match kind {
+            GeluKind::Erf => {
+                let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+                for_each_row(&mut y, CHUNK, |r, y| {
+                    for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
+                        *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
+                    }
+                });
+            }
+            GeluKind::Tanh => {
+                let (k, a) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A));
+                for_each_row(&mut y, CHUNK, |r, y| {
+                    for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
+                        *y = half * x * (T::ONE + (k * (x + a * x * x * x)).tanh());
+                    }
+                });
+            }
+        }
+        let y = Tensor::from_vec(y, xv.shape());
+        self.push(y, Gelu(kind), &[x])
+    }
+}

@@ -1,1 +1,128 @@
-//! (in progress)
+//! Layer normalisation over the last axis (Ba et al., 2016), fused into one op: the `LN` of the
+//! paper's eqs. 2-4.
+//!
+//! ```text
+//! forward, per row x of width D:
+//!     mean = sum_i x_i / D,   var = sum_i (x_i - mean)^2 / D,   rstd = 1 / sqrt(var + eps)
+//!     xhat_i = (x_i - mean) rstd,     y_i = w_i xhat_i + b_i
+//! backward, with dxhat_i = g_i w_i:
+//!     dx_i = rstd (dxhat_i - mean_j(dxhat_j) - xhat_i mean_j(dxhat_j xhat_j))
+//!     dw_i = sum over rows of g_i xhat_i,     db_i = sum over rows of g_i
+//! ```
+//!
+//! In `dx`, the two row means remove the parts of `dxhat` that would shift the row's mean or
+//! scale its spread: normalisation undoes both, so they cannot reach `x`.
+//!
+//! Fused because the composed graph (sub, mul, mean, sqrt, div) would keep several `[.., D]`
+//! intermediates alive until backward; this op keeps two numbers per row, `mean` and `rstd`,
+//! and recomputes `xhat` from `x`. The variance is the biased one (divided by D), as in PyTorch.
+
+use rayon::prelude::*;
+
+use super::softmax::{last_axis, rows_per_task};
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::tensor::Tensor;
+
+/// `y = LN(x) * w + b` over the last axis; see the module documentation for the gradients.
+struct LayerNorm<T> {
+    /// Per-row mean and 1/sqrt(var + eps), as the forward used them.
+    mean: Vec<T>,
+    rstd: Vec<T>,
+    eps: f64,
+}
+
+impl<T: Float> Op<T> for LayerNorm<T> {
+    fn name(&self) -> String {
+        format!("layer_norm(eps={:e})", self.eps)
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
+        let (rows, d) = last_axis(c.inputs[0].shape(), "layer_norm backward");
+        // Rows go in fixed blocks, each summing its own share of dw and db; the blocks are then
+        // added in block order, so the result does not depend on how many threads ran them.
+        let block = rows_per_task(d);
+        let blocks = rows.div_ceil(block);
+        let mut dx = vec![T::ZERO; x.len()];
+        // Per block: dw partial sums in the first D slots, db in the next D.
+        let mut partial = vec![0.0f64; blocks * 2 * d];
+        if d > 0 {
+            dx.par_chunks_mut(block * d).zip(partial.par_chunks_mut(2 * d)).enumerate().for_each(|(k, (dx, acc))| {
+                let (dw, db) = acc.split_at_mut(d);
+                for (i, dx) in dx.chunks_mut(d).enumerate() {
+                    let r = k * block + i;
+                    let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+                    let (mean, rstd) = (self.mean[r], self.rstd[r]);
+                    // First pass: the two row means dx needs, and this row's share of dw, db.
+                    let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
+                    for j in 0..d {
+                        let xhat = (x[j] - mean) * rstd;
+                        let dxhat = g[j] * w[j];
+                        sum_dxhat += dxhat.to_f64();
+                        sum_dxhat_xhat += (dxhat * xhat).to_f64();
+                        dw[j] += (g[j] * xhat).to_f64();
+                        db[j] += g[j].to_f64();
+                    }
+                    let mean_dxhat = T::from_f64(sum_dxhat / d as f64);
+                    let mean_dxhat_xhat = T::from_f64(sum_dxhat_xhat / d as f64);
+                    // Second pass: xhat is recomputed (two flops) rather than stored per row.
+                    for j in 0..d {
+                        let xhat = (x[j] - mean) * rstd;
+                        dx[j] = rstd * (g[j] * w[j] - mean_dxhat - xhat * mean_dxhat_xhat);
+                    }
+                }
+            });
+        }
+        let total = |offset: usize| -> Tensor<T> {
+            let v = (0..d).map(|j| T::from_f64((0..blocks).map(|k| partial[k * 2 * d + offset + j]).sum())).collect();
+            Tensor::from_vec(v, &[d])
+        };
+        vec![
+            c.needs_grad[0].then(|| Tensor::from_vec(dx, c.inputs[0].shape())),
+            c.needs_grad[1].then(|| total(0)),
+            c.needs_grad[2].then(|| total(d)),
+        ]
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// Layer normalisation of `x` `[.., D]` over its last axis, then `* weight + bias` (both
+    /// `[D]`). ViT uses `eps = 1e-6`; PyTorch's default is `1e-5`.
+    pub fn layer_norm(&mut self, x: Var, weight: Var, bias: Var, eps: f64) -> Var {
+        let (rows, d) = last_axis(self.shape(x), "layer_norm");
+        for (name, v) in [("weight", weight), ("bias", bias)] {
+            assert_eq!(
+                self.shape(v),
+                &[d],
+                "layer_norm: {name} must have shape [{d}] to match input {:?}, got {:?}",
+                self.shape(x),
+                self.shape(v)
+            );
+        }
+        assert!(eps >= 0.0, "layer_norm: eps must be >= 0, got {eps}");
+        let (xd, w, b) = (self.value(x).data(), self.value(weight).data(), self.value(bias).data());
+        let mut y = vec![T::ZERO; xd.len()];
+        let mut mean = vec![T::ZERO; rows];
+        let mut rstd = vec![T::ZERO; rows];
+        if d > 0 {
+            y.par_chunks_mut(d)
+                .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+                .with_min_len(rows_per_task(d))
+                .enumerate()
+                .for_each(|(r, (y, (mean, rstd)))| {
+                    let x = &xd[r * d..(r + 1) * d];
+                    // Two passes in f64 (mean, then the spread around it): the one-pass
+                    // E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std.
+                    let m = x.iter().map(|v| v.to_f64()).sum::<f64>() / d as f64;
+                    let var = x.iter().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / d as f64;
+                    *mean = T::from_f64(m);
+                    *rstd = T::from_f64(1.0 / (var + eps).sqrt());
+                    for j in 0..d {
+                        y[j] = (x[j] - *mean) * *rstd * w[j] + b[j];
+                    }
+                });
+        }
+        self.push(Tensor::from_vec(y, self.shape(x)), LayerNorm { mean, rstd, eps }, &[x, weight, bias])
+    }
+}

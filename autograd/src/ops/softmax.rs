@@ -1,1 +1,150 @@
-//! (in progress)
+//! Softmax and log-softmax over the last axis, numerically stable.
+//!
+//! ```text
+//!     softmax:      y_i = exp(x_i - m) / sum_j exp(x_j - m),        m = max_j x_j
+//!                   dx_i = y_i (g_i - sum_j g_j y_j)
+//!     log_softmax:  y_i = (x_i - m) - ln sum_j exp(x_j - m)
+//!                   dx_i = g_i - softmax(x)_i sum_j g_j,            softmax(x) = exp(y)
+//! ```
+//!
+//! Subtracting the row max `m` cancels out mathematically but keeps every exponent <= 0, so no
+//! row overflows however large its logits. Both backwards need only the op's output, so neither
+//! op saves anything: log-softmax recovers the probabilities as `exp(y)` rather than keeping a
+//! second `[.., D]` tensor alive until backward.
+//!
+//! This file also holds the row-parallel driver the other row-wise ops (layer norm, GELU, the
+//! loss, dropout, patchify) share.
+
+use rayon::prelude::*;
+
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::tensor::Tensor;
+
+/// Tensors of fewer elements than this are processed on the calling thread: below it, handing
+/// work to rayon costs more than the work itself.
+pub(crate) const PAR_GRAIN: usize = 1 << 15;
+
+/// How many `width`-element rows one parallel task takes so that it handles at least
+/// [`PAR_GRAIN`] elements (for rayon's `with_min_len`). It depends on the width only, never on
+/// the thread count, so blocked reductions built on it sum in the same order on any machine.
+pub(crate) fn rows_per_task(width: usize) -> usize {
+    PAR_GRAIN.div_ceil(width.max(1))
+}
+
+/// Calls `f(r, row)` for each consecutive `width`-element row `r` of `out` (the last one may be
+/// shorter), in parallel over rows for large tensors. `f` reads its inputs at `r * width`.
+pub(crate) fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if out.is_empty() || width == 0 {
+        return;
+    }
+    // A tensor under the grain is one task, which rayon runs inline on this thread.
+    out.par_chunks_mut(width).with_min_len(rows_per_task(width)).enumerate().for_each(|(r, row)| f(r, row));
+}
+
+/// `(rows, width)` of a tensor seen as rows along its last axis; panics naming `op` on a scalar.
+pub(crate) fn last_axis(shape: &[usize], op: &str) -> (usize, usize) {
+    let Some((&d, lead)) = shape.split_last() else {
+        panic!("{op}: needs a tensor of rank >= 1 (it works over the last axis), got shape {shape:?}")
+    };
+    (lead.iter().product(), d)
+}
+
+/// The row's maximum; NaN does not win `max`, but then poisons the exponentials, as it should.
+fn row_max<T: Float>(x: &[T]) -> T {
+    x.iter().fold(x[0], |m, &v| m.max(v))
+}
+
+/// `y = softmax(x)` for one row: `e_i = exp(x_i - m)`, `y_i = e_i / sum e`.
+fn softmax_row<T: Float>(x: &[T], y: &mut [T]) {
+    let m = row_max(x);
+    // Accumulated in f64 so long rows lose nothing; it costs nothing on the scalar path.
+    let mut sum = 0.0f64;
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        let e = (xi - m).exp();
+        *yi = e;
+        sum += e.to_f64();
+    }
+    let inv = T::from_f64(1.0 / sum);
+    for yi in y.iter_mut() {
+        *yi *= inv;
+    }
+}
+
+/// `y = log_softmax(x)` for one row: `y_i = (x_i - m) - ln sum_j exp(x_j - m)`.
+fn log_softmax_row<T: Float>(x: &[T], y: &mut [T]) {
+    let m = row_max(x);
+    let sum: f64 = x.iter().map(|&xi| (xi - m).exp().to_f64()).sum();
+    let log_sum = T::from_f64(sum.ln());
+    // (x_i - m) first, so a large offset shared by the row's logits cancels before log_sum
+    // (which is small) is subtracted.
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = (xi - m) - log_sum;
+    }
+}
+
+/// `y = softmax(x)` over the last axis;  `dx = y * (g - sum(g * y))` per row.
+struct Softmax;
+impl<T: Float> Op<T> for Softmax {
+    fn name(&self) -> String {
+        "softmax".into()
+    }
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let (_, d) = last_axis(c.output.shape(), "softmax backward");
+        let (y, g) = (c.output.data(), c.grad.data());
+        let mut dx = vec![T::ZERO; y.len()];
+        for_each_row(&mut dx, d, |r, dx| {
+            let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let dot = T::from_f64(g.iter().zip(y).map(|(&g, &y)| (g * y).to_f64()).sum());
+            for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+                *dx = y * (g - dot);
+            }
+        });
+        vec![Some(Tensor::from_vec(dx, c.output.shape()))]
+    }
+}
+
+/// `y = log_softmax(x)` over the last axis;  `dx = g - exp(y) * sum(g)` per row.
+struct LogSoftmax;
+impl<T: Float> Op<T> for LogSoftmax {
+    fn name(&self) -> String {
+        "log_softmax".into()
+    }
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let (_, d) = last_axis(c.output.shape(), "log_softmax backward");
+        let (y, g) = (c.output.data(), c.grad.data());
+        let mut dx = vec![T::ZERO; y.len()];
+        for_each_row(&mut dx, d, |r, dx| {
+            let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let gsum = T::from_f64(g.iter().map(|g| g.to_f64()).sum());
+            for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+                *dx = g - y.exp() * gsum;
+            }
+        });
+        vec![Some(Tensor::from_vec(dx, c.output.shape()))]
+    }
+}
+
+/// Applies `row(x_row, y_row)` to every last-axis row of `x`.
+fn map_last_axis<T: Float>(x: &Tensor<T>, op: &str, row: fn(&[T], &mut [T])) -> Tensor<T> {
+    let (_, d) = last_axis(x.shape(), op);
+    let xd = x.data();
+    let mut y = vec![T::ZERO; xd.len()];
+    for_each_row(&mut y, d, |r, y| row(&xd[r * d..(r + 1) * d], y));
+    Tensor::from_vec(y, x.shape())
+}
+
+impl<T: Float> Graph<T> {
+    /// Softmax over the last axis: each row of `x` becomes a probability vector.
+    pub fn softmax(&mut self, x: Var) -> Var {
+        let y = map_last_axis(self.value(x), "softmax", softmax_row);
+        self.push(y, Softmax, &[x])
+    }
+
+    /// Log-softmax over the last axis, computed directly (not as `ln(softmax)`, which
+    /// underflows to `-inf` for very negative logits).
+    pub fn log_softmax(&mut self, x: Var) -> Var {
+        let y = map_last_axis(self.value(x), "log_softmax", log_softmax_row);
+        self.push(y, LogSoftmax, &[x])
+    }
+}

@@ -1,0 +1,150 @@
+//! The register-blocked microkernel, written once over [`Simd`] and instantiated per ISA.
+//!
+//! One call computes an `MR x NR` tile of C (`NR = NV` vectors) from a packed A micro-panel and a
+//! packed B micro-panel:
+//!
+//! ```text
+//!     for k in 0..kc:                      b_v = B~[k, v*L .. (v+1)*L]   (NV aligned loads)
+//!         for i in 0..MR:                  a   = splat(A~[i, k])         (one broadcast)
+//!             acc[i][v] += a * b_v         (MR * NV independent FMAs per k)
+//!     C[i, j] = alpha * acc[i, j] + beta * C[i, j]     (only i < mr, j < nr; C not read if beta == 0)
+//! ```
+//!
+//! The accumulators stay in registers for the whole `kc` loop: `MR * NV` of them (28 of the 32
+//! zmm registers for AVX-512 at 14 x 32), which also hides the FMA latency. The A micro-panel is
+//! laid out either row by row (`KMAJOR = false`: `A~[i, k]` at `i * KCP + k`, a plain copy of a
+//! row-major A) or column by column (`KMAJOR = true`: `A~[i, k]` at `k * MR + i`, a plain copy of a
+//! column-major A, i.e. a transposed operand); both are compile-time offsets from one pointer,
+//! so every broadcast folds into its FMA as a memory operand.
+
+use crate::kernels::simd::Simd;
+
+/// Everything one microkernel call needs. `a` and `b` point at packed micro-panels; `c` at the
+/// tile's top-left element of the real C, with its strides.
+pub(crate) struct Tile {
+    pub kc: usize,
+    pub a: *const f32,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub csc: isize,
+    /// Rows of the tile that exist in C (`<= MR`).
+    pub mr: usize,
+    /// Columns of the tile that exist in C (`<= NV * LANES`).
+    pub nr: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// A monomorphised microkernel.
+pub(crate) type KernelFn = unsafe fn(&Tile);
+
+/// The microkernel body. `NR` is the packed B panel's row stride (the ISA's full panel width, even
+/// when `NV` vectors cover fewer columns), `KCP` the row stride of a row-layout A micro-panel.
+///
+/// # Safety
+/// `t` must describe valid packed panels of `t.kc` steps and a C tile of `t.mr x t.nr`
+/// addressable elements; the CPU must support `S`'s ISA.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+pub(crate) unsafe fn kernel<S: Simd, const MR: usize, const NV: usize, const KMAJOR: bool, const NR: usize, const KCP: usize>(
+    t: &Tile,
+) {
+    // Start fetching the C tile now: it is needed only after the k loop, and a row-major C is
+    // often not in cache when several depth blocks pass over it.
+    for i in 0..MR {
+        if i < t.mr {
+            let row = t.c.offset(i as isize * t.rsc);
+            S::prefetch(row);
+            if t.csc == 1 && t.nr > 16 {
+                S::prefetch(row.add(t.nr - 1));
+            }
+        }
+    }
+    let mut acc = [[S::zero(); NV]; MR];
+    let mut a = t.a;
+    let mut b = t.b;
+    for _ in 0..t.kc {
+        let mut bv = [S::zero(); NV];
+        for v in 0..NV {
+            bv[v] = S::load_aligned(b.add(v * S::LANES));
+        }
+        for i in 0..MR {
+            let ai = S::splat(*a.add(if KMAJOR { i } else { i * KCP }));
+            for v in 0..NV {
+                acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+            }
+        }
+        a = a.add(if KMAJOR { MR } else { 1 });
+        b = b.add(NR);
+    }
+    store_tile::<S, MR, NV>(&acc, t);
+}
+
+/// `C = alpha * acc + beta * C` on the tile's existing `mr x nr` elements; C is not read when
+/// `beta == 0`.
+///
+/// Only the full-tile, unit-column-stride case touches `acc` directly, in loops with compile-time
+/// trip counts and tiny bodies that unroll completely, so `acc` stays in registers through the
+/// k loop (a dynamically indexed `acc` is kept in memory and costs a store per FMA). Edge tiles
+/// and other C layouts first spill `acc` to a stack tile, then store from there.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: &[[S::V; NV]; MR], t: &Tile) {
+    let alpha = S::splat(t.alpha);
+    if t.csc == 1 && t.mr == MR && t.nr == NV * S::LANES {
+        if t.beta == 0.0 {
+            for i in 0..MR {
+                let row = t.c.offset(i as isize * t.rsc);
+                for v in 0..NV {
+                    S::store(row.add(v * S::LANES), S::mul(acc[i][v], alpha));
+                }
+            }
+        } else {
+            let beta = S::splat(t.beta);
+            for i in 0..MR {
+                let row = t.c.offset(i as isize * t.rsc);
+                for v in 0..NV {
+                    let p = row.add(v * S::LANES);
+                    S::store(p, S::fma(beta, S::load(p), S::mul(acc[i][v], alpha)));
+                }
+            }
+        }
+        return;
+    }
+    let mut tile = [[0.0f32; 32]; MR];
+    debug_assert!(NV * S::LANES <= 32);
+    for i in 0..MR {
+        for v in 0..NV {
+            S::store(tile[i].as_mut_ptr().add(v * S::LANES), S::mul(acc[i][v], alpha));
+        }
+    }
+    store_edge(&tile[..t.mr.min(MR)], t);
+}
+
+/// Stores a spilled `mr x nr` tile (already scaled by alpha) into C with any strides.
+#[inline(never)]
+unsafe fn store_edge(tile: &[[f32; 32]], t: &Tile) {
+    for (i, row) in tile.iter().enumerate() {
+        for (j, &x) in row.iter().enumerate().take(t.nr) {
+            let p = t.c.offset(i as isize * t.rsc + j as isize * t.csc);
+            *p = if t.beta == 0.0 { x } else { x + t.beta * *p };
+        }
+    }
+}
+
+/// A `match` from `(mr, nv, kmajor)` to the monomorphised kernel `$k::<MR, NV, KMAJOR>`.
+macro_rules! kernel_table {
+    ($k:ident, $mr:expr, $nv:expr, $km:expr; $($m:literal)*) => {
+        match ($mr, $nv, $km) {
+            $(
+                ($m, 1, false) => $k::<$m, 1, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 1, true) => $k::<$m, 1, true> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, false) => $k::<$m, 2, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, true) => $k::<$m, 2, true> as $crate::kernels::gemm::kernel::KernelFn,
+            )*
+            (mr, nv, _) => panic!("sgemm: no microkernel for mr = {mr}, nv = {nv}"),
+        }
+    };
+}
+pub(crate) use kernel_table;

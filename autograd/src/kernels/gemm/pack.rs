@@ -1,0 +1,165 @@
+//! Packing: copying blocks of A and B into the contiguous, aligned layouts the microkernel reads.
+//!
+//! * B block (`kc x nc`) -> panels of `NR` columns; panel `p` holds `B[k, p*NR + jj]` at
+//!   `p*kc*NR + k*NR + jj`, zero-padded past `nc`. Row-major B (`csb == 1`) is a row copy; a
+//!   transposed B (`rsb == 1`, e.g. `W^T` of a PyTorch-layout weight) is a blocked transpose.
+//! * A micro-panel (`MR x kc`), in one of two layouts chosen from A's strides so that
+//!   packing is a copy whenever A is row- or column-major:
+//!   - rows (`csa == 1`): `A[i, k]` at `i*KCP + k`;
+//!   - k-major (otherwise): `A[i, k]` at `k*MR + i`.
+//!
+//!   A whole block of micro-panels (`MC x kc`, sized for L2) is packed at once, reading A in its
+//!   own contiguous direction so the hardware prefetchers see long streams.
+//!
+//!   Rows `mr..MR` are zero, so the kernel may compute them and the store drops them.
+
+use crate::kernels::simd::Simd;
+
+/// Copies `n` floats from `src` to `dst` with vector loads and stores.
+#[inline(always)]
+pub(super) unsafe fn copy<S: Simd>(src: *const f32, dst: *mut f32, n: usize) {
+    let mut i = 0;
+    while i + S::LANES <= n {
+        S::store(dst.add(i), S::load(src.add(i)));
+        i += S::LANES;
+    }
+    if i < n {
+        S::store_partial(dst.add(i), n - i, S::load_partial(src.add(i), n - i));
+    }
+}
+
+/// Writes `n` zeros at `dst`.
+#[inline(always)]
+pub(super) unsafe fn zero<S: Simd>(dst: *mut f32, n: usize) {
+    let z = S::zero();
+    let mut i = 0;
+    while i + S::LANES <= n {
+        S::store(dst.add(i), z);
+        i += S::LANES;
+    }
+    if i < n {
+        S::store_partial(dst.add(i), n - i, z);
+    }
+}
+
+/// Packs `B[0..kc, 0..nc]` (strides `rsb`, `csb`) into `NR`-wide panels at `dst`.
+#[inline(always)]
+#[allow(non_snake_case)]
+pub(super) unsafe fn pack_b<S: Simd>(
+    NR: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    dst: *mut f32,
+) {
+    let panels = nc.div_ceil(NR);
+    for p in 0..panels {
+        let j0 = p * NR;
+        let w = NR.min(nc - j0);
+        let d = dst.add(p * kc * NR);
+        if csb == 1 {
+            for k in 0..kc {
+                let s = b.offset(k as isize * rsb).add(j0);
+                if w == NR {
+                    let mut v = 0;
+                    while v < NR {
+                        S::store(d.add(k * NR + v), S::load(s.add(v)));
+                        v += S::LANES;
+                    }
+                } else {
+                    copy::<S>(s, d.add(k * NR), w);
+                    zero::<S>(d.add(k * NR + w), NR - w);
+                }
+            }
+        } else if rsb == 1 {
+            // Column j of B is contiguous in k: read a block of 16 k's from each column and write
+            // it down the panel, so that reads stream and writes stay within a few cache lines.
+            let mut k0 = 0;
+            while k0 < kc {
+                let kb = 16.min(kc - k0);
+                for jj in 0..w {
+                    let s = b.offset((j0 + jj) as isize * csb).add(k0);
+                    for kk in 0..kb {
+                        *d.add((k0 + kk) * NR + jj) = *s.add(kk);
+                    }
+                }
+                if w < NR {
+                    for kk in 0..kb {
+                        zero::<S>(d.add((k0 + kk) * NR + w), NR - w);
+                    }
+                }
+                k0 += kb;
+            }
+        } else {
+            for k in 0..kc {
+                for jj in 0..w {
+                    *d.add(k * NR + jj) = *b.offset(k as isize * rsb + (j0 + jj) as isize * csb);
+                }
+                if w < NR {
+                    zero::<S>(d.add(k * NR + w), NR - w);
+                }
+            }
+        }
+    }
+}
+
+/// Packs the `mc x kc` block of a row-contiguous A (`csa == 1`) into rows-layout micro-panels
+/// of `mr` rows (`mr * KCP` floats each, the last one zero-padded).
+#[inline(always)]
+#[allow(non_snake_case)]
+pub(super) unsafe fn pack_a_rows<S: Simd>(
+    KCP: usize,
+    mc: usize,
+    mr: usize,
+    kc: usize,
+    a: *const f32,
+    rsa: isize,
+    dst: *mut f32,
+) {
+    for i in 0..mc {
+        copy::<S>(a.offset(i as isize * rsa), dst.add(i / mr * mr * KCP + i % mr * KCP), kc);
+    }
+    for i in mc..mc.next_multiple_of(mr) {
+        zero::<S>(dst.add(i / mr * mr * KCP + i % mr * KCP), kc);
+    }
+}
+
+/// Packs the `mc x kc` block of A (any strides) into k-major micro-panels of `mr` rows
+/// (`kc * mr` floats each, the last one zero-padded); `mr` must be below the vector width.
+/// A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
+#[inline(always)]
+pub(super) unsafe fn pack_a_kmajor<S: Simd>(
+    mc: usize,
+    mr: usize,
+    kc: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    dst: *mut f32,
+) {
+    debug_assert!(mr < S::LANES);
+    let panels = mc.div_ceil(mr);
+    if rsa == 1 {
+        for k in 0..kc {
+            let src = a.offset(k as isize * csa);
+            for p in 0..panels {
+                let rows = mr.min(mc - p * mr);
+                let v = S::load_partial(src.add(p * mr), rows);
+                S::store_partial(dst.add(p * kc * mr + k * mr), mr, v);
+            }
+        }
+    } else {
+        for p in 0..panels {
+            let rows = mr.min(mc - p * mr);
+            let d = dst.add(p * kc * mr);
+            for k in 0..kc {
+                for i in 0..mr {
+                    *d.add(k * mr + i) =
+                        if i < rows { *a.offset((p * mr + i) as isize * rsa + k as isize * csa) } else { 0.0 };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Our f32 GEMM against a naive triple loop (in f64), on every ISA this machine can run: random
+//! shapes biased to 1, primes and the sizes either side of every blocking edge (MR, NR, KC, NC),
+//! row-major, column-major (transposed), padded and arbitrarily strided operands, negative
+//! strides, and alpha/beta including `beta = 0` over a NaN-filled C and `beta = 1` accumulation.
+//!
+//! Tolerance: each element may differ from the exact result by `(k + 2) * 2 eps` times the sum
+//! of the magnitudes that went into it (`|alpha| sum_p |a_ip b_pj| + |beta c_ij|`), the standard
+//! bound for a length-k dot product in f32 (no cancellation-free assumption needed).
+
+use autograd::kernels::gemm::{sgemm, sgemm_batched_with, sgemm_with, MIN_TASK_FLOPS};
+use autograd::kernels::Isa;
+use proptest::prelude::*;
+
+fn cases() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96u32);
+    ProptestConfig::with_cases(cases.max(64))
+}
+
+/// How a matrix sits in its buffer.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// Row-major with `pad` extra elements per row.
+    Rows { pad: usize },
+    /// Column-major (the transpose of a row-major matrix) with `pad` extra per column.
+    Cols { pad: usize },
+    /// Neither stride is 1: `rs = (cols * cs) + pad`, `cs = step`.
+    Strided { step: usize, pad: usize },
+    /// Row-major, rows stored bottom-up (negative row stride).
+    RowsReversed,
+}
+
+/// A strided view into its own buffer, whose unused elements hold a sentinel.
+#[derive(Clone, Debug)]
+struct Mat {
+    buf: Vec<f32>,
+    origin: usize,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+const SENTINEL: f32 = -7777.0;
+
+impl Mat {
+    fn new(rows: usize, cols: usize, layout: Layout, fill: impl Fn(usize, usize) -> f32) -> Mat {
+        let (rs, cs, len, origin) = match layout {
+            Layout::Rows { pad } => ((cols + pad) as isize, 1, rows * (cols + pad), 0),
+            Layout::Cols { pad } => (1, (rows + pad) as isize, cols * (rows + pad), 0),
+            Layout::Strided { step, pad } => {
+                let rs = cols * step + pad;
+                (rs as isize, step as isize, rows * rs, 0)
+            }
+            Layout::RowsReversed => (-(cols as isize), 1, rows * cols, (rows.max(1) - 1) * cols),
+        };
+        let mut m = Mat { buf: vec![SENTINEL; len.max(1)], origin, rows, cols, rs, cs };
+        for i in 0..rows {
+            for j in 0..cols {
+                let idx = m.idx(i, j);
+                m.buf[idx] = fill(i, j);
+            }
+        }
+        m
+    }
+    fn idx(&self, i: usize, j: usize) -> usize {
+        (self.origin as isize + i as isize * self.rs + j as isize * self.cs) as usize
+    }
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.buf[self.idx(i, j)]
+    }
+    fn ptr(&self) -> *const f32 {
+        self.buf[self.origin..].as_ptr()
+    }
+    fn ptr_mut(&mut self) -> *mut f32 {
+        self.buf[self.origin..].as_mut_ptr()
+    }
+}
+
+/// A small deterministic generator of values in [-1, 1].
+fn values(seed: u64) -> impl Fn(usize, usize) -> f32 {
+    move |i, j| {
+        let mut x = seed ^ ((i as u64) << 32 | j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Checks `got = alpha * a b + beta * c0` elementwise, and that nothing outside C's view moved.
+fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &str) {
+    let k = a.cols;
+    let eps = f32::EPSILON as f64;
+    for i in 0..got.rows {
+        for j in 0..got.cols {
+            let (mut exact, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let t = a.at(i, p) as f64 * b.at(p, j) as f64;
+                exact += t;
+                mag += t.abs();
+            }
+            exact *= alpha as f64;
+            mag *= (alpha as f64).abs();
+            if beta != 0.0 {
+                exact += beta as f64 * c0.at(i, j) as f64;
+                mag += (beta as f64 * c0.at(i, j) as f64).abs();
+            }
+            let g = got.at(i, j) as f64;
+            let tol = (k as f64 + 2.0) * 2.0 * eps * mag + 1e-30;
+            assert!(
+                (g - exact).abs() <= tol,
+                "{what}: C[{i},{j}] = {g}, want {exact} (|diff| {:e} > tol {tol:e})",
+                (g - exact).abs()
+            );
+        }
+    }
+    let mut inside = vec![false; got.buf.len()];
+    for i in 0..got.rows {
+        for j in 0..got.cols {
+            inside[got.idx(i, j)] = true;
+        }
+    }
+    for (idx, (&x, &inn)) in got.buf.iter().zip(&inside).enumerate() {
+        if !inn {
+            assert!(x == SENTINEL || (x.is_nan() && c0.buf[idx].is_nan()), "{what}: element {idx} outside C changed");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_case(isa: Isa, m: usize, k: usize, n: usize, la: Layout, lb: Layout, lc: Layout, alpha: f32, beta: f32, seed: u64) {
+    let a = Mat::new(m, k, la, values(seed));
+    let b = Mat::new(k, n, lb, values(seed + 1));
+    let c0 = if beta == 0.0 { Mat::new(m, n, lc, |_, _| f32::NAN) } else { Mat::new(m, n, lc, values(seed + 2)) };
+    let mut c = c0.clone();
+    let what = format!("{isa}: {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
+    // SAFETY: every view addresses its own buffer; C does not alias A or B.
+    unsafe {
+        sgemm_with(isa, m, k, n, alpha, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, beta, c.ptr_mut(), c.rs, c.cs);
+    }
+    check(&a, &b, &c0, &c, alpha, beta, &what);
+}
+
+/// Sizes that straddle the blocking edges of every ISA (MR 6/14, NR 16/32, KC 256), primes and 1.
+fn dim_m() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => prop::sample::select(vec![1usize, 2, 3, 5, 6, 7, 11, 12, 13, 14, 15, 17, 27, 28, 29, 31, 37, 65, 97]),
+        1 => 1usize..=120,
+    ]
+}
+fn dim_k() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => prop::sample::select(vec![1usize, 2, 3, 7, 13, 16, 31, 64, 65, 127, 255, 256, 257, 300, 511, 513]),
+        1 => 1usize..=600,
+    ]
+}
+fn dim_n() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => prop::sample::select(vec![1usize, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 97]),
+        1 => 1usize..=150,
+    ]
+}
+fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![
+        3 => (0usize..3).prop_map(|pad| Layout::Rows { pad }),
+        3 => (0usize..3).prop_map(|pad| Layout::Cols { pad }),
+        1 => (2usize..4, 0usize..3).prop_map(|(step, pad)| Layout::Strided { step, pad }),
+        1 => Just(Layout::RowsReversed),
+    ]
+}
+fn scalars() -> impl Strategy<Value = (f32, f32)> {
+    (
+        prop::sample::select(vec![1.0f32, 1.0, -1.0, 0.5, 2.75]),
+        prop::sample::select(vec![0.0f32, 0.0, 1.0, 1.0, -0.5, 3.0]),
+    )
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// Every available ISA, forced, against the naive product.
+    #[test]
+    fn sgemm_matches_naive_on_every_isa(
+        m in dim_m(), k in dim_k(), n in dim_n(),
+        la in layout(), lb in layout(), lc in layout(),
+        (alpha, beta) in scalars(),
+        seed in any::<u64>(),
+    ) {
+        for isa in Isa::all_available() {
+            run_case(isa, m, k, n, la, lb, lc, alpha, beta, seed);
+        }
+    }
+}
+
+/// Columns past the L2 budget of one packed B block (NC), several depth blocks, edge tiles in
+/// both directions, on every ISA.
+#[test]
+fn sgemm_crosses_nc_and_kc_blocks() {
+    for isa in Isa::all_available() {
+        for &(m, k, n) in &[(15, 700, 1300), (29, 257, 2100), (3, 1100, 641)] {
+            run_case(isa, m, k, n, Layout::Rows { pad: 1 }, Layout::Rows { pad: 0 }, Layout::Rows { pad: 2 }, 1.0, 1.0, 7);
+            run_case(isa, m, k, n, Layout::Cols { pad: 0 }, Layout::Cols { pad: 1 }, Layout::Cols { pad: 0 }, -0.5, 0.0, 8);
+        }
+    }
+}
+
+/// Products big enough to be cut into tasks, in pools of 2, 3 and 4 threads: tall (split M),
+/// wide (split N) and long-K (split K, partial products summed) shapes, with beta = 0 over NaN
+/// and beta = 1 accumulation.
+#[test]
+fn threaded_splits_match_naive() {
+    let shapes = [(400, 128, 200), (48, 160, 1500), (24, 24000, 20), (200, 5000, 96)];
+    for &(m, k, n) in &shapes {
+        assert!(2 * m * n * k >= 2 * MIN_TASK_FLOPS, "shape {m}x{k}x{n} too small to be split");
+    }
+    for threads in [2, 3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for isa in Isa::all_available() {
+                for (s, &(m, k, n)) in shapes.iter().enumerate() {
+                    let lb = if s % 2 == 0 { Layout::Cols { pad: 0 } } else { Layout::Rows { pad: 0 } };
+                    let la = if s < 2 { Layout::Rows { pad: 0 } } else { Layout::Cols { pad: 0 } };
+                    run_case(isa, m, k, n, la, lb, Layout::Rows { pad: 0 }, 1.0, 0.0, s as u64);
+                    run_case(isa, m, k, n, la, lb, Layout::Cols { pad: 1 }, 0.5, 1.0, s as u64 + 10);
+                }
+            }
+        });
+    }
+}
+
+/// `k == 0` and `alpha == 0` scale C by beta without reading A or B (null pointers here);
+/// `beta == 0` then writes zeros over NaN.
+#[test]
+fn degenerate_products_scale_c() {
+    for isa in Isa::all_available() {
+        for (k, alpha) in [(0usize, 1.0f32), (5, 0.0)] {
+            let mut c = vec![f32::NAN; 6];
+            unsafe { sgemm_with(isa, 2, k, 3, alpha, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1) };
+            assert_eq!(c, vec![0.0; 6]);
+            let mut c = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+            unsafe { sgemm_with(isa, 2, k, 3, alpha, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 2.0, c.as_mut_ptr(), 3, 1) };
+            assert_eq!(c, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        }
+        // m == 0 or n == 0: nothing is touched.
+        let mut c = vec![f32::NAN; 1];
+        unsafe { sgemm_with(isa, 0, 4, 3, 1.0, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1) };
+        assert!(c[0].is_nan());
+    }
+}
+
+/// The batched entry point equals one product at a time, with a shared (stride 0) B and with
+/// per-entry B, in a 2-thread pool (parallel over the batch).
+#[test]
+fn batched_matches_naive() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        for isa in Isa::all_available() {
+            let (batch, m, k, n) = (37, 65, 64, 65);
+            let a: Vec<f32> = (0..batch * m * k).map(|i| values(1)(i, 0)).collect();
+            let b: Vec<f32> = (0..batch * k * n).map(|i| values(2)(i, 0)).collect();
+            for shared_b in [false, true] {
+                let mut c = vec![f32::NAN; batch * m * n];
+                let stride_b = if shared_b { 0 } else { (k * n) as isize };
+                // B read transposed (as in Q K^T): B_p[kk, j] = b[p*k*n + j*k + kk].
+                unsafe {
+                    sgemm_batched_with(
+                        isa, batch, m, k, n, 1.0, a.as_ptr(), (m * k) as isize, k as isize, 1, b.as_ptr(), stride_b, 1,
+                        k as isize, 0.0, c.as_mut_ptr(), (m * n) as isize, n as isize, 1,
+                    )
+                };
+                for p in 0..batch {
+                    let am = Mat::new(m, k, Layout::Rows { pad: 0 }, |i, j| a[p * m * k + i * k + j]);
+                    let bo = if shared_b { 0 } else { p * k * n };
+                    let bm = Mat::new(k, n, Layout::Rows { pad: 0 }, |kk, j| b[bo + j * k + kk]);
+                    let c0 = Mat::new(m, n, Layout::Rows { pad: 0 }, |_, _| f32::NAN);
+                    let got = Mat::new(m, n, Layout::Rows { pad: 0 }, |i, j| c[p * m * n + i * n + j]);
+                    check(&am, &bm, &c0, &got, 1.0, 0.0, &format!("{isa} batched p={p} shared_b={shared_b}"));
+                }
+            }
+        }
+    });
+}
+
+/// The default entry point runs on the detected ISA and agrees with the forced one bit for bit.
+#[test]
+fn default_entry_point_is_the_active_isa() {
+    let isa = Isa::active();
+    assert!(isa.available());
+    let (m, k, n) = (33, 70, 45);
+    let a = Mat::new(m, k, Layout::Rows { pad: 0 }, values(3));
+    let b = Mat::new(k, n, Layout::Cols { pad: 0 }, values(4));
+    let mut c1 = Mat::new(m, n, Layout::Rows { pad: 0 }, |_, _| 0.0);
+    let mut c2 = c1.clone();
+    unsafe {
+        sgemm(m, k, n, 1.0, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, 0.0, c1.ptr_mut(), c1.rs, c1.cs);
+        sgemm_with(isa, m, k, n, 1.0, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, 0.0, c2.ptr_mut(), c2.rs, c2.cs);
+    }
+    assert_eq!(c1.buf, c2.buf);
+    eprintln!("ISAs tested on this machine: {:?} (active: {isa})", Isa::all_available());
+}

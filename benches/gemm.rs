@@ -1,0 +1,372 @@
+//! GEMM benchmark: our `sgemm` against `matrixmultiply` (threading feature on), in GFLOP/s and as
+//! a percentage of a measured FMA peak, on 1 and 2 threads.
+//!
+//! ```sh
+//! cargo bench --bench gemm                    # full table (a minute or two)
+//! BENCH_QUICK=1 cargo bench --bench gemm      # smoke run: a few shapes, few repetitions
+//! ```
+//!
+//! Shapes: squares 256..2048, and the ViT-Tiny training products at batch 128 (M = 128 * 65 =
+//! 8320 token rows) exactly as `autograd::ops::matmul` issues them: forward `x W^T` (B is a
+//! PyTorch-layout weight read transposed), input gradient `g W`, weight gradient `g^T x`
+//! (A read transposed, K = 8320), and attention's 384 per-head products `Q K^T` (65x64x65) and
+//! `P V` (65x65x64), batched.
+//!
+//! Threads: ours runs inside a `rayon::ThreadPool` of 1 or 2 threads. `matrixmultiply` reads
+//! `MATMUL_NUM_THREADS` once per process, so this program sets it to 2 for itself and re-runs
+//! itself with `MATMUL_NUM_THREADS=1 BENCH_MM_CHILD=1` to measure matrixmultiply on one thread;
+//! the child prints its figures and the parent merges them into the table. For the batched
+//! attention products, matrixmultiply is called once per product from a rayon loop over the
+//! batch (as our `ops::matmul` did), in the same 1- or 2-thread pool.
+//!
+//! Peak: a loop of 12 independent FMA chains per thread (AVX-512, and AVX2 for the forced-AVX2
+//! rows), run on 1 and on 2 threads at once. Every figure is the median of several timed runs;
+//! nothing is asserted.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use autograd::kernels::gemm::{sgemm_batched_with, sgemm_with};
+use autograd::kernels::Isa;
+use rayon::prelude::*;
+
+/// Where an operand comes from: row-major, or a row-major matrix of the transposed shape read
+/// through strides (no copy).
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    N,
+    T,
+}
+
+#[derive(Clone)]
+struct Shape {
+    name: String,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: Op,
+    tb: Op,
+}
+
+impl Shape {
+    fn new(name: &str, m: usize, k: usize, n: usize, ta: Op, tb: Op) -> Shape {
+        Shape { name: name.to_string(), batch: 1, m, k, n, ta, tb }
+    }
+    fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.m * self.k * self.n) as f64
+    }
+    fn label(&self) -> String {
+        let t = |o: Op| if o == Op::T { "^T" } else { "" };
+        let b = if self.batch > 1 { format!("{} x ", self.batch) } else { String::new() };
+        format!("{} {}{}x{}x{} (A{} B{})", self.name, b, self.m, self.k, self.n, t(self.ta), t(self.tb))
+    }
+}
+
+/// `BENCH_SHAPES="512x512x512:NN,8320x192x576:NT,384*65x64x65:NT"` replaces the list.
+fn custom_shapes() -> Option<Vec<Shape>> {
+    let spec = std::env::var("BENCH_SHAPES").ok()?;
+    let parse = |item: &str| -> Shape {
+        let (dims, ops) = item.split_once(':').unwrap_or((item, "NN"));
+        let (batch, dims) = dims.split_once('*').map_or((1, dims), |(b, d)| (b.parse().unwrap(), d));
+        let d: Vec<usize> = dims.split('x').map(|x| x.parse().expect("BENCH_SHAPES: MxKxN")).collect();
+        let op = |c: char| if c == 'T' { Op::T } else { Op::N };
+        let mut ops = ops.chars();
+        let (ta, tb) = (op(ops.next().unwrap_or('N')), op(ops.next().unwrap_or('N')));
+        Shape { batch, ..Shape::new("custom", d[0], d[1], d[2], ta, tb) }
+    };
+    Some(spec.split(',').map(parse).collect())
+}
+
+fn shapes(quick: bool) -> Vec<Shape> {
+    use Op::{N, T};
+    if let Some(v) = custom_shapes() {
+        return v;
+    }
+    let mut v = Vec::new();
+    let squares: &[usize] = if quick { &[512] } else { &[256, 512, 1024, 2048] };
+    for &s in squares {
+        v.push(Shape::new("square", s, s, s, N, N));
+    }
+    let m = 8320;
+    // (layer, in, out) of ViT-Tiny (D = 192, MLP 768, qkv 3D).
+    let layers: &[(&str, usize, usize)] =
+        if quick { &[("qkv", 192, 576)] } else { &[("qkv", 192, 576), ("proj", 192, 192), ("fc1", 192, 768), ("fc2", 768, 192)] };
+    for &(l, din, dout) in layers {
+        v.push(Shape::new(&format!("{l} fwd x W^T"), m, din, dout, N, T));
+    }
+    for &(l, din, dout) in layers {
+        v.push(Shape::new(&format!("{l} dX = g W"), m, dout, din, N, N));
+    }
+    for &(l, din, dout) in layers {
+        v.push(Shape::new(&format!("{l} dW = g^T x"), dout, m, din, T, N));
+    }
+    let batch = 384;
+    v.push(Shape { batch, ..Shape::new("attn Q K^T", 65, 64, 65, N, T) });
+    v.push(Shape { batch, ..Shape::new("attn P V", 65, 65, 64, N, N) });
+    v
+}
+
+/// Operands for one shape, stored row-major in the layout `Op` describes.
+struct Operands {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    // (rs, cs) of op(A) and op(B), per-product strides.
+    rsa: isize,
+    csa: isize,
+    rsb: isize,
+    csb: isize,
+    sa: usize,
+    sb: usize,
+    sc: usize,
+}
+
+fn operands(s: &Shape) -> Operands {
+    let fill = |len: usize, seed: u32| -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / (1 << 23) as f32 - 0.5).collect()
+    };
+    let (sa, sb, sc) = (s.m * s.k, s.k * s.n, s.m * s.n);
+    let (rsa, csa) = if s.ta == Op::T { (1, s.m as isize) } else { (s.k as isize, 1) };
+    let (rsb, csb) = if s.tb == Op::T { (1, s.k as isize) } else { (s.n as isize, 1) };
+    Operands { a: fill(s.batch * sa, 1), b: fill(s.batch * sb, 2), c: vec![0.0; s.batch * sc], rsa, csa, rsb, csb, sa, sb, sc }
+}
+
+fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
+    unsafe {
+        if s.batch == 1 {
+            sgemm_with(isa, s.m, s.k, s.n, 1.0, o.a.as_ptr(), o.rsa, o.csa, o.b.as_ptr(), o.rsb, o.csb, 0.0, o.c.as_mut_ptr(), s.n as isize, 1);
+        } else {
+            sgemm_batched_with(
+                isa,
+                s.batch,
+                s.m,
+                s.k,
+                s.n,
+                1.0,
+                o.a.as_ptr(),
+                o.sa as isize,
+                o.rsa,
+                o.csa,
+                o.b.as_ptr(),
+                o.sb as isize,
+                o.rsb,
+                o.csb,
+                0.0,
+                o.c.as_mut_ptr(),
+                o.sc as isize,
+                s.n as isize,
+                1,
+            );
+        }
+    }
+}
+
+fn run_mm(s: &Shape, o: &mut Operands) {
+    let one = |a: &[f32], b: &[f32], c: &mut [f32]| unsafe {
+        matrixmultiply::sgemm(s.m, s.k, s.n, 1.0, a.as_ptr(), o.rsa, o.csa, b.as_ptr(), o.rsb, o.csb, 0.0, c.as_mut_ptr(), s.n as isize, 1);
+    };
+    if s.batch == 1 {
+        one(&o.a, &o.b, &mut o.c);
+    } else {
+        let (a, b) = (&o.a, &o.b);
+        o.c.par_chunks_mut(o.sc).enumerate().for_each(|(p, c)| one(&a[p * o.sa..], &b[p * o.sb..], c));
+    }
+}
+
+/// Median seconds of `f` over enough runs to fill `budget` (at least `min_runs`), after a warm-up.
+fn time(mut f: impl FnMut(), budget: Duration, min_runs: usize) -> f64 {
+    f();
+    let t0 = Instant::now();
+    f();
+    let once = t0.elapsed().as_secs_f64().max(1e-7);
+    let runs = ((budget.as_secs_f64() / once) as usize).clamp(min_runs, 200);
+    let mut ts: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // BENCH_STAT=min reports the fastest run instead (less sensitive to other load on the machine).
+    if std::env::var("BENCH_STAT").is_ok_and(|v| v == "min") {
+        ts[0]
+    } else {
+        ts[ts.len() / 2]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use core::arch::x86_64::*;
+    pub const CHAINS: usize = 12;
+
+    /// `iters` rounds of 12 independent 16-lane FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(iters: usize, x: f32) -> f32 {
+        let mut acc = [_mm512_set1_ps(x); CHAINS];
+        let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// `iters` rounds of 12 independent 8-lane FMAs.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(iters: usize, x: f32) -> f32 {
+        let mut acc = [_mm256_set1_ps(x); CHAINS];
+        let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for v in acc {
+            s = _mm256_add_ps(s, v);
+        }
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().sum()
+    }
+}
+
+/// Measured FMA peak in GFLOP/s for `threads` threads running the loop at once (median of runs).
+fn fma_peak(isa: Isa, threads: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !isa.available() || isa == Isa::Portable {
+            return f64::NAN;
+        }
+        let lanes = if isa == Isa::Avx512 { 16 } else { 8 };
+        let iters = 20_000_000usize;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let secs = pool.install(|| {
+            time(
+                || {
+                    (0..threads).into_par_iter().for_each(|t| {
+                        let x = black_box(t as f32 * 1e-3);
+                        let r = unsafe { if isa == Isa::Avx512 { peak::avx512(iters, x) } else { peak::avx2(iters, x) } };
+                        black_box(r);
+                    })
+                },
+                Duration::from_millis(300),
+                5,
+            )
+        });
+        (threads * iters * peak::CHAINS * lanes * 2) as f64 / secs / 1e9
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, threads);
+        f64::NAN
+    }
+}
+
+fn gflops(s: &Shape, secs: f64) -> f64 {
+    s.flops() / secs / 1e9
+}
+
+fn budget(quick: bool) -> (Duration, usize) {
+    if quick {
+        (Duration::from_millis(100), 3)
+    } else {
+        (Duration::from_millis(700), 9)
+    }
+}
+
+/// Child mode: matrixmultiply on one thread (MATMUL_NUM_THREADS=1), one line per shape.
+fn child(quick: bool) {
+    let (bud, min_runs) = budget(quick);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for s in shapes(quick) {
+        let mut o = operands(&s);
+        let secs = pool.install(|| time(|| run_mm(&s, &mut o), bud, min_runs));
+        println!("MM1\t{}\t{}", s.label(), gflops(&s, secs));
+    }
+}
+
+fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0");
+    if std::env::var("BENCH_MM_CHILD").is_ok() {
+        child(quick);
+        return;
+    }
+    // matrixmultiply's own thread count, fixed before its first use.
+    std::env::set_var("MATMUL_NUM_THREADS", "2");
+    let (bud, min_runs) = budget(quick);
+
+    // matrixmultiply on 1 thread, from a child process.
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .env("MATMUL_NUM_THREADS", "1")
+        .env("BENCH_MM_CHILD", "1")
+        .output()
+        .expect("running the matrixmultiply 1-thread child");
+    let mm1: std::collections::HashMap<String, f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some("MM1")).then(|| (f.next().unwrap().to_string(), f.next().unwrap().parse().unwrap()))
+        })
+        .collect();
+
+    let best = Isa::detect();
+    let peak512 = [fma_peak(Isa::Avx512, 1), fma_peak(Isa::Avx512, 2)];
+    let peak2 = [fma_peak(Isa::Avx2Fma, 1), fma_peak(Isa::Avx2Fma, 2)];
+    let peak_of = |isa: Isa, t: usize| if isa == Isa::Avx512 { peak512[t - 1] } else { peak2[t - 1] };
+    println!("# GEMM benchmark (f32, GFLOP/s, median of timed runs)");
+    println!();
+    println!("machine: {} cores visible, ISA detected: {best}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "measured FMA peak: AVX-512 {:.0} (1 thread) / {:.0} (2 threads); AVX2 {:.0} / {:.0}",
+        peak512[0], peak512[1], peak2[0], peak2[1]
+    );
+    println!();
+    println!("| product (M x K x N) | threads | ours | % of peak | matrixmultiply | ours / mm |");
+    println!("|---|---|---|---|---|---|");
+    for s in shapes(quick) {
+        let mut o = operands(&s);
+        for t in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            let ours = gflops(&s, pool.install(|| time(|| run_ours(best, &s, &mut o), bud, min_runs)));
+            let mm = if t == 1 {
+                mm1.get(&s.label()).copied().unwrap_or(f64::NAN)
+            } else {
+                gflops(&s, pool.install(|| time(|| run_mm(&s, &mut o), bud, min_runs)))
+            };
+            println!(
+                "| {} | {t} | {ours:.0} | {:.0}% | {mm:.0} | {:.2} |",
+                s.label(),
+                100.0 * ours / peak_of(best, t),
+                ours / mm
+            );
+        }
+    }
+
+    // The AVX2 kernel, forced, against the AVX2 peak (and the portable one, for the record).
+    println!();
+    println!("| forced ISA: product | threads | ours | % of that ISA's peak |");
+    println!("|---|---|---|---|");
+    let forced: Vec<Shape> = shapes(quick).into_iter().filter(|s| s.name == "square" && s.m == 1024 || s.name.starts_with("qkv")).collect();
+    for isa in [Isa::Avx2Fma, Isa::Portable] {
+        if !isa.available() {
+            continue;
+        }
+        for s in &forced {
+            let mut o = operands(s);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let g = gflops(s, pool.install(|| time(|| run_ours(isa, s, &mut o), bud, min_runs.min(3))));
+            let pct = if isa == Isa::Portable { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak_of(isa, 1)) };
+            println!("| {isa}: {} | 1 | {g:.0} | {pct} |", s.label());
+        }
+    }
+}

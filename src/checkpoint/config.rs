@@ -1,0 +1,203 @@
+//! The model config in a checkpoint: JSON in the header's metadata, or inferred from the shapes.
+//!
+//! The JSON is a file format, so it is spelled out here field by field (enums as lowercase
+//! strings: `"classifier": "token"`, `"gelu": "erf"`, `"init": "timm"`) rather than derived from
+//! [`ViTConfig`]'s in-memory layout; unknown fields are rejected, so a file from a newer version
+//! fails loudly instead of silently dropping a setting.
+
+use std::collections::BTreeMap;
+
+use autograd::ops::gelu::GeluKind;
+use serde::{Deserialize, Serialize};
+
+use super::resize::square_side;
+use super::safetensors::Checkpoint;
+use crate::error::{Error, Result};
+use crate::nn::{Classifier, Init, ViTConfig};
+
+/// The metadata key under which [`config_metadata`] stores the model config as JSON.
+pub const CONFIG_KEY: &str = "vit.config";
+
+/// [`ViTConfig`] as it is written to a checkpoint.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigJson {
+    image_size: usize,
+    patch_size: usize,
+    in_chans: usize,
+    num_classes: usize,
+    dim: usize,
+    depth: usize,
+    heads: usize,
+    mlp_dim: usize,
+    qkv_bias: bool,
+    representation_size: Option<usize>,
+    classifier: String,
+    dropout: f64,
+    attn_dropout: f64,
+    drop_path: f64,
+    gelu: String,
+    ln_eps: f64,
+    init: String,
+}
+
+/// The config as a JSON string.
+pub fn config_to_json(config: &ViTConfig) -> String {
+    // Destructured without `..`, so a new field is a compile error here until it is stored.
+    let ViTConfig {
+        image_size,
+        patch_size,
+        in_chans,
+        num_classes,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
+        qkv_bias,
+        representation_size,
+        classifier,
+        dropout,
+        attn_dropout,
+        drop_path,
+        gelu,
+        ln_eps,
+        init,
+    } = config.clone();
+    let json = ConfigJson {
+        image_size,
+        patch_size,
+        in_chans,
+        num_classes,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
+        qkv_bias,
+        representation_size,
+        classifier: match classifier {
+            Classifier::Token => "token",
+            Classifier::Gap => "gap",
+        }
+        .into(),
+        dropout,
+        attn_dropout,
+        drop_path,
+        gelu: match gelu {
+            GeluKind::Erf => "erf",
+            GeluKind::Tanh => "tanh",
+        }
+        .into(),
+        ln_eps,
+        init: match init {
+            Init::Timm => "timm",
+            Init::Jax => "jax",
+        }
+        .into(),
+    };
+    serde_json::to_string(&json).expect("a config of numbers and strings always serialises")
+}
+
+/// Parses and validates a config written by [`config_to_json`].
+pub fn config_from_json(json: &str) -> Result<ViTConfig> {
+    let c: ConfigJson = serde_json::from_str(json).map_err(|e| Error::Config(format!("model config JSON: {e}")))?;
+    let pick = |field: &str, value: &str, options: &[&str]| -> Result<usize> {
+        options.iter().position(|o| *o == value).ok_or_else(|| {
+            Error::Config(format!("model config JSON: {field} {value:?} is not one of {}", options.join(", ")))
+        })
+    };
+    let classifier = [Classifier::Token, Classifier::Gap][pick("classifier", &c.classifier, &["token", "gap"])?];
+    let gelu = [GeluKind::Erf, GeluKind::Tanh][pick("gelu", &c.gelu, &["erf", "tanh"])?];
+    let init = [Init::Timm, Init::Jax][pick("init", &c.init, &["timm", "jax"])?];
+    let config = ViTConfig {
+        image_size: c.image_size,
+        patch_size: c.patch_size,
+        in_chans: c.in_chans,
+        num_classes: c.num_classes,
+        dim: c.dim,
+        depth: c.depth,
+        heads: c.heads,
+        mlp_dim: c.mlp_dim,
+        qkv_bias: c.qkv_bias,
+        representation_size: c.representation_size,
+        classifier,
+        dropout: c.dropout,
+        attn_dropout: c.attn_dropout,
+        drop_path: c.drop_path,
+        gelu,
+        ln_eps: c.ln_eps,
+        init,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Metadata holding the config under [`CONFIG_KEY`]; add the caller's own keys to it.
+pub fn config_metadata(config: &ViTConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([(CONFIG_KEY.to_string(), config_to_json(config))])
+}
+
+/// A config read off a checkpoint's tensor shapes, for files that carry none (e.g. a timm state
+/// dict): width, channels and patch size from `patch_embed.proj.weight`, depth from the
+/// `blocks.{i}` present, MLP width, qkv bias, class token, image size from `pos_embed`'s square
+/// patch grid, pre-logits width and classes from the head.
+///
+/// The number of heads is not in the shapes: pass it, or it is taken from the standard variant
+/// of that width (192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16). GELU is timm's exact form,
+/// LayerNorm eps 1e-6, no dropout. A `module.` prefix on every name is ignored.
+pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig> {
+    let shape = |name: &str| -> Option<Vec<usize>> {
+        ckpt.shape(name).or_else(|| ckpt.shape(&format!("module.{name}"))).map(<[usize]>::to_vec)
+    };
+    let need = |name: &str, ndim: usize| -> Result<Vec<usize>> {
+        match shape(name) {
+            Some(s) if s.len() == ndim => Ok(s),
+            Some(s) => Err(ckpt.error(format!("{name}: expected {ndim} dimensions, found shape {s:?}"))),
+            None => Err(ckpt.error(format!("{name}: missing, cannot infer the model config"))),
+        }
+    };
+    let pe = need("patch_embed.proj.weight", 4)?;
+    let (dim, in_chans, patch_size) = (pe[0], pe[1], pe[2]);
+    if pe[3] != patch_size {
+        return Err(ckpt.error(format!("patch_embed.proj.weight: non-square patch {pe:?}")));
+    }
+    let depth = (0..).take_while(|i| shape(&format!("blocks.{i}.norm1.weight")).is_some()).count();
+    let mlp_dim = need("blocks.0.mlp.fc1.weight", 2)?[0];
+    let qkv_bias = shape("blocks.0.attn.qkv.bias").is_some();
+    let classifier = if shape("cls_token").is_some() { Classifier::Token } else { Classifier::Gap };
+    let prefix = usize::from(classifier == Classifier::Token);
+    let tokens = need("pos_embed", 3)?[1];
+    let patches = tokens.saturating_sub(prefix);
+    let grid = square_side(patches).ok_or_else(|| {
+        ckpt.error(format!(
+            "pos_embed: {tokens} tokens ({prefix} class token(s) + {patches}) is not a square patch grid"
+        ))
+    })?;
+    let representation_size = shape("pre_logits.fc.weight").map(|s| s[0]);
+    let num_classes = need("head.weight", 2)?[0];
+    let heads = match heads {
+        Some(h) => h,
+        None => match dim {
+            192 => 3,
+            384 => 6,
+            768 => 12,
+            1024 | 1280 => 16,
+            _ => return Err(ckpt.error(format!("cannot infer the number of heads for width {dim}: give it"))),
+        },
+    };
+    let config = ViTConfig {
+        image_size: grid * patch_size,
+        patch_size,
+        in_chans,
+        num_classes,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
+        qkv_bias,
+        representation_size,
+        classifier,
+        ..ViTConfig::tiny(patch_size, grid * patch_size)
+    };
+    config.validate()?;
+    Ok(config)
+}

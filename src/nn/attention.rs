@@ -1,0 +1,80 @@
+//! Multi-head self-attention (MSA in eq. 2).
+
+use autograd::{Float, Graph, Rng, Var};
+
+use super::init::Init;
+use super::linear::Linear;
+use super::params::{ParamStore, ParamVars};
+
+/// Multi-head self-attention over tokens `x: [B, N, D]` with `H` heads of width `Dh = D / H`:
+///
+/// ```text
+///     [q | k | v] = x W_qkv^T + b_qkv                  one fused Linear(D, 3D)
+///     A_h = softmax(q_h k_h^T / sqrt(Dh))              [B, H, N, N], per head h
+///     y   = concat_h(A_h v_h) W_proj^T + b_proj
+/// ```
+///
+/// The qkv output is laid out `[q | k | v]`, each head-major (`q` = columns `0..D`, head `h`
+/// at `h*Dh..(h+1)*Dh`), which is the layout timm's `attn.qkv.weight` has, so checkpoints load.
+/// Dropout follows the softmax (`attn_dropout`) and the output projection (`dropout`), never the
+/// qkv projection.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub attn_dropout: f64,
+    pub proj_dropout: f64,
+}
+
+/// What attention produced: the output tokens and the attention probabilities `[B, H, N, N]`
+/// (a handle on the tape: keeping it costs nothing).
+pub struct AttentionOutput {
+    pub y: Var,
+    pub attn: Var,
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T: Float>(
+        store: &mut ParamStore<T>,
+        name: &str,
+        dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        attn_dropout: f64,
+        proj_dropout: f64,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Self {
+        assert!(dim % heads == 0, "Attention: dim {dim} is not divisible by heads {heads}");
+        let qkv = Linear::new(store, &format!("{name}.qkv"), dim, 3 * dim, qkv_bias, init, rng);
+        let proj = Linear::new(store, &format!("{name}.proj"), dim, dim, true, init, rng);
+        Attention { qkv, proj, heads, head_dim: dim / heads, attn_dropout, proj_dropout }
+    }
+
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> AttentionOutput {
+        let &[b, n, d] = g.shape(x) else { panic!("Attention: expected [B, N, D], got {:?}", g.shape(x)) };
+        let (h, dh) = (self.heads, self.head_dim);
+        let qkv = self.qkv.forward(g, p, x); // [B, N, 3D]
+        let qkv = g.reshape(qkv, &[b, n, 3, h, dh]);
+        let qkv = g.permute(qkv, &[2, 0, 3, 1, 4]); // [3, B, H, N, Dh]
+        let mut part = |i: usize| {
+            let t = g.narrow(qkv, 0, i, 1);
+            g.reshape(t, &[b, h, n, dh])
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        // Scaling q (N x Dh) is cheaper than scaling the N x N scores, and the same math.
+        let q = g.mul_scalar(q, 1.0 / (dh as f64).sqrt());
+        let scores = g.matmul_t(q, k); // [B, H, N, N]
+        let attn = g.softmax(scores);
+        let attn_dropped = g.dropout(attn, self.attn_dropout, rng);
+        let y = g.matmul(attn_dropped, v); // [B, H, N, Dh]
+        let y = g.permute(y, &[0, 2, 1, 3]); // [B, N, H, Dh]
+        let y = g.reshape(y, &[b, n, d]);
+        let y = self.proj.forward(g, p, y);
+        let y = g.dropout(y, self.proj_dropout, rng);
+        AttentionOutput { y, attn }
+    }
+}

@@ -1,0 +1,207 @@
+//! Model configuration: the paper's variants and validation.
+
+use autograd::ops::gelu::GeluKind;
+
+use super::init::Init;
+use crate::error::{Error, Result};
+
+/// How the image representation is read off the encoder's output (eq. 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classifier {
+    /// The class token `z_L^0` (a learned token prepended to the patches).
+    Token,
+    /// Global average pooling over the patch tokens (no class token).
+    Gap,
+}
+
+/// Everything that fixes a ViT's shape and regularisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViTConfig {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub num_classes: usize,
+    /// Width `D`.
+    pub dim: usize,
+    /// Number of blocks `L`.
+    pub depth: usize,
+    pub heads: usize,
+    /// Hidden width of the MLP (the paper uses `4 D`).
+    pub mlp_dim: usize,
+    /// Bias in the fused qkv projection (timm: yes; the Flax code: yes).
+    pub qkv_bias: bool,
+    /// Width of the tanh "pre-logits" layer of the pre-training head, if any.
+    pub representation_size: Option<usize>,
+    pub classifier: Classifier,
+    /// Dropout after every dense layer but qkv, and after adding `pos_embed`.
+    pub dropout: f64,
+    /// Dropout on the attention probabilities.
+    pub attn_dropout: f64,
+    /// Stochastic depth: the drop-path rate of the last block (linearly from 0 at the first).
+    pub drop_path: f64,
+    pub gelu: GeluKind,
+    pub ln_eps: f64,
+    pub init: Init,
+}
+
+/// The paper's named sizes (Table 1) plus ViT-Ti from DeiT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Tiny,
+    Small,
+    Base,
+    Large,
+    Huge,
+}
+
+impl Variant {
+    /// `(dim, depth, heads)`.
+    pub fn dims(self) -> (usize, usize, usize) {
+        match self {
+            Variant::Tiny => (192, 12, 3),
+            Variant::Small => (384, 12, 6),
+            Variant::Base => (768, 12, 12),
+            Variant::Large => (1024, 24, 16),
+            Variant::Huge => (1280, 32, 16),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Variant> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "ti" | "tiny" => Variant::Tiny,
+            "s" | "small" => Variant::Small,
+            "b" | "base" => Variant::Base,
+            "l" | "large" => Variant::Large,
+            "h" | "huge" => Variant::Huge,
+            _ => return Err(Error::Config(format!("unknown model variant {s:?}: expected one of ti, s, b, l, h"))),
+        })
+    }
+}
+
+impl ViTConfig {
+    /// A named variant at the given patch size and image size, 3 channels, 1000 classes, no
+    /// dropout, GELU in the exact erf form (timm's, so timm checkpoints reproduce their logits).
+    pub fn variant(v: Variant, patch_size: usize, image_size: usize) -> Self {
+        let (dim, depth, heads) = v.dims();
+        ViTConfig {
+            image_size,
+            patch_size,
+            in_chans: 3,
+            num_classes: 1000,
+            dim,
+            depth,
+            heads,
+            mlp_dim: 4 * dim,
+            qkv_bias: true,
+            representation_size: None,
+            classifier: Classifier::Token,
+            dropout: 0.0,
+            attn_dropout: 0.0,
+            drop_path: 0.0,
+            gelu: GeluKind::Erf,
+            ln_eps: 1e-6,
+            init: Init::Timm,
+        }
+    }
+
+    pub fn tiny(patch_size: usize, image_size: usize) -> Self {
+        Self::variant(Variant::Tiny, patch_size, image_size)
+    }
+    pub fn small(patch_size: usize, image_size: usize) -> Self {
+        Self::variant(Variant::Small, patch_size, image_size)
+    }
+    pub fn base(patch_size: usize, image_size: usize) -> Self {
+        Self::variant(Variant::Base, patch_size, image_size)
+    }
+    pub fn large(patch_size: usize, image_size: usize) -> Self {
+        Self::variant(Variant::Large, patch_size, image_size)
+    }
+    pub fn huge(patch_size: usize, image_size: usize) -> Self {
+        Self::variant(Variant::Huge, patch_size, image_size)
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Number of patches `N_p = (H/P)^2`.
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Tokens the encoder sees: the patches plus the class token if there is one.
+    pub fn num_tokens(&self) -> usize {
+        self.num_patches() + self.num_prefix_tokens()
+    }
+
+    pub fn num_prefix_tokens(&self) -> usize {
+        match self.classifier {
+            Classifier::Token => 1,
+            Classifier::Gap => 0,
+        }
+    }
+
+    /// `D / heads`.
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+
+    /// Checks that the shapes fit together; every error names the offending values.
+    pub fn validate(&self) -> Result<()> {
+        let nonzero = [
+            ("image_size", self.image_size),
+            ("patch_size", self.patch_size),
+            ("in_chans", self.in_chans),
+            ("num_classes", self.num_classes),
+            ("dim", self.dim),
+            ("depth", self.depth),
+            ("heads", self.heads),
+            ("mlp_dim", self.mlp_dim),
+        ];
+        for (name, v) in nonzero {
+            if v == 0 {
+                return Err(Error::Config(format!("{name} must be positive, got 0")));
+            }
+        }
+        if self.image_size % self.patch_size != 0 {
+            return Err(Error::Config(format!(
+                "image size {} is not divisible by patch size {}",
+                self.image_size, self.patch_size
+            )));
+        }
+        if self.dim % self.heads != 0 {
+            return Err(Error::Config(format!("dim {} is not divisible by heads {}", self.dim, self.heads)));
+        }
+        if self.representation_size == Some(0) {
+            return Err(Error::Config("representation_size must be positive when set".into()));
+        }
+        for (name, p) in [("dropout", self.dropout), ("attn_dropout", self.attn_dropout), ("drop_path", self.drop_path)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Config(format!("{name} must be in [0, 1), got {p}")));
+            }
+        }
+        if !(self.ln_eps > 0.0) {
+            return Err(Error::Config(format!("ln_eps must be positive, got {}", self.ln_eps)));
+        }
+        Ok(())
+    }
+
+    /// The number of parameters, counted from the shapes alone (no allocation), term by term
+    /// as the model registers them.
+    pub fn num_params(&self) -> usize {
+        let d = self.dim;
+        let patch = d * self.in_chans * self.patch_size * self.patch_size + d;
+        let tokens = self.num_prefix_tokens() * d + self.num_tokens() * d;
+        let linear = |i: usize, o: usize, b: bool| i * o + if b { o } else { 0 };
+        let block = 2 * d // norm1
+            + linear(d, 3 * d, self.qkv_bias)
+            + linear(d, d, true)
+            + 2 * d // norm2
+            + linear(d, self.mlp_dim, true)
+            + linear(self.mlp_dim, d, true);
+        let head_in = self.representation_size.unwrap_or(d);
+        let pre_logits = self.representation_size.map_or(0, |r| linear(d, r, true));
+        patch + tokens + self.depth * block + 2 * d + pre_logits + linear(head_in, self.num_classes, true)
+    }
+}

@@ -1,0 +1,33 @@
+//! Layer normalisation over the last axis.
+
+use autograd::{Float, Graph, Tensor, Var};
+
+use super::params::{ParamId, ParamStore, ParamVars};
+
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias`, statistics over the last axis `D`
+/// (Ba et al. 2016). One fused op on the tape: it saves the per-row mean and `1/sqrt(var+eps)`
+/// so backward needs no second pass over the statistics. ViT uses `eps = 1e-6`.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: ParamId,
+    pub bias: ParamId,
+    pub dim: usize,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Registers `{name}.weight` (ones) and `{name}.bias` (zeros); neither is weight-decayed.
+    pub fn new<T: Float>(store: &mut ParamStore<T>, name: &str, dim: usize, eps: f64) -> Self {
+        let weight = store.add(format!("{name}.weight"), Tensor::ones(&[dim]), false);
+        let bias = store.add(format!("{name}.bias"), Tensor::zeros(&[dim]), false);
+        LayerNorm { weight, bias, dim, eps }
+    }
+
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
+        g.layer_norm(x, p.get(self.weight), p.get(self.bias), self.eps)
+    }
+
+    pub fn num_params(dim: usize) -> usize {
+        2 * dim
+    }
+}

@@ -1,0 +1,48 @@
+//! Linear (fully connected) layer.
+
+use autograd::{Float, Graph, Rng, Var};
+
+use super::init::Init;
+use super::params::{ParamId, ParamStore, ParamVars};
+
+/// `y = x W^T + b`, with `W: [out, in]` stored as PyTorch stores it (so checkpoints map 1:1) and
+/// `x: [..., in]`. The product is `matmul_t`: the transpose is a choice of strides, not a copy.
+///
+/// Gradients (from the ops): `dx = g W`, `dW = g^T x` summed over all leading axes, `db = sum g`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: ParamId,
+    pub bias: Option<ParamId>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl Linear {
+    /// Registers `{name}.weight` and, if `bias`, `{name}.bias`, initialised per `init`.
+    pub fn new<T: Float>(
+        store: &mut ParamStore<T>,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Self {
+        let (w, b) = init.linear::<T>(in_features, out_features, rng);
+        let weight = store.add(format!("{name}.weight"), w, true);
+        let bias = bias.then(|| store.add(format!("{name}.bias"), b, false));
+        Linear { weight, bias, in_features, out_features }
+    }
+
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
+        let y = g.matmul_t(x, p.get(self.weight));
+        match self.bias {
+            Some(b) => g.add(y, p.get(b)),
+            None => y,
+        }
+    }
+
+    pub fn num_params(in_features: usize, out_features: usize, bias: bool) -> usize {
+        in_features * out_features + if bias { out_features } else { 0 }
+    }
+}

@@ -1,0 +1,47 @@
+//! The transformer's MLP (eq. 3).
+
+use autograd::ops::gelu::GeluKind;
+use autograd::{Float, Graph, Rng, Var};
+
+use super::init::Init;
+use super::linear::Linear;
+use super::params::{ParamStore, ParamVars};
+
+/// `y = dropout(fc2(dropout(GELU(fc1(x)))))`, hidden width `mlp_dim` (4 D in the paper).
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub gelu: GeluKind,
+    pub dropout: f64,
+}
+
+impl Mlp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T: Float>(
+        store: &mut ParamStore<T>,
+        name: &str,
+        dim: usize,
+        hidden: usize,
+        gelu: GeluKind,
+        dropout: f64,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Self {
+        let fc1 = Linear::new(store, &format!("{name}.fc1"), dim, hidden, true, init, rng);
+        let fc2 = Linear::new(store, &format!("{name}.fc2"), hidden, dim, true, init, rng);
+        for l in [&fc1, &fc2] {
+            let b = init.mlp_bias(l.out_features, rng);
+            store.get_mut(l.bias.expect("mlp layers have biases")).value = b;
+        }
+        Mlp { fc1, fc2, gelu, dropout }
+    }
+
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
+        let h = self.fc1.forward(g, p, x);
+        let h = g.gelu(h, self.gelu);
+        let h = g.dropout(h, self.dropout, rng);
+        let y = self.fc2.forward(g, p, h);
+        g.dropout(y, self.dropout, rng)
+    }
+}

@@ -1,0 +1,139 @@
+//! Parameters: named tensors that outlive the tape.
+//!
+//! A model's parameters live in one flat, ordered [`ParamStore`] — the same list of
+//! `(name, tensor)` pairs as a PyTorch `state_dict`, under timm's names — and modules hold only
+//! [`ParamId`]s into it. That one mechanism serves every consumer: a step binds every parameter
+//! to the tape ([`ParamStore::bind`]), the optimizer walks the list with the gradients in the same
+//! order, and a checkpoint is the list written out by name.
+//!
+//! Because modules store ids, not tensors, the same module tree runs in f32 (training) and in
+//! f64 (gradient checks): only the store's element type changes ([`ParamStore::cast`]).
+
+use autograd::{Float, Graph, Tensor, Var};
+
+/// A handle to one parameter of a [`ParamStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(usize);
+
+impl ParamId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// One named parameter.
+#[derive(Clone, Debug)]
+pub struct Param<T: Float> {
+    /// timm's name, e.g. `blocks.0.attn.qkv.weight`.
+    pub name: String,
+    pub value: Tensor<T>,
+    /// Whether AdamW's decoupled weight decay applies. Off for biases, norms, `pos_embed` and
+    /// `cls_token`, as in timm and the paper's code: decaying them only fights the data.
+    pub weight_decay: bool,
+}
+
+/// The model's parameters, in creation order.
+#[derive(Clone, Debug)]
+pub struct ParamStore<T: Float = f32> {
+    params: Vec<Param<T>>,
+}
+
+impl<T: Float> Default for ParamStore<T> {
+    fn default() -> Self {
+        ParamStore { params: Vec::new() }
+    }
+}
+
+impl<T: Float> ParamStore<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a parameter; panics on a duplicate name (a bug in a module's constructor).
+    pub fn add(&mut self, name: impl Into<String>, value: Tensor<T>, weight_decay: bool) -> ParamId {
+        let name = name.into();
+        assert!(self.id(&name).is_none(), "ParamStore: duplicate parameter name {name}");
+        self.params.push(Param { name, value, weight_decay });
+        ParamId(self.params.len() - 1)
+    }
+
+    pub fn get(&self, id: ParamId) -> &Param<T> {
+        &self.params[id.0]
+    }
+
+    pub fn get_mut(&mut self, id: ParamId) -> &mut Param<T> {
+        &mut self.params[id.0]
+    }
+
+    /// The id of the parameter called `name`.
+    pub fn id(&self, name: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.name == name).map(ParamId)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Param<T>> {
+        self.params.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Param<T>> {
+        self.params.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Total number of scalar parameters.
+    pub fn num_elements(&self) -> usize {
+        self.params.iter().map(|p| p.value.numel()).sum()
+    }
+
+    /// Puts every parameter on the tape as a leaf that wants a gradient (sharing storage: no
+    /// copy). The returned handles are valid for this tape only.
+    pub fn bind(&self, g: &mut Graph<T>) -> ParamVars {
+        ParamVars { vars: self.params.iter().map(|p| g.param(&p.value)).collect() }
+    }
+
+    /// The same parameters in another element type.
+    pub fn cast<U: Float>(&self) -> ParamStore<U> {
+        ParamStore {
+            params: self
+                .params
+                .iter()
+                .map(|p| Param { name: p.name.clone(), value: p.value.cast(), weight_decay: p.weight_decay })
+                .collect(),
+        }
+    }
+}
+
+/// The parameters of a store, bound to one tape.
+#[derive(Clone, Debug)]
+pub struct ParamVars {
+    vars: Vec<Var>,
+}
+
+impl ParamVars {
+    /// Handles for a store's parameters in store order (as [`ParamStore::bind`] makes them);
+    /// useful when the tape's leaves were created elsewhere, e.g. inside `gradcheck`.
+    pub fn from_vars(vars: Vec<Var>) -> Self {
+        ParamVars { vars }
+    }
+
+    /// The tape handle of parameter `id`.
+    pub fn get(&self, id: ParamId) -> Var {
+        self.vars[id.0]
+    }
+
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Moves the gradients out of the tape after backward, in store order. A parameter that did
+    /// not influence the loss gets a zero gradient.
+    pub fn take_grads<T: Float>(&self, g: &mut Graph<T>) -> Vec<Tensor<T>> {
+        self.vars.iter().map(|&v| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(g.shape(v)))).collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! Patch embedding: the first half of eq. 1.
+
+use autograd::{Float, Graph, Rng, Var};
+
+use super::init::Init;
+use super::params::{ParamId, ParamStore, ParamVars};
+
+/// `x_p^i E + b` for every patch `i`: the paper's stride-`P`, kernel-`P` convolution, computed
+/// as what it is — cut the image into non-overlapping `P x P` patches, flatten each to a
+/// `C*P*P` vector, and apply one Linear:
+///
+/// ```text
+///     images [B, C, H, W] --patchify--> [B, N, C*P*P] --(@ W^T + b)--> [B, N, D]
+/// ```
+///
+/// The weight is stored as a convolution's `[D, C, P, P]` (timm's `patch_embed.proj.weight`) and
+/// viewed as `[D, C*P*P]` on the tape (a reshape, no copy), because patchify orders each patch
+/// vector `(c, py, px)` exactly as the convolution's weight is laid out.
+#[derive(Clone, Debug)]
+pub struct PatchEmbed {
+    pub weight: ParamId,
+    pub bias: ParamId,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub dim: usize,
+}
+
+impl PatchEmbed {
+    pub fn new<T: Float>(
+        store: &mut ParamStore<T>,
+        name: &str,
+        in_chans: usize,
+        patch_size: usize,
+        dim: usize,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Self {
+        let (w, b) = init.patch_embed::<T>(dim, in_chans, patch_size, rng);
+        let weight = store.add(format!("{name}.proj.weight"), w, true);
+        let bias = store.add(format!("{name}.proj.bias"), b, false);
+        PatchEmbed { weight, bias, patch_size, in_chans, dim }
+    }
+
+    /// `images: [B, C, H, W]` -> tokens `[B, N, D]`.
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var) -> Var {
+        let patches = g.patchify(images, self.patch_size);
+        let w = g.reshape(p.get(self.weight), &[self.dim, self.in_chans * self.patch_size * self.patch_size]);
+        let x = g.matmul_t(patches, w);
+        g.add(x, p.get(self.bias))
+    }
+}

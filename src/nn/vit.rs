@@ -1,0 +1,129 @@
+//! The Vision Transformer: eqs. 1-4 of the paper.
+
+use autograd::{Float, Graph, Rng, Var};
+
+use super::block::Block;
+use super::config::{Classifier, ViTConfig};
+use super::layer_norm::LayerNorm;
+use super::linear::Linear;
+use super::params::{ParamId, ParamStore, ParamVars};
+use super::patch_embed::PatchEmbed;
+use crate::error::Result;
+
+/// ViT (Dosovitskiy et al., ICLR 2021):
+///
+/// ```text
+///     z_0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos                      (eq. 1)
+///     z'_l = MSA(LN(z_{l-1})) + z_{l-1},   z_l = MLP(LN(z'_l)) + z'_l       (eqs. 2, 3)
+///     y    = LN(z_L^0)                                                     (eq. 4)
+///     logits = head(y)            or head(tanh(pre_logits(y)))  when pre-training
+/// ```
+///
+/// With `Classifier::Gap` there is no class token and `y` is the mean of `LN(z_L)` over the
+/// patch tokens (the paper's Flax code; timm's `global_pool='avg'` instead normalises after
+/// pooling under the name `fc_norm`).
+///
+/// Dropout (rate `dropout`) follows the addition of `E_pos`, and every dense layer but qkv.
+#[derive(Clone, Debug)]
+pub struct VisionTransformer {
+    pub config: ViTConfig,
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Option<ParamId>,
+    pub pos_embed: ParamId,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    pub pre_logits: Option<Linear>,
+    pub head: Linear,
+}
+
+/// A forward pass's results: logits `[B, classes]` and, per block, the attention probabilities
+/// `[B, H, N, N]` (handles on the tape, free to return).
+pub struct ViTOutput {
+    pub logits: Var,
+    pub attn: Vec<Var>,
+}
+
+impl VisionTransformer {
+    /// Builds the model and registers its parameters (timm's names) in `store`, initialised per
+    /// `config.init` from `rng`. Fails with a clear error on an inconsistent config.
+    pub fn new<T: Float>(config: &ViTConfig, store: &mut ParamStore<T>, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let c = config;
+        let patch_embed = PatchEmbed::new(store, "patch_embed", c.in_chans, c.patch_size, c.dim, c.init, rng);
+        let cls_token = (c.classifier == Classifier::Token).then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
+        let pos_embed = store.add("pos_embed", c.init.pos_embed(c.num_tokens(), c.dim, rng), false);
+        let blocks = (0..c.depth)
+            .map(|i| {
+                // Stochastic depth grows linearly with depth (timm's `dpr`).
+                let rate = if c.depth > 1 { c.drop_path * i as f64 / (c.depth - 1) as f64 } else { c.drop_path };
+                Block::new(store, &format!("blocks.{i}"), c, rate, rng)
+            })
+            .collect();
+        let norm = LayerNorm::new(store, "norm", c.dim, c.ln_eps);
+        let pre_logits = c.representation_size.map(|r| Linear::new(store, "pre_logits.fc", c.dim, r, true, c.init, rng));
+        let head_in = c.representation_size.unwrap_or(c.dim);
+        let (w, b) = c.init.head::<T>(head_in, c.num_classes, rng);
+        let head = Linear {
+            weight: store.add("head.weight", w, true),
+            bias: Some(store.add("head.bias", b, false)),
+            in_features: head_in,
+            out_features: c.num_classes,
+        };
+        Ok(VisionTransformer { config: c.clone(), patch_embed, cls_token, pos_embed, blocks, norm, pre_logits, head })
+    }
+
+    /// A freshly initialised model and its parameters.
+    pub fn init<T: Float>(config: &ViTConfig, seed: u64) -> Result<(Self, ParamStore<T>)> {
+        let mut store = ParamStore::new();
+        let model = Self::new(config, &mut store, &mut Rng::seed(seed))?;
+        Ok((model, store))
+    }
+
+    /// Logits for `images: [B, C, H, W]`. `rng` drives dropout and stochastic depth when the
+    /// tape is in training mode.
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, rng: &mut Rng) -> ViTOutput {
+        let c = &self.config;
+        let shape = g.shape(images).to_vec();
+        assert!(
+            shape.len() == 4 && shape[1] == c.in_chans && shape[2] == c.image_size && shape[3] == c.image_size,
+            "VisionTransformer: expected images [B, {}, {}, {}], got {:?}",
+            c.in_chans,
+            c.image_size,
+            c.image_size,
+            shape
+        );
+        let b = shape[0];
+        let x = self.patch_embed.forward(g, p, images); // [B, N_p, D]
+        let z = match self.cls_token {
+            Some(cls) => {
+                let cls = g.broadcast_to(p.get(cls), &[b, 1, c.dim]);
+                g.concat(&[cls, x], 1)
+            }
+            None => x,
+        };
+        let z = g.add(z, p.get(self.pos_embed));
+        let mut z = g.dropout(z, c.dropout, rng);
+        let mut attn = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let out = block.forward(g, p, z, rng);
+            z = out.z;
+            attn.push(out.attn);
+        }
+        let z = self.norm.forward(g, p, z);
+        let y = match c.classifier {
+            Classifier::Token => {
+                let y = g.narrow(z, 1, 0, 1);
+                g.reshape(y, &[b, c.dim])
+            }
+            Classifier::Gap => g.mean(z, &[1], false),
+        };
+        let y = match &self.pre_logits {
+            Some(fc) => {
+                let y = fc.forward(g, p, y);
+                g.tanh(y)
+            }
+            None => y,
+        };
+        ViTOutput { logits: self.head.forward(g, p, y), attn }
+    }
+}

@@ -1,0 +1,106 @@
+//! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
+
+use autograd::Tensor;
+use rayon::prelude::*;
+
+use super::{load_buffers, Optimizer};
+use crate::nn::ParamStore;
+
+/// AdamW as PyTorch's `torch.optim.AdamW` computes it, for step `t = 1, 2, ...`:
+///
+/// ```text
+///     p <- p - lr * wd * p                      (decoupled decay; skipped where weight_decay is off)
+///     m <- b1 m + (1 - b1) g
+///     v <- b2 v + (1 - b2) g^2
+///     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+/// ```
+///
+/// The decay is "decoupled" because it shrinks the weights directly instead of being added to
+/// the gradient, where Adam's per-coordinate scaling would distort it.
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Number of steps taken (`t` above after the next step is `step + 1`).
+    pub step: u64,
+    m: Vec<Tensor<f32>>,
+    v: Vec<Tensor<f32>>,
+}
+
+impl AdamW {
+    /// Zero moments for every parameter of `params`.
+    pub fn new(params: &ParamStore<f32>, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
+        let zeros = || params.iter().map(|p| Tensor::zeros(p.value.shape())).collect::<Vec<_>>();
+        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: zeros(), v: zeros() }
+    }
+}
+
+/// The update of one parameter tensor; all slices have the same length.
+#[allow(clippy::too_many_arguments)]
+fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, bc1: f32, bc2: f32) {
+    const GRAIN: usize = 1 << 14;
+    let body = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+        for i in 0..p.len() {
+            let gi = g[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            let mhat = m[i] / bc1;
+            let vhat = v[i] / bc2;
+            p[i] = p[i] * (1.0 - lr * decay) - lr * mhat / (vhat.sqrt() + eps);
+        }
+    };
+    if p.len() >= 2 * GRAIN {
+        p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).zip(m.par_chunks_mut(GRAIN)).zip(v.par_chunks_mut(GRAIN)).for_each(body);
+    } else {
+        body((((p, g), m), v));
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, params: &mut ParamStore<f32>, grads: &[Tensor<f32>], lr: f64) {
+        assert_eq!(grads.len(), params.len(), "AdamW: {} gradients for {} parameters", grads.len(), params.len());
+        self.step += 1;
+        let t = self.step as i32;
+        let bc1 = (1.0 - self.beta1.powi(t)) as f32;
+        let bc2 = (1.0 - self.beta2.powi(t)) as f32;
+        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            let decay = if p.weight_decay { self.weight_decay as f32 } else { 0.0 };
+            adamw_update(
+                p.value.data_mut(),
+                g.data(),
+                m.data_mut(),
+                v.data_mut(),
+                lr as f32,
+                self.beta1 as f32,
+                self.beta2 as f32,
+                self.eps as f32,
+                decay,
+                bc1,
+                bc2,
+            );
+        }
+    }
+
+    fn state(&self, params: &ParamStore<f32>) -> (Vec<(String, Tensor<f32>)>, u64) {
+        let mut out = Vec::with_capacity(2 * params.len());
+        for ((p, m), v) in params.iter().zip(&self.m).zip(&self.v) {
+            out.push((format!("optim.exp_avg.{}", p.name), m.clone()));
+            out.push((format!("optim.exp_avg_sq.{}", p.name), v.clone()));
+        }
+        (out, self.step)
+    }
+
+    fn load_state(
+        &mut self,
+        params: &ParamStore<f32>,
+        step: u64,
+        lookup: &mut dyn FnMut(&str) -> Option<Tensor<f32>>,
+    ) -> crate::Result<()> {
+        self.m = load_buffers("exp_avg", params, lookup)?;
+        self.v = load_buffers("exp_avg_sq", params, lookup)?;
+        self.step = step;
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! SGD with momentum, the paper's fine-tuning optimizer.
+
+use autograd::Tensor;
+
+use super::{load_buffers, Optimizer};
+use crate::nn::ParamStore;
+
+/// SGD with (optionally Nesterov) momentum and L2 weight decay, as `torch.optim.SGD`:
+///
+/// ```text
+///     d <- g + wd * p                                   (weight decay as an L2 term)
+///     b <- d                    on the first step,      b <- mu * b + d   after
+///     p <- p - lr * b           (or p - lr * (d + mu * b) with Nesterov)
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    pub step: u64,
+    buf: Vec<Tensor<f32>>,
+}
+
+impl Sgd {
+    pub fn new(params: &ParamStore<f32>, momentum: f64, weight_decay: f64, nesterov: bool) -> Self {
+        let buf = params.iter().map(|p| Tensor::zeros(p.value.shape())).collect();
+        Sgd { momentum, weight_decay, nesterov, step: 0, buf }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut ParamStore<f32>, grads: &[Tensor<f32>], lr: f64) {
+        assert_eq!(grads.len(), params.len(), "Sgd: {} gradients for {} parameters", grads.len(), params.len());
+        let first = self.step == 0;
+        self.step += 1;
+        let (lr, mu) = (lr as f32, self.momentum as f32);
+        for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.buf) {
+            let wd = if p.weight_decay { self.weight_decay as f32 } else { 0.0 };
+            let (pv, bv) = (p.value.data_mut(), b.data_mut());
+            for i in 0..pv.len() {
+                let d = g.data()[i] + wd * pv[i];
+                bv[i] = if first { d } else { mu * bv[i] + d };
+                let update = if self.nesterov { d + mu * bv[i] } else { bv[i] };
+                pv[i] -= lr * update;
+            }
+        }
+    }
+
+    fn state(&self, params: &ParamStore<f32>) -> (Vec<(String, Tensor<f32>)>, u64) {
+        let out = params.iter().zip(&self.buf).map(|(p, b)| (format!("optim.momentum_buffer.{}", p.name), b.clone())).collect();
+        (out, self.step)
+    }
+
+    fn load_state(
+        &mut self,
+        params: &ParamStore<f32>,
+        step: u64,
+        lookup: &mut dyn FnMut(&str) -> Option<Tensor<f32>>,
+    ) -> crate::Result<()> {
+        self.buf = load_buffers("momentum_buffer", params, lookup)?;
+        self.step = step;
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! Every ViT module: forward against a plain reference where one is short to write, and an f64
+//! gradcheck of all its parameters and its input on proptest-drawn small dimensions.
+
+use autograd::ops::gelu::GeluKind;
+use autograd::{gradcheck, Graph, GradcheckOptions, Rng, Tensor, Var};
+use proptest::prelude::*;
+use vit::nn::{
+    Attention, Block, Classifier, Init, LayerNorm, Linear, Mlp, ParamStore, ParamVars, PatchEmbed, ViTConfig,
+    VisionTransformer,
+};
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    ProptestConfig::with_cases(cases.max(64))
+}
+
+/// Randomises every parameter (so e.g. LayerNorm's unit weights and zero biases are not a
+/// special point) and returns the store's tensors followed by `extra` inputs.
+fn randomised(store: &mut ParamStore<f64>, seed: u64) -> Vec<Tensor<f64>> {
+    let mut rng = Rng::seed(seed);
+    for p in store.iter_mut() {
+        p.value = Tensor::randn(p.value.shape(), 0.0, 0.5, &mut rng);
+    }
+    store.iter().map(|p| p.value.clone()).collect()
+}
+
+/// Gradchecks `forward(g, params, input)` over all parameters and the input.
+fn check_module(mut store: ParamStore<f64>, input: Tensor<f64>, seed: u64, forward: impl Fn(&mut Graph<f64>, &ParamVars, Var) -> Var) {
+    let mut inputs = randomised(&mut store, seed);
+    let n = inputs.len();
+    inputs.push(input);
+    let r = gradcheck(
+        |g, v| forward(g, &ParamVars::from_vars(v[..n].to_vec()), v[n]),
+        &inputs,
+        &GradcheckOptions::default(),
+    );
+    if let Err(e) = r {
+        let name = if e.input < n { store.iter().nth(e.input).unwrap().name.clone() } else { "the input".into() };
+        panic!("{name}: {e}");
+    }
+}
+
+fn input(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::randn(shape, 0.0, 1.0, &mut Rng::seed(seed ^ 0xabc))
+}
+
+fn gelu_kind() -> impl Strategy<Value = GeluKind> {
+    prop_oneof![Just(GeluKind::Erf), Just(GeluKind::Tanh)]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn linear(b in 1usize..4, n in 1usize..4, i in 1usize..6, o in 1usize..6, bias: bool, seed: u64) {
+        let mut store = ParamStore::new();
+        let l = Linear::new(&mut store, "fc", i, o, bias, Init::Timm, &mut Rng::seed(seed));
+        check_module(store, input(&[b, n, i], seed), seed, |g, p, x| l.forward(g, p, x));
+    }
+
+    #[test]
+    fn layer_norm(rows in 1usize..5, d in 1usize..8, seed: u64) {
+        let mut store = ParamStore::new();
+        let ln = LayerNorm::new(&mut store, "norm", d, 1e-6);
+        check_module(store, input(&[rows, d], seed), seed, |g, p, x| ln.forward(g, p, x));
+    }
+
+    #[test]
+    fn attention(b in 1usize..3, n in 1usize..5, heads in 1usize..3, dh in 1usize..4, qkv_bias: bool, seed: u64) {
+        let mut store = ParamStore::new();
+        let a = Attention::new(&mut store, "attn", heads * dh, heads, qkv_bias, 0.0, 0.0, Init::Timm, &mut Rng::seed(seed));
+        check_module(store, input(&[b, n, heads * dh], seed), seed, |g, p, x| a.forward(g, p, x, &mut Rng::seed(1)).y);
+    }
+
+    #[test]
+    fn mlp(b in 1usize..3, n in 1usize..4, d in 1usize..5, hidden in 1usize..7, kind in gelu_kind(), seed: u64) {
+        let mut store = ParamStore::new();
+        let m = Mlp::new(&mut store, "mlp", d, hidden, kind, 0.0, Init::Timm, &mut Rng::seed(seed));
+        check_module(store, input(&[b, n, d], seed), seed, |g, p, x| m.forward(g, p, x, &mut Rng::seed(1)));
+    }
+
+    #[test]
+    fn block_with_dropout_and_drop_path(b in 1usize..3, n in 1usize..4, heads in 1usize..3, dh in 1usize..3, seed: u64) {
+        let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, dropout: 0.2, attn_dropout: 0.3, ..ViTConfig::tiny(1, 1) };
+        let mut store = ParamStore::new();
+        let blk = Block::new(&mut store, "blocks.0", &c, 0.25, &mut Rng::seed(seed));
+        // The masks come from a freshly seeded RNG on every evaluation, so they are the same.
+        check_module(store, input(&[b, n, c.dim], seed), seed, |g, p, x| blk.forward(g, p, x, &mut Rng::seed(seed)).z);
+    }
+
+    #[test]
+    fn patch_embed(b in 1usize..3, chans in 1usize..3, patch in 1usize..3, grid in 1usize..3, d in 1usize..4, seed: u64) {
+        let mut store = ParamStore::new();
+        let pe = PatchEmbed::new(&mut store, "patch_embed", chans, patch, d, Init::Timm, &mut Rng::seed(seed));
+        let side = patch * grid;
+        check_module(store, input(&[b, chans, side, side], seed), seed, |g, p, x| pe.forward(g, p, x));
+    }
+}
+
+fn tiny_config(classifier: Classifier, representation_size: Option<usize>) -> ViTConfig {
+    ViTConfig {
+        image_size: 4,
+        patch_size: 2,
+        in_chans: 2,
+        num_classes: 3,
+        dim: 4,
+        depth: 2,
+        heads: 2,
+        mlp_dim: 6,
+        representation_size,
+        classifier,
+        ..ViTConfig::tiny(2, 4)
+    }
+}
+
+#[test]
+fn whole_tiny_vit_gradchecks_end_to_end() {
+    for (classifier, rep) in [(Classifier::Token, None), (Classifier::Gap, Some(5))] {
+        for train in [false, true] {
+            let mut c = tiny_config(classifier, rep);
+            if train {
+                (c.dropout, c.attn_dropout, c.drop_path) = (0.1, 0.1, 0.2);
+            }
+            let mut store = ParamStore::new();
+            let model = VisionTransformer::new(&c, &mut store, &mut Rng::seed(3)).unwrap();
+            check_module(store, input(&[2, 2, 4, 4], 9), 4, |g, p, x| {
+                g.set_training(train);
+                model.forward(g, p, x, &mut Rng::seed(5)).logits
+            });
+        }
+    }
+}
+
+#[test]
+fn every_parameter_receives_a_nonzero_gradient() {
+    let mut c = tiny_config(Classifier::Token, Some(5));
+    c.init = Init::Timm;
+    let (model, mut store) = VisionTransformer::init::<f32>(&c, 0).unwrap();
+    randomised_f32(&mut store);
+    let mut g = Graph::new();
+    let p = store.bind(&mut g);
+    let x = g.input(Tensor::randn(&[3, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1)));
+    let out = model.forward(&mut g, &p, x, &mut Rng::seed(2));
+    let loss = g.cross_entropy(out.logits, &[0, 1, 2], 0.1);
+    g.backward(loss);
+    for (param, grad) in store.iter().zip(p.take_grads(&mut g)) {
+        assert!(grad.norm() > 0.0, "{} received a zero gradient", param.name);
+        assert!(grad.data().iter().all(|v| v.is_finite()), "{}", param.name);
+    }
+}
+
+fn randomised_f32(store: &mut ParamStore<f32>) {
+    let mut rng = Rng::seed(11);
+    for p in store.iter_mut() {
+        p.value = Tensor::randn(p.value.shape(), 0.0, 0.5, &mut rng);
+    }
+}
+
+/// Plain multi-head attention by loops, for `x: [B, N, D]`.
+fn attention_reference(x: &Tensor<f64>, wqkv: &Tensor<f64>, bqkv: &Tensor<f64>, wp: &Tensor<f64>, bp: &Tensor<f64>, heads: usize) -> (Tensor<f64>, Tensor<f64>) {
+    let (b, n, d) = (x.dim(0), x.dim(1), x.dim(2));
+    let dh = d / heads;
+    let qkv = Tensor::<f64>::from_fn(&[b, n, 3 * d], |f| {
+        let (bn, j) = (f / (3 * d), f % (3 * d));
+        bqkv.data()[j] + (0..d).map(|i| x.data()[bn * d + i] * wqkv.at(&[j, i])).sum::<f64>()
+    });
+    let mut attn = Tensor::<f64>::zeros(&[b, heads, n, n]);
+    let mut heads_out = Tensor::<f64>::zeros(&[b, n, d]);
+    for bi in 0..b {
+        for h in 0..heads {
+            for i in 0..n {
+                let s: Vec<f64> = (0..n)
+                    .map(|j| (0..dh).map(|e| qkv.at(&[bi, i, h * dh + e]) * qkv.at(&[bi, j, d + h * dh + e])).sum::<f64>() / (dh as f64).sqrt())
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();
+                for j in 0..n {
+                    attn.set(&[bi, h, i, j], (s[j] - mx).exp() / z);
+                }
+                for e in 0..dh {
+                    let v: f64 = (0..n).map(|j| attn.at(&[bi, h, i, j]) * qkv.at(&[bi, j, 2 * d + h * dh + e])).sum();
+                    heads_out.set(&[bi, i, h * dh + e], v);
+                }
+            }
+        }
+    }
+    let y = Tensor::from_fn(&[b, n, d], |f| {
+        let (bn, j) = (f / d, f % d);
+        bp.data()[j] + (0..d).map(|i| heads_out.data()[bn * d + i] * wp.at(&[j, i])).sum::<f64>()
+    });
+    (y, attn)
+}
+
+#[test]
+fn attention_forward_matches_loops() {
+    for (b, n, heads, dh) in [(1, 1, 1, 1), (2, 5, 3, 2), (1, 7, 2, 4)] {
+        let d = heads * dh;
+        let mut store = ParamStore::<f64>::new();
+        let a = Attention::new(&mut store, "attn", d, heads, true, 0.0, 0.0, Init::Timm, &mut Rng::seed(0));
+        let params = randomised(&mut store, 7);
+        let x = input(&[b, n, d], 3);
+        let mut g = Graph::inference();
+        let p = store.bind(&mut g);
+        let xv = g.input(x.clone());
+        let out = a.forward(&mut g, &p, xv, &mut Rng::seed(0));
+        let (y, attn) = attention_reference(&x, &params[0], &params[1], &params[2], &params[3], heads);
+        assert!(g.value(out.y).allclose(&y, 1e-12, 1e-12), "output differs for {:?}", (b, n, heads, dh));
+        assert!(g.value(out.attn).allclose(&attn, 1e-12, 1e-12), "attention differs");
+    }
+}
+
+#[test]
+fn patch_embed_is_the_strided_convolution() {
+    // Direct convolution with kernel = stride = P, as the paper's eq. 1 is usually implemented.
+    let (b, c, p, grid, d) = (2, 3, 2, 3, 4);
+    let side = p * grid;
+    let mut store = ParamStore::<f64>::new();
+    let pe = PatchEmbed::new(&mut store, "patch_embed", c, p, d, Init::Timm, &mut Rng::seed(0));
+    let params = randomised(&mut store, 1);
+    let (w, bias) = (&params[0], &params[1]);
+    let x = input(&[b, c, side, side], 2);
+    let mut g = Graph::inference();
+    let pv = store.bind(&mut g);
+    let xv = g.input(x.clone());
+    let y = pe.forward(&mut g, &pv, xv);
+    let y = g.value(y);
+    assert_eq!(y.shape(), &[b, grid * grid, d]);
+    for bi in 0..b {
+        for gy in 0..grid {
+            for gx in 0..grid {
+                for o in 0..d {
+                    let mut acc = bias.at(&[o]);
+                    for ci in 0..c {
+                        for ky in 0..p {
+                            for kx in 0..p {
+                                acc += w.at(&[o, ci, ky, kx]) * x.at(&[bi, ci, gy * p + ky, gx * p + kx]);
+                            }
+                        }
+                    }
+                    let got = y.at(&[bi, gy * grid + gx, o]);
+                    assert!((got - acc).abs() < 1e-12, "{got} vs {acc}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn eval_mode_is_deterministic_and_ignores_dropout() {
+    let mut c = tiny_config(Classifier::Token, None);
+    (c.dropout, c.attn_dropout, c.drop_path) = (0.5, 0.5, 0.5);
+    let (model, store) = VisionTransformer::init::<f32>(&c, 0).unwrap();
+    let x = Tensor::randn(&[2, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1));
+    let run = |seed: u64, train: bool| {
+        let mut g = if train { Graph::new() } else { Graph::inference() };
+        let p = store.bind(&mut g);
+        let xv = g.input(x.clone());
+        let out = model.forward(&mut g, &p, xv, &mut Rng::seed(seed));
+        g.value(out.logits).clone()
+    };
+    assert_eq!(run(1, false).data(), run(2, false).data());
+    assert_ne!(run(1, true).data(), run(2, true).data());
+}
+
+#[test]
+fn forward_returns_every_blocks_attention() {
+    let c = tiny_config(Classifier::Token, None);
+    let (model, store) = VisionTransformer::init::<f32>(&c, 0).unwrap();
+    let mut g = Graph::inference();
+    let p = store.bind(&mut g);
+    let x = g.input(Tensor::randn(&[2, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1)));
+    let out = model.forward(&mut g, &p, x, &mut Rng::seed(0));
+    assert_eq!(out.attn.len(), c.depth);
+    for a in out.attn {
+        let t = g.value(a);
+        assert_eq!(t.shape(), &[2, 2, 5, 5]);
+        for row in t.data().chunks(5) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+}
