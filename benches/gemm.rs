@@ -300,6 +300,16 @@ fn main() {
         child(quick);
         return;
     }
+    if std::env::var("BENCH_PROFILE").is_ok() {
+        // Only our kernel, one thread, about two seconds per shape: for `perf record`.
+        for s in shapes(quick) {
+            let mut o = operands(&s);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let secs = pool.install(|| time(|| run_ours(Isa::detect(), &s, &mut o), Duration::from_secs(2), 3));
+            println!("{}: {:.0} GFLOP/s", s.label(), gflops(&s, secs));
+        }
+        return;
+    }
     // matrixmultiply's own thread count, fixed before its first use.
     std::env::set_var("MATMUL_NUM_THREADS", "2");
     let (bud, min_runs) = budget(quick);

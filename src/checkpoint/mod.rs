@@ -13,19 +13,18 @@
 //!
 //! The pieces, one file each:
 //!
-//! - [`safetensors`](self::safetensors): the file format: [`save`] / [`write_tensors`] (atomic:
-//!   temp file, fsync, rename) and the [`Checkpoint`] reader (any of F32, F64, F16, BF16 decoded
-//!   to the caller's float type; truncated or corrupt files are errors, never panics).
-//! - [`load`](self::load): a checkpoint into a model's [`ParamStore`](crate::nn::ParamStore), with
-//!   errors naming every missing, unexpected or mis-shaped tensor ([`load_params`],
-//!   [`LoadOptions`]).
-//! - [`resize`](self::resize): 2D interpolation of the patch part of `pos_embed` (paper section
-//!   3.2), bilinear and bicubic as PyTorch's `F.interpolate(align_corners=False)`.
-//! - [`config`](self::config): [`ViTConfig`](crate::nn::ViTConfig) to and from the JSON string
-//!   stored in the metadata, and a config inferred from a file's tensor shapes (for timm files).
+//! - `safetensors`: the file format: [`save`] / [`write_tensors`] (atomic: temp file, fsync,
+//!   rename) and the [`Checkpoint`] reader (F32, F64, F16, BF16 decoded to the caller's float type;
+//!   truncated or corrupt files are errors, never panics).
+//! - `load`: a checkpoint into a model's [`ParamStore`](crate::nn::ParamStore), with errors
+//!   naming every missing, unexpected or mis-shaped tensor ([`load_params`], [`LoadOptions`]).
+//! - `resize`: 2D interpolation of the patch part of `pos_embed` (paper section 3.2): bilinear
+//!   and bicubic as PyTorch's `F.interpolate(align_corners=False)`, and their antialiased forms
+//!   (timm resamples with the antialiased bicubic).
+//! - `config`: [`ViTConfig`](crate::nn::ViTConfig) to and from the JSON string stored in the
+//!   metadata, and a config inferred from a file's tensor shapes (for timm files).
 //!
 //! ```no_run
-//! use std::collections::BTreeMap;
 //! use vit::checkpoint::{self, Checkpoint, LoadOptions};
 //! use vit::nn::{ViTConfig, VisionTransformer};
 //!
@@ -49,6 +48,6 @@ pub mod resize;
 pub mod safetensors;
 
 pub use config::{config_from_json, config_metadata, config_to_json, infer_config, CONFIG_KEY};
-pub use load::{load, load_params, LoadOptions, LoadReport};
-pub use resize::{interpolate_grid, resize_pos_embed, Interpolation};
+pub use load::{load, load_params, LoadOptions, LoadReport, OPTIM_PREFIX};
+pub use resize::{interpolate_grid, resize_pos_embed, square_side, Interpolation};
 pub use safetensors::{save, write_tensors, Checkpoint, Dtype};

@@ -181,7 +181,7 @@ impl ViTConfig {
                 return Err(Error::Config(format!("{name} must be in [0, 1), got {p}")));
             }
         }
-        if !(self.ln_eps > 0.0) {
+        if self.ln_eps.is_nan() || self.ln_eps <= 0.0 {
             return Err(Error::Config(format!("ln_eps must be positive, got {}", self.ln_eps)));
         }
         Ok(())

@@ -41,7 +41,7 @@ impl AdamW {
 #[allow(clippy::too_many_arguments)]
 fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, bc1: f32, bc2: f32) {
     const GRAIN: usize = 1 << 14;
-    let body = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+    let body = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
         for i in 0..p.len() {
             let gi = g[i];
             m[i] = b1 * m[i] + (1.0 - b1) * gi;
@@ -52,9 +52,13 @@ fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32,
         }
     };
     if p.len() >= 2 * GRAIN {
-        p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).zip(m.par_chunks_mut(GRAIN)).zip(v.par_chunks_mut(GRAIN)).for_each(body);
+        p.par_chunks_mut(GRAIN)
+            .zip(g.par_chunks(GRAIN))
+            .zip(m.par_chunks_mut(GRAIN))
+            .zip(v.par_chunks_mut(GRAIN))
+            .for_each(|(((p, g), m), v)| body(p, g, m, v));
     } else {
-        body((((p, g), m), v));
+        body(p, g, m, v);
     }
 }
 

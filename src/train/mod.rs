@@ -115,7 +115,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
+        if !self.lr.is_finite() || self.lr <= 0.0 {
             return bad(format!("learning rate must be positive, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
@@ -125,7 +125,7 @@ impl TrainConfig {
             return bad("weight decay, warmup and min lr must be non-negative".into());
         }
         if let Some(c) = self.clip_grad {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return bad(format!("gradient clipping threshold must be positive, got {c}"));
             }
         }

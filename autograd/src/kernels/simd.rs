@@ -59,6 +59,17 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn select_neg(x: Self::V, a: Self::V, b: Self::V) -> Self::V;
     unsafe fn hsum(a: Self::V) -> f32;
     unsafe fn hmax(a: Self::V) -> f32;
+    /// Transposes a `LANES x LANES` tile: row `r` of the source is `LANES` floats at
+    /// `src + r * rs`; row `c` of the result, written at `dst + c * drs`, is column `c` of the
+    /// source.
+    #[inline(always)]
+    unsafe fn transpose(src: *const f32, rs: isize, dst: *mut f32, drs: usize) {
+        for r in 0..Self::LANES {
+            for c in 0..Self::LANES {
+                *dst.add(c * drs + r) = *src.offset(r as isize * rs + c as isize);
+            }
+        }
+    }
     /// A hint to bring the cache line at `p` into L1 (no-op where the ISA has none).
     #[inline(always)]
     unsafe fn prefetch(p: *const f32) {
@@ -98,6 +109,40 @@ mod x86 {
     pub(crate) struct Avx512;
 
     impl Simd for Avx512 {
+        #[inline(always)]
+        unsafe fn transpose(src: *const f32, rs: isize, dst: *mut f32, drs: usize) {
+            // Four rounds of 16 shuffles: 32-bit interleave, 64-bit interleave, then two rounds
+            // of 128-bit lane shuffles.
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(src.offset(i as isize * rs));
+            }
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for i in 0..4 {
+                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                r[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+                r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+                r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+                r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+            }
+            for h in 0..2 {
+                for i in 0..4 {
+                    t[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(r[8 * h + i], r[8 * h + 4 + i]);
+                    t[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(r[8 * h + i], r[8 * h + 4 + i]);
+                }
+            }
+            for i in 0..8 {
+                r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+                r[8 + i] = _mm512_shuffle_f32x4::<0xDD>(t[i], t[8 + i]);
+            }
+            for (i, v) in r.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(i * drs), *v);
+            }
+        }
         #[inline(always)]
         unsafe fn prefetch(p: *const f32) {
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
@@ -209,6 +254,32 @@ mod x86 {
     }
 
     impl Simd for Avx2 {
+        #[inline(always)]
+        unsafe fn transpose(src: *const f32, rs: isize, dst: *mut f32, drs: usize) {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(src.offset(i as isize * rs));
+            }
+            let mut t = [_mm256_setzero_ps(); 8];
+            for i in 0..4 {
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for i in 0..2 {
+                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                r[4 * i] = _mm256_shuffle_ps::<0x44>(a, c);
+                r[4 * i + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+                r[4 * i + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+                r[4 * i + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+            }
+            for i in 0..4 {
+                t[i] = _mm256_permute2f128_ps::<0x20>(r[i], r[4 + i]);
+                t[4 + i] = _mm256_permute2f128_ps::<0x31>(r[i], r[4 + i]);
+            }
+            for (i, v) in t.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(i * drs), *v);
+            }
+        }
         #[inline(always)]
         unsafe fn prefetch(p: *const f32) {
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8)

@@ -524,29 +524,76 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
     let bbuf = bufs.b.get(kc_max * nc_max);
     let abuf = bufs.a.get(mc_max / mr * panel);
 
+    // While one block computes, the source of the next A block and the next B block is
+    // prefetched a little per tile, so that packing finds it in cache instead of waiting on
+    // DRAM (the operands of the long-K weight gradients are tens of MB).
+    let a_src = |ic: usize, pc: usize| {
+        let (mc, kc) = (mc_max.min(m - ic), kc_max.min(k - pc));
+        let p = g.a.wrapping_offset(ic as isize * g.rsa + pc as isize * g.csa);
+        if !kmajor {
+            Prefetch::new(p, mc, g.rsa, kc)
+        } else if g.rsa == 1 {
+            Prefetch::new(p, kc, g.csa, mc)
+        } else {
+            Prefetch::none()
+        }
+    };
+    let b_src = |pc: usize, jc: usize| {
+        let (kc, nc) = (kc_max.min(k - pc), nc_max.min(n - jc));
+        let p = g.b.wrapping_offset(pc as isize * g.rsb + jc as isize * g.csb);
+        if g.csb == 1 {
+            Prefetch::new(p, kc, g.rsb, nc)
+        } else if g.rsb == 1 {
+            Prefetch::new(p, nc, g.csb, kc)
+        } else {
+            Prefetch::none()
+        }
+    };
+
     let mut jc = 0;
     while jc < n {
         let nc = nc_max.min(n - jc);
+        let tiles_n = nc.div_ceil(nr);
         let mut pc = 0;
         while pc < k {
             let kc = kc_max.min(k - pc);
             pack::pack_b::<G::S>(nr, kc, nc, g.b.offset(pc as isize * g.rsb + jc as isize * g.csb), g.rsb, g.csb, bbuf);
+            let mut next_b = if pc + kc < k {
+                b_src(pc + kc, jc)
+            } else if jc + nc < n {
+                b_src(0, jc + nc)
+            } else {
+                Prefetch::none()
+            };
+            let b_per_tile = next_b.lines().div_ceil(m.div_ceil(mr) * tiles_n);
             let beta = if pc == 0 { g.beta } else { 1.0 };
             let mut ic = 0;
             while ic < m {
                 let mc = mc_max.min(m - ic);
                 let a = g.a.offset(ic as isize * g.rsa + pc as isize * g.csa);
                 if kmajor {
-                    pack::pack_a_kmajor::<G::S>(mc, mr, kc, a, g.rsa, g.csa, abuf);
+                    pack::pack_a_kmajor::<G::S>(panel, mc, mr, kc, a, g.rsa, g.csa, abuf);
                 } else {
                     pack::pack_a_rows::<G::S>(G::KCP, mc, mr, kc, a, g.rsa, abuf);
                 }
+                let mut next_a = if ic + mc < m {
+                    a_src(ic + mc, pc)
+                } else if pc + kc < k {
+                    a_src(0, pc + kc)
+                } else if jc + nc < n {
+                    a_src(0, 0)
+                } else {
+                    Prefetch::none()
+                };
+                let a_per_tile = next_a.lines().div_ceil(mc.div_ceil(mr) * tiles_n);
                 let mut ir = 0;
                 while ir < mc {
                     let a_panel = abuf.add(ir / mr * panel);
                     let c_row = g.c.offset((ic + ir) as isize * g.rsc + jc as isize * g.csc);
                     let mut jr = 0;
                     while jr < nc {
+                        next_a.step::<G::S>(a_per_tile);
+                        next_b.step::<G::S>(b_per_tile);
                         let nrc = nr.min(nc - jr);
                         let tile = Tile {
                             kc,
@@ -570,5 +617,46 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
             pc += kc;
         }
         jc += nc;
+    }
+}
+
+/// A cursor over the cache lines of a strided 2-D region (`runs` contiguous runs of `len`
+/// floats, `stride` apart) that issues a few prefetches at a time.
+struct Prefetch {
+    p: *const f32,
+    runs: usize,
+    stride: isize,
+    len: usize,
+    run: usize,
+    off: usize,
+}
+
+impl Prefetch {
+    fn new(p: *const f32, runs: usize, stride: isize, len: usize) -> Prefetch {
+        Prefetch { p, runs, stride, len, run: 0, off: 0 }
+    }
+    fn none() -> Prefetch {
+        Prefetch::new(std::ptr::null(), 0, 0, 0)
+    }
+    fn lines(&self) -> usize {
+        self.runs * (self.len.div_ceil(16) + 1)
+    }
+    /// Prefetches the next `count` lines (addresses are only hinted, never dereferenced).
+    #[inline(always)]
+    unsafe fn step<S: Simd>(&mut self, count: usize) {
+        for _ in 0..count {
+            if self.run >= self.runs {
+                return;
+            }
+            let row = self.p.wrapping_offset(self.run as isize * self.stride);
+            if self.off < self.len {
+                S::prefetch(row.wrapping_add(self.off));
+                self.off += 16;
+            } else {
+                S::prefetch(row.wrapping_add(self.len - 1));
+                self.off = 0;
+                self.run += 1;
+            }
+        }
     }
 }

@@ -74,23 +74,31 @@ pub(super) unsafe fn pack_b<S: Simd>(
                 }
             }
         } else if rsb == 1 {
-            // Column j of B is contiguous in k: read a block of 16 k's from each column and write
-            // it down the panel, so that reads stream and writes stay within a few cache lines.
-            let mut k0 = 0;
-            while k0 < kc {
-                let kb = 16.min(kc - k0);
-                for jj in 0..w {
-                    let s = b.offset((j0 + jj) as isize * csb).add(k0);
-                    for kk in 0..kb {
-                        *d.add((k0 + kk) * NR + jj) = *s.add(kk);
+            // Column j of B is contiguous in k: transpose LANES x LANES tiles in registers, and
+            // the ragged edges element by element.
+            let l = S::LANES;
+            let (wf, kf) = (w / l * l, kc / l * l);
+            for jj in (0..wf).step_by(l) {
+                let s = b.offset((j0 + jj) as isize * csb);
+                for k in (0..kf).step_by(l) {
+                    S::transpose(s.add(k), csb, d.add(k * NR + jj), NR);
+                }
+                for k in kf..kc {
+                    for c in 0..l {
+                        *d.add(k * NR + jj + c) = *s.offset(c as isize * csb + k as isize);
                     }
                 }
-                if w < NR {
-                    for kk in 0..kb {
-                        zero::<S>(d.add((k0 + kk) * NR + w), NR - w);
-                    }
+            }
+            for jj in wf..w {
+                let s = b.offset((j0 + jj) as isize * csb);
+                for k in 0..kc {
+                    *d.add(k * NR + jj) = *s.add(k);
                 }
-                k0 += kb;
+            }
+            if w < NR {
+                for k in 0..kc {
+                    zero::<S>(d.add(k * NR + w), NR - w);
+                }
             }
         } else {
             for k in 0..kc {
@@ -126,11 +134,14 @@ pub(super) unsafe fn pack_a_rows<S: Simd>(
     }
 }
 
-/// Packs the `mc x kc` block of A (any strides) into k-major micro-panels of `mr` rows
-/// (`kc * mr` floats each, the last one zero-padded); `mr` must be below the vector width.
+/// Packs the `mc x kc` block of A (any strides) into k-major micro-panels of `mr` rows, each
+/// `panel` floats apart (`kc * mr` used, the last panel zero-padded); `mr` must be below the
+/// vector width.
 /// A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pack_a_kmajor<S: Simd>(
+    panel: usize,
     mc: usize,
     mr: usize,
     kc: usize,
@@ -147,13 +158,13 @@ pub(super) unsafe fn pack_a_kmajor<S: Simd>(
             for p in 0..panels {
                 let rows = mr.min(mc - p * mr);
                 let v = S::load_partial(src.add(p * mr), rows);
-                S::store_partial(dst.add(p * kc * mr + k * mr), mr, v);
+                S::store_partial(dst.add(p * panel + k * mr), mr, v);
             }
         }
     } else {
         for p in 0..panels {
             let rows = mr.min(mc - p * mr);
-            let d = dst.add(p * kc * mr);
+            let d = dst.add(p * panel);
             for k in 0..kc {
                 for i in 0..mr {
                     *d.add(k * mr + i) =

@@ -1,0 +1,172 @@
+//! The training loop: a tiny ViT overfits a batch, resume is exact, a diverging run stops with a
+//! clear error and its last checkpoint intact.
+
+use std::path::Path;
+
+use autograd::{Rng, Tensor};
+use vit::data::{AugmentConfig, Batch, Dataset, DatasetKind, ImageShape};
+use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
+use vit::optim::{AdamW, Decay};
+use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
+
+/// Images whose class is written in them: class `k` brightens the `k`-th horizontal band, on
+/// top of noise, so a small model can learn it but not instantly.
+fn banded_dataset(n: usize, classes: usize, side: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::seed(seed);
+    let shape = ImageShape::new(1, side, side);
+    let mut images = Vec::with_capacity(n * side * side);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = rng.below(classes);
+        labels.push(k as u8);
+        for y in 0..side {
+            for _ in 0..side {
+                let band = y * classes / side == k;
+                let noise = rng.below(120) as u8;
+                images.push(if band { 120 + noise } else { noise });
+            }
+        }
+    }
+    Dataset::new(images, labels, shape, (0..classes).map(|k| format!("band{k}")).collect()).unwrap()
+}
+
+fn tiny_model(side: usize, classes: usize) -> ViTConfig {
+    ViTConfig {
+        image_size: side,
+        patch_size: 4,
+        in_chans: 1,
+        num_classes: classes,
+        dim: 16,
+        depth: 2,
+        heads: 2,
+        mlp_dim: 32,
+        dropout: 0.1,
+        drop_path: 0.1,
+        ..ViTConfig::tiny(4, side)
+    }
+}
+
+fn config(out: &Path) -> TrainConfig {
+    TrainConfig {
+        model: tiny_model(8, 3),
+        dataset: DatasetKind::Mnist, // only recorded in the checkpoint; the data is passed in
+        data_dir: out.into(),
+        train_subset: None,
+        test_subset: None,
+        epochs: 5,
+        batch_size: 8,
+        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        lr: 3e-3,
+        min_lr: 1e-5,
+        warmup_epochs: 0.5,
+        decay: Decay::Cosine,
+        weight_decay: 0.05,
+        label_smoothing: 0.1,
+        clip_grad: Some(1.0),
+        augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
+        seed: 7,
+        out_dir: out.into(),
+        resume: false,
+        progress: false,
+        max_steps: None,
+    }
+}
+
+fn one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(f)
+}
+
+fn values(p: &ParamStore<f32>) -> Vec<Vec<f32>> {
+    p.iter().map(|p| p.value.data().to_vec()).collect()
+}
+
+#[test]
+fn tiny_vit_overfits_a_small_batch() {
+    let mut rng = Rng::seed(1);
+    let (b, classes) = (16, 4);
+    let images = Tensor::<f32>::randn(&[b, 3, 8, 8], 0.0, 1.0, &mut rng).into_vec();
+    let labels: Vec<usize> = (0..b).map(|i| i % classes).collect();
+    let c = ViTConfig { in_chans: 3, num_classes: classes, dropout: 0.0, drop_path: 0.0, ..tiny_model(8, classes) };
+    let (model, mut params) = VisionTransformer::init::<f32>(&c, 0).unwrap();
+    let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, 0.0);
+    let mut last = None;
+    for step in 0..400 {
+        let batch = Batch { images: images.clone(), labels: labels.clone(), mix: None, shape: [b, 3, 8, 8], indices: (0..b).collect() };
+        let out = train_step(&model, &mut params, &mut opt, batch, 3e-3, 0.0, Some(1.0), &mut Rng::seed(step)).unwrap();
+        last = Some(out);
+        if out.correct == b && out.loss < 0.05 {
+            break;
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(last.correct, b, "did not reach 100% on 16 random images: {last:?}");
+    assert!(last.loss < 0.05, "{last:?}");
+}
+
+#[test]
+fn resume_continues_exactly_where_it_stopped() {
+    let dir = tempdir("resume");
+    let (train, test) = (banded_dataset(96, 3, 8, 1), banded_dataset(48, 3, 8, 2));
+
+    let whole = config(&dir.join("whole"));
+    let straight = one_thread(|| train_on(&whole, train.clone(), test.clone()).unwrap());
+    assert_eq!(straight.global_step, 60);
+
+    // Stop mid-way through the second epoch (12 steps per epoch), then resume to the end.
+    let mut first = config(&dir.join("split"));
+    first.max_steps = Some(20);
+    let stopped = one_thread(|| train_on(&first, train.clone(), test.clone()).unwrap());
+    assert_eq!(stopped.global_step, 20);
+    assert_ne!(values(&stopped.params), values(&straight.params));
+    let second = TrainConfig { resume: true, ..config(&dir.join("split")) };
+    let resumed = one_thread(|| train_on(&second, train.clone(), test.clone()).unwrap());
+    assert_eq!(resumed.global_step, 60);
+    assert_eq!(values(&resumed.params), values(&straight.params), "resumed parameters differ");
+    assert_eq!(resumed.epochs.last().unwrap().test_acc, straight.epochs.last().unwrap().test_acc);
+    // Each completed epoch left a metrics line.
+    let lines = std::fs::read_to_string(dir.join("whole/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+    assert!(lines.lines().all(|l| l.starts_with("{\"epoch\":") && l.contains("\"test_acc\":")));
+    // It learned something: the bands are easy.
+    assert!(straight.best_test_acc > 0.6, "best test accuracy {}", straight.best_test_acc);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint() {
+    let dir = tempdir("nan");
+    let (train, test) = (banded_dataset(32, 3, 8, 3), banded_dataset(8, 3, 8, 4));
+    let mut cfg = config(&dir);
+    cfg.epochs = 1;
+    train_on(&cfg, train.clone(), test.clone()).unwrap();
+    let last = dir.join("last.safetensors");
+    let before = std::fs::read(&last).unwrap();
+
+    // Resume with an absurd learning rate and no clipping: the weights blow up.
+    let wild = TrainConfig { epochs: 3, lr: 1e30, clip_grad: None, resume: true, ..cfg };
+    let err = train_on(&wild, train, test).err().expect("an exploding run must fail").to_string();
+    assert!(err.contains("is inf") || err.contains("is NaN"), "{err}");
+    assert!(err.contains("intact") && err.contains("last.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&last).unwrap(), before, "the last good checkpoint changed");
+}
+
+#[test]
+fn bad_training_configs_are_errors() {
+    let dir = tempdir("badcfg");
+    let mut cfg = config(&dir);
+    cfg.model.heads = 3; // 16 is not divisible by 3
+    let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
+    assert!(err.contains("not divisible by heads"), "{err}");
+    let cfg = TrainConfig { batch_size: 64, ..config(&dir) };
+    let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
+    assert!(err.contains("smaller than one batch"), "{err}");
+    let cfg = TrainConfig { resume: true, ..config(&dir.join("nothing")) };
+    let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vit-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
