@@ -5,7 +5,7 @@
 //! ```
 
 use autograd::ops::gelu::GeluKind;
-use autograd::{gradcheck, Graph, GradcheckOptions, Rng, Tensor, Var};
+use autograd::{gradcheck, GradcheckOptions, Graph, Rng, Tensor, Var};
 
 /// A one-hidden-layer network on a batch of 4 inputs of width 3, with 2 classes:
 /// `loss = CE(GELU(LN(x W1^T + b1)) W2^T + b2, labels)`.

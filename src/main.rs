@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vit::checkpoint::{self, Checkpoint, LoadOptions};
 use vit::data::augment::{RandAugment, RandomErasing};
 use vit::data::{self, AugmentConfig, DatasetKind, Loader, Split};
-use vit::nn::{Classifier, ViTConfig, Variant, VisionTransformer};
+use vit::nn::{Classifier, Variant, ViTConfig, VisionTransformer};
 use vit::optim::Decay;
 use vit::train::{self, OptimizerKind, TrainConfig, META_DATASET};
 use vit::{Error, Result};
@@ -165,6 +165,10 @@ struct EvalArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     subset: Option<usize>,
+    /// Number of heads, for a checkpoint without a stored config (e.g. a timm state dict) whose
+    /// width is not a standard variant's.
+    #[arg(long)]
+    heads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -177,6 +181,10 @@ struct PredictArgs {
     /// How many classes to list per image.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Number of heads, for a checkpoint without a stored config (e.g. a timm state dict) whose
+    /// width is not a standard variant's.
+    #[arg(long)]
+    heads: Option<usize>,
 }
 
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
@@ -221,7 +229,8 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     if let Some(s) = &a.randaugment {
         let parsed = s.split_once(',').and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
-        let (ops, magnitude) = parsed.ok_or_else(|| Error::Config(format!("--randaugment expects N,M (e.g. 2,9), got {s:?}")))?;
+        let (ops, magnitude) =
+            parsed.ok_or_else(|| Error::Config(format!("--randaugment expects N,M (e.g. 2,9), got {s:?}")))?;
         augment.randaugment = (ops > 0).then_some(RandAugment { ops, magnitude });
     }
 
@@ -284,11 +293,19 @@ fn run_train(a: &TrainArgs) -> Result<()> {
 }
 
 /// A checkpoint's model, parameters and dataset.
-fn open_model(path: &PathBuf) -> Result<(VisionTransformer, vit::nn::ParamStore<f32>, Option<DatasetKind>)> {
+fn open_model(
+    path: &PathBuf,
+    heads: Option<usize>,
+) -> Result<(VisionTransformer, vit::nn::ParamStore<f32>, Option<DatasetKind>)> {
     let ckpt = Checkpoint::open(path)?;
     let config = match ckpt.config()? {
         Some(c) => c,
-        None => checkpoint::infer_config(&ckpt, None)?,
+        None => checkpoint::infer_config(&ckpt, heads).map_err(|e| match e {
+            Error::Checkpoint(m) if heads.is_none() && m.contains("number of heads") => {
+                Error::Checkpoint(format!("{m} with --heads N"))
+            }
+            e => e,
+        })?,
     };
     let (model, mut params) = VisionTransformer::init::<f32>(&config, 0)?;
     checkpoint::load_params(&ckpt, &config, &mut params, &LoadOptions::default())?;
@@ -297,13 +314,28 @@ fn open_model(path: &PathBuf) -> Result<(VisionTransformer, vit::nn::ParamStore<
 }
 
 fn run_eval(a: &EvalArgs) -> Result<()> {
-    let (model, params, trained_on) = open_model(&a.checkpoint)?;
+    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
     let dataset = match &a.dataset {
         Some(d) => d.parse()?,
-        None => trained_on.ok_or_else(|| {
-            Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display()))
-        })?,
+        None => trained_on
+            .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
     };
+    let (c, shape) = (&model.config, dataset.shape());
+    if (shape.c, shape.h, shape.w) != (c.in_chans, c.image_size, c.image_size) || dataset.classes() > c.num_classes {
+        return Err(Error::Config(format!(
+            "{}: the model takes {}x{}x{} images in {} classes, {} has {}x{}x{} images in {}",
+            a.checkpoint.display(),
+            c.in_chans,
+            c.image_size,
+            c.image_size,
+            c.num_classes,
+            dataset,
+            shape.c,
+            shape.h,
+            shape.w,
+            dataset.classes()
+        )));
+    }
     let mut test = data::load(dataset, &a.data_dir, Split::Test)?;
     if let Some(n) = a.subset {
         test = test.take(n);
@@ -317,7 +349,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn run_predict(a: &PredictArgs) -> Result<()> {
-    let (model, params, trained_on) = open_model(&a.checkpoint)?;
+    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
     let c = &model.config;
     let norm = trained_on.map(|d| d.normalization());
     let names = trained_on.map(|d| d.class_names()).unwrap_or_default();

@@ -2,7 +2,7 @@
 //! gradcheck of all its parameters and its input on proptest-drawn small dimensions.
 
 use autograd::ops::gelu::GeluKind;
-use autograd::{gradcheck, Graph, GradcheckOptions, Rng, Tensor, Var};
+use autograd::{gradcheck, GradcheckOptions, Graph, Rng, Tensor, Var};
 use proptest::prelude::*;
 use vit::nn::{
     Attention, Block, Classifier, Init, LayerNorm, Linear, Mlp, ParamStore, ParamVars, PatchEmbed, ViTConfig,
@@ -25,7 +25,12 @@ fn randomised(store: &mut ParamStore<f64>, seed: u64) -> Vec<Tensor<f64>> {
 }
 
 /// Gradchecks `forward(g, params, input)` over all parameters and the input.
-fn check_module(mut store: ParamStore<f64>, input: Tensor<f64>, seed: u64, forward: impl Fn(&mut Graph<f64>, &ParamVars, Var) -> Var) {
+fn check_module(
+    mut store: ParamStore<f64>,
+    input: Tensor<f64>,
+    seed: u64,
+    forward: impl Fn(&mut Graph<f64>, &ParamVars, Var) -> Var,
+) {
     let mut inputs = randomised(&mut store, seed);
     let n = inputs.len();
     inputs.push(input);
@@ -157,7 +162,14 @@ fn randomised_f32(store: &mut ParamStore<f32>) {
 }
 
 /// Plain multi-head attention by loops, for `x: [B, N, D]`.
-fn attention_reference(x: &Tensor<f64>, wqkv: &Tensor<f64>, bqkv: &Tensor<f64>, wp: &Tensor<f64>, bp: &Tensor<f64>, heads: usize) -> (Tensor<f64>, Tensor<f64>) {
+fn attention_reference(
+    x: &Tensor<f64>,
+    wqkv: &Tensor<f64>,
+    bqkv: &Tensor<f64>,
+    wp: &Tensor<f64>,
+    bp: &Tensor<f64>,
+    heads: usize,
+) -> (Tensor<f64>, Tensor<f64>) {
     let (b, n, d) = (x.dim(0), x.dim(1), x.dim(2));
     let dh = d / heads;
     let qkv = Tensor::<f64>::from_fn(&[b, n, 3 * d], |f| {
@@ -170,7 +182,10 @@ fn attention_reference(x: &Tensor<f64>, wqkv: &Tensor<f64>, bqkv: &Tensor<f64>, 
         for h in 0..heads {
             for i in 0..n {
                 let s: Vec<f64> = (0..n)
-                    .map(|j| (0..dh).map(|e| qkv.at(&[bi, i, h * dh + e]) * qkv.at(&[bi, j, d + h * dh + e])).sum::<f64>() / (dh as f64).sqrt())
+                    .map(|j| {
+                        (0..dh).map(|e| qkv.at(&[bi, i, h * dh + e]) * qkv.at(&[bi, j, d + h * dh + e])).sum::<f64>()
+                            / (dh as f64).sqrt()
+                    })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();

@@ -1,6 +1,6 @@
 //! Parameter counts against the published ones, and config validation.
 
-use vit::nn::{Classifier, ParamStore, ViTConfig, Variant, VisionTransformer};
+use vit::nn::{Classifier, ParamStore, Variant, ViTConfig, VisionTransformer};
 use vit::Error;
 
 fn allocated_count(c: &ViTConfig) -> usize {

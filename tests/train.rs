@@ -91,7 +91,13 @@ fn tiny_vit_overfits_a_small_batch() {
     let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, 0.0);
     let mut last = None;
     for step in 0..400 {
-        let batch = Batch { images: images.clone(), labels: labels.clone(), mix: None, shape: [b, 3, 8, 8], indices: (0..b).collect() };
+        let batch = Batch {
+            images: images.clone(),
+            labels: labels.clone(),
+            mix: None,
+            shape: [b, 3, 8, 8],
+            indices: (0..b).collect(),
+        };
         let out = train_step(&model, &mut params, &mut opt, batch, 3e-3, 0.0, Some(1.0), &mut Rng::seed(step)).unwrap();
         last = Some(out);
         if out.correct == b && out.loss < 0.05 {

@@ -21,7 +21,9 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
             panic!("CI=true but Fashion-MNIST is missing ({e}); .ci/run installs dataset-fashion-mnist")
         }
         Err(e) => {
-            eprintln!("SKIPPED: Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist` to run this test");
+            eprintln!(
+                "SKIPPED: Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist` to run this test"
+            );
             return;
         }
     };

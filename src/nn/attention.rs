@@ -55,24 +55,10 @@ impl Attention {
     }
 
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> AttentionOutput {
-        let &[b, n, d] = g.shape(x) else { panic!("Attention: expected [B, N, D], got {:?}", g.shape(x)) };
-        let (h, dh) = (self.heads, self.head_dim);
         let qkv = self.qkv.forward(g, p, x); // [B, N, 3D]
-        let qkv = g.reshape(qkv, &[b, n, 3, h, dh]);
-        let qkv = g.permute(qkv, &[2, 0, 3, 1, 4]); // [3, B, H, N, Dh]
-        let mut part = |i: usize| {
-            let t = g.narrow(qkv, 0, i, 1);
-            g.reshape(t, &[b, h, n, dh])
-        };
-        let (q, k, v) = (part(0), part(1), part(2));
-        // Scaling q (N x Dh) is cheaper than scaling the N x N scores, and the same math.
-        let q = g.mul_scalar(q, 1.0 / (dh as f64).sqrt());
-        let scores = g.matmul_t(q, k); // [B, H, N, N]
-        let attn = g.softmax(scores);
-        let attn_dropped = g.dropout(attn, self.attn_dropout, rng);
-        let y = g.matmul(attn_dropped, v); // [B, H, N, Dh]
-        let y = g.permute(y, &[0, 2, 1, 3]); // [B, N, H, Dh]
-        let y = g.reshape(y, &[b, n, d]);
+                                             // One fused op per layer: per-head scores, softmax, dropout and the value product, read
+                                             // from qkv and written into the concatenated heads through strides (`autograd::ops::attention`).
+        let (y, attn) = g.attention(qkv, self.heads, self.attn_dropout, rng); // [B, N, D]
         let y = self.proj.forward(g, p, y);
         let y = g.dropout(y, self.proj_dropout, rng);
         AttentionOutput { y, attn }

@@ -176,7 +176,8 @@ impl ViTConfig {
         if self.representation_size == Some(0) {
             return Err(Error::Config("representation_size must be positive when set".into()));
         }
-        for (name, p) in [("dropout", self.dropout), ("attn_dropout", self.attn_dropout), ("drop_path", self.drop_path)] {
+        for (name, p) in [("dropout", self.dropout), ("attn_dropout", self.attn_dropout), ("drop_path", self.drop_path)]
+        {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::Config(format!("{name} must be in [0, 1), got {p}")));
             }

@@ -44,7 +44,13 @@ impl Init {
     }
 
     /// The patch embedding's `(weight [D, C, P, P], bias [D])`.
-    pub fn patch_embed<T: Float>(self, dim: usize, chans: usize, patch: usize, rng: &mut Rng) -> (Tensor<T>, Tensor<T>) {
+    pub fn patch_embed<T: Float>(
+        self,
+        dim: usize,
+        chans: usize,
+        patch: usize,
+        rng: &mut Rng,
+    ) -> (Tensor<T>, Tensor<T>) {
         let fan_in = chans * patch * patch;
         let shape = [dim, chans, patch, patch];
         match self {

@@ -6,7 +6,8 @@ use super::init::Init;
 use super::params::{ParamId, ParamStore, ParamVars};
 
 /// `y = x W^T + b`, with `W: [out, in]` stored as PyTorch stores it (so checkpoints map 1:1) and
-/// `x: [..., in]`. The product is `matmul_t`: the transpose is a choice of strides, not a copy.
+/// `x: [..., in]`: one fused op on the tape (`Graph::linear`), whose product reads `W^T` through
+/// strides, not a copy.
 ///
 /// Gradients (from the ops): `dx = g W`, `dW = g^T x` summed over all leading axes, `db = sum g`.
 #[derive(Clone, Debug)]
@@ -35,11 +36,7 @@ impl Linear {
     }
 
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
-        let y = g.matmul_t(x, p.get(self.weight));
-        match self.bias {
-            Some(b) => g.add(y, p.get(b)),
-            None => y,
-        }
+        g.linear(x, p.get(self.weight), self.bias.map(|b| p.get(b)))
     }
 
     pub fn num_params(in_features: usize, out_features: usize, bias: bool) -> usize {

@@ -16,7 +16,7 @@ pub mod vit;
 
 pub use attention::Attention;
 pub use block::Block;
-pub use config::{Classifier, ViTConfig, Variant};
+pub use config::{Classifier, Variant, ViTConfig};
 pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

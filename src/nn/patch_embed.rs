@@ -45,7 +45,6 @@ impl PatchEmbed {
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var) -> Var {
         let patches = g.patchify(images, self.patch_size);
         let w = g.reshape(p.get(self.weight), &[self.dim, self.in_chans * self.patch_size * self.patch_size]);
-        let x = g.matmul_t(patches, w);
-        g.add(x, p.get(self.bias))
+        g.linear(patches, w, Some(p.get(self.bias)))
     }
 }

@@ -50,7 +50,8 @@ impl VisionTransformer {
         config.validate()?;
         let c = config;
         let patch_embed = PatchEmbed::new(store, "patch_embed", c.in_chans, c.patch_size, c.dim, c.init, rng);
-        let cls_token = (c.classifier == Classifier::Token).then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
+        let cls_token =
+            (c.classifier == Classifier::Token).then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
         let pos_embed = store.add("pos_embed", c.init.pos_embed(c.num_tokens(), c.dim, rng), false);
         let blocks = (0..c.depth)
             .map(|i| {
@@ -60,7 +61,8 @@ impl VisionTransformer {
             })
             .collect();
         let norm = LayerNorm::new(store, "norm", c.dim, c.ln_eps);
-        let pre_logits = c.representation_size.map(|r| Linear::new(store, "pre_logits.fc", c.dim, r, true, c.init, rng));
+        let pre_logits =
+            c.representation_size.map(|r| Linear::new(store, "pre_logits.fc", c.dim, r, true, c.init, rng));
         let head_in = c.representation_size.unwrap_or(c.dim);
         let (w, b) = c.init.head::<T>(head_in, c.num_classes, rng);
         let head = Linear {

@@ -39,7 +39,19 @@ impl AdamW {
 
 /// The update of one parameter tensor; all slices have the same length.
 #[allow(clippy::too_many_arguments)]
-fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, bc1: f32, bc2: f32) {
+fn adamw_update(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    decay: f32,
+    bc1: f32,
+    bc2: f32,
+) {
     const GRAIN: usize = 1 << 14;
     let body = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
         for i in 0..p.len() {

@@ -13,10 +13,7 @@ use rayon::prelude::*;
 /// Returns `n` (before clipping), which the training loop also uses to detect a non-finite
 /// gradient. Scaling all tensors by one factor keeps the update's direction.
 pub fn clip_grad_norm(grads: &mut [Tensor<f32>], max_norm: f64) -> f64 {
-    let sq: f64 = grads
-        .par_iter()
-        .map(|g| g.data().iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-        .sum();
+    let sq: f64 = grads.par_iter().map(|g| g.data().iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum();
     let norm = sq.sqrt();
     if norm.is_finite() && norm > max_norm {
         let s = (max_norm / (norm + 1e-6)) as f32;

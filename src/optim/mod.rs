@@ -46,8 +46,9 @@ pub(crate) fn load_buffers(
         .iter()
         .map(|p| {
             let name = format!("optim.{what}.{}", p.name);
-            let t = lookup(&name)
-                .ok_or_else(|| crate::Error::Checkpoint(format!("{name}: missing from the checkpoint (optimizer state)")))?;
+            let t = lookup(&name).ok_or_else(|| {
+                crate::Error::Checkpoint(format!("{name}: missing from the checkpoint (optimizer state)"))
+            })?;
             if t.shape() != p.value.shape() {
                 return Err(crate::Error::Checkpoint(format!(
                     "{name}: expected shape {:?}, found {:?}",

@@ -47,7 +47,11 @@ impl Optimizer for Sgd {
     }
 
     fn state(&self, params: &ParamStore<f32>) -> (Vec<(String, Tensor<f32>)>, u64) {
-        let out = params.iter().zip(&self.buf).map(|(p, b)| (format!("optim.momentum_buffer.{}", p.name), b.clone())).collect();
+        let out = params
+            .iter()
+            .zip(&self.buf)
+            .map(|(p, b)| (format!("optim.momentum_buffer.{}", p.name), b.clone()))
+            .collect();
         (out, self.step)
     }
 

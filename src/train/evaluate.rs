@@ -8,7 +8,12 @@ use crate::nn::{ParamStore, VisionTransformer};
 
 /// Logits `[B, classes]` for a batch of normalised images `[B, C, H, W]`: no tape recorded,
 /// dropout off.
-pub fn predict_logits(model: &VisionTransformer, params: &ParamStore<f32>, images: Vec<f32>, shape: &[usize]) -> Tensor<f32> {
+pub fn predict_logits(
+    model: &VisionTransformer,
+    params: &ParamStore<f32>,
+    images: Vec<f32>,
+    shape: &[usize],
+) -> Tensor<f32> {
     let mut g = Graph::inference();
     let p = params.bind(&mut g);
     let x = g.input(Tensor::from_vec(images, shape));

@@ -70,7 +70,8 @@ impl Metrics {
         let mut s = String::new();
         let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| i.to_string());
         let _ = writeln!(s, "samples: {}   loss: {:.4}", self.count, self.mean_loss());
-        let _ = writeln!(s, "top-1 accuracy: {:.2}%   top-5 accuracy: {:.2}%", 100.0 * self.top1(), 100.0 * self.top5());
+        let _ =
+            writeln!(s, "top-1 accuracy: {:.2}%   top-5 accuracy: {:.2}%", 100.0 * self.top1(), 100.0 * self.top5());
         let _ = writeln!(s, "\nper-class accuracy:");
         for (i, acc) in self.per_class().into_iter().enumerate() {
             match acc {

@@ -138,7 +138,12 @@ impl TrainConfig {
             ));
         }
         if m.num_classes != self.dataset.classes() {
-            return bad(format!("the model has {} classes but {} has {}", m.num_classes, self.dataset, self.dataset.classes()));
+            return bad(format!(
+                "the model has {} classes but {} has {}",
+                m.num_classes,
+                self.dataset,
+                self.dataset.classes()
+            ));
         }
         Ok(())
     }

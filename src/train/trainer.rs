@@ -149,7 +149,11 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
         decay: cfg.decay,
     };
 
+    let metrics_path = cfg.out_dir.join("metrics.jsonl");
     let mut pos = Position::default();
+    // Whether `best.safetensors` belongs to this run: the first evaluated epoch always writes it
+    // (even at 0% accuracy), so a fresh run never leaves an older run's file in its place.
+    let mut have_best = cfg.resume && best_path.is_file();
     if cfg.resume {
         pos = resume(&last_path, cfg, &mut params, opt.as_mut())?;
         eprintln!(
@@ -177,20 +181,21 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
             lr = schedule.lr(pos.global_step);
             let n = batch.len();
             let mut rng = derive_rng(cfg.seed, &[STEP_STREAM, pos.global_step]);
-            let out = train_step(&model, &mut params, opt.as_mut(), batch, lr, cfg.label_smoothing, cfg.clip_grad, &mut rng)
-                .map_err(|e| {
-                    bar.abandon();
-                    let kept = if last_path.exists() {
-                        format!("the last good checkpoint, {}, is intact", last_path.display())
-                    } else {
-                        "no checkpoint had been written yet".to_string()
-                    };
-                    Error::Train(format!(
-                        "{e} at epoch {}, step {}: stopping; {kept}. Try a lower --lr, a longer --warmup or --clip-grad 1",
-                        epoch + 1,
-                        pos.global_step
-                    ))
-                })?;
+            let out =
+                train_step(&model, &mut params, opt.as_mut(), batch, lr, cfg.label_smoothing, cfg.clip_grad, &mut rng)
+                    .map_err(|e| {
+                        bar.abandon();
+                        let kept = if last_path.exists() {
+                            format!("the last good checkpoint, {}, is intact", last_path.display())
+                        } else {
+                            "no checkpoint had been written yet".to_string()
+                        };
+                        Error::Train(format!(
+                    "{e} at epoch {}, step {}: stopping; {kept}. Try a lower --lr, a longer --warmup or --clip-grad 1",
+                    epoch + 1,
+                    pos.global_step
+                ))
+                    })?;
             pos.global_step += 1;
             pos.batch += 1;
             loss_sum += out.loss * n as f64;
@@ -235,14 +240,18 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
             record.images_per_sec,
             record.seconds
         );
-        append_metrics(&cfg.out_dir.join("metrics.jsonl"), &record)?;
-        let improved = record.test_acc > pos.best_test_acc;
+        // A fresh run in a used directory starts its own metrics file (at its first record, so an
+        // interrupted start loses nothing) rather than appending to another run's lines.
+        let fresh_file = !cfg.resume && records.is_empty();
+        append_metrics(&metrics_path, &record, fresh_file)?;
+        let improved = !have_best || record.test_acc > pos.best_test_acc;
         if improved {
             pos.best_test_acc = record.test_acc;
         }
         save(&last_path, cfg, &params, opt.as_ref(), pos)?;
         if improved {
             save(&best_path, cfg, &params, opt.as_ref(), pos)?;
+            have_best = true;
         }
         records.push(record);
     }
@@ -273,8 +282,14 @@ fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBa
     bar
 }
 
-fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
-    let mut f = OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+fn append_metrics(path: &Path, record: &EpochRecord, truncate: bool) -> Result<()> {
+    let mut options = OpenOptions::new();
+    if truncate {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    let mut f = options.create(true).open(path).map_err(|e| Error::io(path, e))?;
     writeln!(f, "{}", record.to_json()).map_err(|e| Error::io(path, e))
 }
 
@@ -309,8 +324,9 @@ fn resume(path: &Path, cfg: &TrainConfig, params: &mut ParamStore<f32>, opt: &mu
         }
     }
     let meta = |key: &str| -> Result<&str> {
-        ckpt.meta(key)
-            .ok_or_else(|| Error::Checkpoint(format!("{}: not a training checkpoint (no {key} metadata)", path.display())))
+        ckpt.meta(key).ok_or_else(|| {
+            Error::Checkpoint(format!("{}: not a training checkpoint (no {key} metadata)", path.display()))
+        })
     };
     let num = |key: &str| -> Result<u64> {
         meta(key)?.parse().map_err(|_| Error::Checkpoint(format!("{}: bad {key} metadata", path.display())))
@@ -341,6 +357,12 @@ fn resume(path: &Path, cfg: &TrainConfig, params: &mut ParamStore<f32>, opt: &mu
             None
         }
     })?;
-    let best = meta(META_BEST)?.parse().map_err(|_| Error::Checkpoint(format!("{}: bad {META_BEST}", path.display())))?;
-    Ok(Position { epoch: num(META_EPOCH)? as usize, batch: num(META_BATCH)? as usize, global_step: num(META_STEP)?, best_test_acc: best })
+    let best =
+        meta(META_BEST)?.parse().map_err(|_| Error::Checkpoint(format!("{}: bad {META_BEST}", path.display())))?;
+    Ok(Position {
+        epoch: num(META_EPOCH)? as usize,
+        batch: num(META_BATCH)? as usize,
+        global_step: num(META_STEP)?,
+        best_test_acc: best,
+    })
 }

@@ -5,11 +5,13 @@
 //! products. `g` is the upstream gradient dL/dy. On a programming error (shapes that do not fit)
 //! an op panics with a message naming the op and the shapes.
 
+pub mod attention;
 pub mod binary;
 pub mod broadcast;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod patchify;

@@ -45,6 +45,7 @@ mod avx512;
 pub(crate) mod kernel;
 mod pack;
 mod portable;
+pub mod timing;
 
 use std::cell::RefCell;
 
@@ -167,6 +168,7 @@ pub unsafe fn sgemm_with(
     rsc: isize,
     csc: isize,
 ) {
+    let _timing = timing::Span::enter(2 * m * n * k); // opt-in instrumentation, see `timing`
     let g = Gemm { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc };
     if m == 0 || n == 0 {
         return;
@@ -176,7 +178,7 @@ pub unsafe fn sgemm_with(
         return;
     }
     let threads = rayon::current_num_threads();
-    dispatch(isa, &g, threads);
+    dispatch(isa, &g, threads, None);
 }
 
 /// Many products of one shape: for `p in 0..batch`, `C_p = alpha A_p B_p + beta C_p` with
@@ -256,16 +258,19 @@ pub unsafe fn sgemm_batched_with(
     rsc: isize,
     csc: isize,
 ) {
+    let _timing = timing::Span::enter(batch * 2 * m * n * k); // opt-in instrumentation, see `timing`
     if batch == 0 || m == 0 || n == 0 {
         return;
     }
     let g = Gemm { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc };
-    let one = |p: usize, threads: usize| {
+    // Product `p`, telling it about `p + 1` when the same thread runs that next.
+    let one = |p: usize, last: usize, threads: usize| {
         let gp = g.nth(p, stride_a, stride_b, stride_c);
         if k == 0 || alpha == 0.0 {
             scale_c(&gp);
         } else {
-            dispatch(isa, &gp, threads);
+            let next = (p + 1 < last).then(|| g.nth(p + 1, stride_a, stride_b, stride_c));
+            dispatch(isa, &gp, threads, next.as_ref());
         }
     };
     let threads = rayon::current_num_threads();
@@ -275,13 +280,14 @@ pub unsafe fn sgemm_batched_with(
         let per_task = (MIN_TASK_FLOPS / 4 / flops).clamp(1, batch.div_ceil(threads));
         let chunks = batch.div_ceil(per_task);
         (0..chunks).into_par_iter().for_each(|ch| {
-            for p in ch * per_task..((ch + 1) * per_task).min(batch) {
-                one(p, 1);
+            let last = ((ch + 1) * per_task).min(batch);
+            for p in ch * per_task..last {
+                one(p, last, 1);
             }
         });
     } else {
         for p in 0..batch {
-            one(p, threads);
+            one(p, batch, threads);
         }
     }
 }
@@ -321,14 +327,14 @@ unsafe fn scale_c(g: &Gemm) {
     }
 }
 
-unsafe fn dispatch(isa: Isa, g: &Gemm, threads: usize) {
+unsafe fn dispatch(isa: Isa, g: &Gemm, threads: usize, next: Option<&Gemm>) {
     assert!(isa.available(), "sgemm: ISA {isa} is not available on this machine");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => gemm::<avx512::Arch>(g, threads),
+        Isa::Avx512 => gemm::<avx512::Arch>(g, threads, next),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => gemm::<avx2::Arch>(g, threads),
-        _ => gemm::<portable::Arch>(g, threads),
+        Isa::Avx2Fma => gemm::<avx2::Arch>(g, threads, next),
+        _ => gemm::<portable::Arch>(g, threads, next),
     }
 }
 
@@ -436,11 +442,11 @@ impl SendPtr {
     }
 }
 
-unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize) {
+unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize, next: Option<&Gemm>) {
     let split = if threads > 1 { plan::<G>(g, threads) } else { Split { tm: 1, tn: 1, tk: 1 } };
     let tasks = split.tm * split.tn * split.tk;
     if tasks == 1 {
-        with_buffers(|bufs| G::run(|| block::<G>(g, bufs)));
+        with_buffers(|bufs| G::run(|| block::<G>(g, bufs, next)));
         return;
     }
     let (m, n) = (g.m, g.n);
@@ -478,7 +484,7 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize) {
             beta,
             ..*g
         };
-        with_buffers(|bufs| G::run(|| block::<G>(&sub, bufs)));
+        with_buffers(|bufs| G::run(|| block::<G>(&sub, bufs, None)));
     });
     if split.tk > 1 {
         let c = SendPtr(g.c);
@@ -503,8 +509,11 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize) {
 }
 
 /// The sequential BLIS loops over one (sub-)product.
+///
+/// `next` is the product that will run after this one on this thread (the next entry of a
+/// batch), whose first blocks are prefetched during the last ones of this product.
 #[inline(always)]
-unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
+unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
     let (m, n, k) = (g.m, g.n, g.k);
     let nr = G::NR;
     let lanes = <G::S as Simd>::LANES;
@@ -527,8 +536,8 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
     // While one block computes, the source of the next A block and the next B block is
     // prefetched a little per tile, so that packing finds it in cache instead of waiting on
     // DRAM (the operands of the long-K weight gradients are tens of MB).
-    let a_src = |ic: usize, pc: usize| {
-        let (mc, kc) = (mc_max.min(m - ic), kc_max.min(k - pc));
+    let a_src = |g: &Gemm, ic: usize, pc: usize| {
+        let (mc, kc) = (mc_max.min(g.m - ic), kc_max.min(g.k - pc));
         let p = g.a.wrapping_offset(ic as isize * g.rsa + pc as isize * g.csa);
         if !kmajor {
             Prefetch::new(p, mc, g.rsa, kc)
@@ -538,8 +547,8 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
             Prefetch::none()
         }
     };
-    let b_src = |pc: usize, jc: usize| {
-        let (kc, nc) = (kc_max.min(k - pc), nc_max.min(n - jc));
+    let b_src = |g: &Gemm, pc: usize, jc: usize| {
+        let (kc, nc) = (kc_max.min(g.k - pc), nc_max.min(g.n - jc));
         let p = g.b.wrapping_offset(pc as isize * g.rsb + jc as isize * g.csb);
         if g.csb == 1 {
             Prefetch::new(p, kc, g.rsb, nc)
@@ -559,9 +568,11 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
             let kc = kc_max.min(k - pc);
             pack::pack_b::<G::S>(nr, kc, nc, g.b.offset(pc as isize * g.rsb + jc as isize * g.csb), g.rsb, g.csb, bbuf);
             let mut next_b = if pc + kc < k {
-                b_src(pc + kc, jc)
+                b_src(g, pc + kc, jc)
             } else if jc + nc < n {
-                b_src(0, jc + nc)
+                b_src(g, 0, jc + nc)
+            } else if let Some(ng) = next {
+                b_src(ng, 0, 0)
             } else {
                 Prefetch::none()
             };
@@ -577,11 +588,13 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers) {
                     pack::pack_a_rows::<G::S>(G::KCP, mc, mr, kc, a, g.rsa, abuf);
                 }
                 let mut next_a = if ic + mc < m {
-                    a_src(ic + mc, pc)
+                    a_src(g, ic + mc, pc)
                 } else if pc + kc < k {
-                    a_src(0, pc + kc)
+                    a_src(g, 0, pc + kc)
                 } else if jc + nc < n {
-                    a_src(0, 0)
+                    a_src(g, 0, 0)
+                } else if let Some(ng) = next {
+                    a_src(ng, 0, 0)
                 } else {
                     Prefetch::none()
                 };
@@ -660,3 +673,4 @@ impl Prefetch {
         }
     }
 }
+

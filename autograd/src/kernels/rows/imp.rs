@@ -1,0 +1,302 @@
+//! The row kernels' bodies, generic over [`Simd`]; `mod.rs` instantiates them per ISA and
+//! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
+//! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
+
+use super::math::{exp, gelu_tanh_gate, normal_cdf, normal_pdf};
+use super::{AdamW, Gelu};
+use crate::kernels::simd::Simd;
+
+/// Applies `f` to `n` elements in vector steps: `f(i, lanes)` handles elements `i..i + lanes`.
+#[inline(always)]
+unsafe fn each<S: Simd>(n: usize, mut f: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    while i + S::LANES <= n {
+        f(i, S::LANES);
+        i += S::LANES;
+    }
+    if i < n {
+        f(i, n - i);
+    }
+}
+
+#[inline(always)]
+unsafe fn load<S: Simd>(p: *const f32, lanes: usize) -> S::V {
+    if lanes == S::LANES {
+        S::load(p)
+    } else {
+        S::load_partial(p, lanes)
+    }
+}
+
+#[inline(always)]
+unsafe fn store<S: Simd>(p: *mut f32, lanes: usize, v: S::V) {
+    if lanes == S::LANES {
+        S::store(p, v)
+    } else {
+        S::store_partial(p, lanes, v)
+    }
+}
+
+/// `sum_i x_i` (two vector accumulators, scalar tail).
+#[inline(always)]
+unsafe fn sum<S: Simd>(x: *const f32, n: usize) -> f32 {
+    let (mut a0, mut a1) = (S::zero(), S::zero());
+    let mut i = 0;
+    while i + 2 * S::LANES <= n {
+        a0 = S::add(a0, S::load(x.add(i)));
+        a1 = S::add(a1, S::load(x.add(i + S::LANES)));
+        i += 2 * S::LANES;
+    }
+    if i + S::LANES <= n {
+        a0 = S::add(a0, S::load(x.add(i)));
+        i += S::LANES;
+    }
+    let mut s = S::hsum(S::add(a0, a1));
+    for j in i..n {
+        s += *x.add(j);
+    }
+    s
+}
+
+/// `sum_i x_i y_i`.
+#[inline(always)]
+unsafe fn dot<S: Simd>(x: *const f32, y: *const f32, n: usize) -> f32 {
+    let (mut a0, mut a1) = (S::zero(), S::zero());
+    let mut i = 0;
+    while i + 2 * S::LANES <= n {
+        a0 = S::fma(S::load(x.add(i)), S::load(y.add(i)), a0);
+        a1 = S::fma(S::load(x.add(i + S::LANES)), S::load(y.add(i + S::LANES)), a1);
+        i += 2 * S::LANES;
+    }
+    if i + S::LANES <= n {
+        a0 = S::fma(S::load(x.add(i)), S::load(y.add(i)), a0);
+        i += S::LANES;
+    }
+    let mut s = S::hsum(S::add(a0, a1));
+    for j in i..n {
+        s += *x.add(j) * *y.add(j);
+    }
+    s
+}
+
+/// `max_i x_i`.
+#[inline(always)]
+unsafe fn max<S: Simd>(x: *const f32, n: usize) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    let mut i = 0;
+    if n >= S::LANES {
+        let mut a = S::load(x);
+        i = S::LANES;
+        while i + S::LANES <= n {
+            a = S::max(a, S::load(x.add(i)));
+            i += S::LANES;
+        }
+        m = S::hmax(a);
+    }
+    for j in i..n {
+        m = m.max(*x.add(j));
+    }
+    m
+}
+
+/// Softmax of each row: `y = exp(x - max x) / sum exp(x - max x)`.
+#[inline(always)]
+pub(super) unsafe fn softmax_forward<S: Simd>(x: *const f32, y: *mut f32, rows: usize, n: usize) {
+    for r in 0..rows {
+        let (x, y) = (x.add(r * n), y.add(r * n));
+        let mx = S::splat(max::<S>(x, n));
+        let mut acc = S::zero();
+        let mut tail = 0.0f32;
+        each::<S>(n, |i, l| {
+            let e = exp::<S>(S::sub(load::<S>(x.add(i), l), mx));
+            store::<S>(y.add(i), l, e);
+            if l == S::LANES {
+                acc = S::add(acc, e);
+            } else {
+                for j in 0..l {
+                    tail += *y.add(i + j);
+                }
+            }
+        });
+        let inv = S::splat(1.0 / (S::hsum(acc) + tail));
+        each::<S>(n, |i, l| store::<S>(y.add(i), l, S::mul(load::<S>(y.add(i), l), inv)));
+    }
+}
+
+/// Softmax backward per row: `dx = y * (dy - sum_j dy_j y_j)`.
+#[inline(always)]
+pub(super) unsafe fn softmax_backward<S: Simd>(y: *const f32, dy: *const f32, dx: *mut f32, rows: usize, n: usize) {
+    for r in 0..rows {
+        let (y, dy, dx) = (y.add(r * n), dy.add(r * n), dx.add(r * n));
+        let s = S::splat(dot::<S>(y, dy, n));
+        each::<S>(n, |i, l| {
+            let yv = load::<S>(y.add(i), l);
+            store::<S>(dx.add(i), l, S::mul(yv, S::sub(load::<S>(dy.add(i), l), s)));
+        });
+    }
+}
+
+/// Layer norm per row: `y = (x - mean) * rstd * w + b`, writing `mean` and
+/// `rstd = 1 / sqrt(var + eps)` (two-pass variance).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn layer_norm_forward<S: Simd>(
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    eps: f32,
+    y: *mut f32,
+    mean: *mut f32,
+    rstd: *mut f32,
+    rows: usize,
+    n: usize,
+) {
+    let inv_n = 1.0 / n as f32;
+    for r in 0..rows {
+        let (x, y) = (x.add(r * n), y.add(r * n));
+        let mu = sum::<S>(x, n) * inv_n;
+        let muv = S::splat(mu);
+        let mut acc = S::zero();
+        let mut tail = 0.0f32;
+        each::<S>(n, |i, l| {
+            if l == S::LANES {
+                let d = S::sub(S::load(x.add(i)), muv);
+                acc = S::fma(d, d, acc);
+            } else {
+                for j in 0..l {
+                    let d = *x.add(i + j) - mu;
+                    tail += d * d;
+                }
+            }
+        });
+        let rs = 1.0 / ((S::hsum(acc) + tail) * inv_n + eps).sqrt();
+        *mean.add(r) = mu;
+        *rstd.add(r) = rs;
+        let rsv = S::splat(rs);
+        each::<S>(n, |i, l| {
+            let xhat = S::mul(S::sub(load::<S>(x.add(i), l), muv), rsv);
+            store::<S>(y.add(i), l, S::fma(xhat, load::<S>(w.add(i), l), load::<S>(b.add(i), l)));
+        });
+    }
+}
+
+/// Layer norm backward per row, with `xhat = (x - mean) rstd` and `g = dy * w`:
+/// `dx = rstd (g - mean(g) - xhat mean(g xhat))`; `dw += dy xhat`, `db += dy` (summed over rows
+/// into the given accumulators).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn layer_norm_backward<S: Simd>(
+    x: *const f32,
+    w: *const f32,
+    mean: *const f32,
+    rstd: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    dw: *mut f32,
+    db: *mut f32,
+    rows: usize,
+    n: usize,
+) {
+    let inv_n = 1.0 / n as f32;
+    for r in 0..rows {
+        let (x, dy, dx) = (x.add(r * n), dy.add(r * n), dx.add(r * n));
+        let (mu, rs) = (S::splat(*mean.add(r)), S::splat(*rstd.add(r)));
+        // Pass 1: mean(g) and mean(g xhat). Padded lanes load zeros and add nothing.
+        let (mut a1, mut a2) = (S::zero(), S::zero());
+        each::<S>(n, |i, l| {
+            let xv = load::<S>(x.add(i), l);
+            let xhat = S::mul(S::sub(xv, mu), rs);
+            let g = S::mul(load::<S>(dy.add(i), l), load::<S>(w.add(i), l));
+            a1 = S::add(a1, g);
+            a2 = S::fma(g, xhat, a2);
+        });
+        let c1 = S::splat(S::hsum(a1) * inv_n);
+        let c2 = S::splat(S::hsum(a2) * inv_n);
+        // Pass 2: dx, and the parameter gradients.
+        each::<S>(n, |i, l| {
+            let xhat = S::mul(S::sub(load::<S>(x.add(i), l), mu), rs);
+            let dyv = load::<S>(dy.add(i), l);
+            let g = S::mul(dyv, load::<S>(w.add(i), l));
+            let d = S::fnma(xhat, c2, S::sub(g, c1));
+            store::<S>(dx.add(i), l, S::mul(d, rs));
+            store::<S>(dw.add(i), l, S::fma(dyv, xhat, load::<S>(dw.add(i), l)));
+            store::<S>(db.add(i), l, S::add(dyv, load::<S>(db.add(i), l)));
+        });
+    }
+}
+
+/// GELU forward on `n` elements: `y = x Phi(x)` (erf form) or `x sigmoid(2u)` (tanh form).
+#[inline(always)]
+pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f32, n: usize) {
+    match kind {
+        Gelu::Erf => each::<S>(n, |i, l| {
+            let xv = load::<S>(x.add(i), l);
+            store::<S>(y.add(i), l, S::mul(xv, normal_cdf::<S>(xv)));
+        }),
+        Gelu::Tanh => each::<S>(n, |i, l| {
+            let xv = load::<S>(x.add(i), l);
+            store::<S>(y.add(i), l, S::mul(xv, gelu_tanh_gate::<S>(xv).0));
+        }),
+    }
+}
+
+/// GELU backward on `n` elements: `dx = dy gelu'(x)`, with `gelu'(x) = Phi(x) + x phi(x)` (erf)
+/// or `s + x s (1 - s) 2 u'(x)`, `s = sigmoid(2u)` (tanh).
+#[inline(always)]
+pub(super) unsafe fn gelu_backward<S: Simd>(kind: Gelu, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
+    match kind {
+        Gelu::Erf => each::<S>(n, |i, l| {
+            let xv = load::<S>(x.add(i), l);
+            let d = S::fma(xv, normal_pdf::<S>(xv), normal_cdf::<S>(xv));
+            store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
+        }),
+        Gelu::Tanh => each::<S>(n, |i, l| {
+            let xv = load::<S>(x.add(i), l);
+            let (s, du) = gelu_tanh_gate::<S>(xv);
+            let ds = S::mul(S::mul(s, S::sub(S::splat(1.0), s)), S::add(du, du));
+            let d = S::fma(xv, ds, s);
+            store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
+        }),
+    }
+}
+
+/// `x[r, :] += bias` for each row.
+#[inline(always)]
+pub(super) unsafe fn bias_add<S: Simd>(x: *mut f32, bias: *const f32, rows: usize, n: usize) {
+    for r in 0..rows {
+        let x = x.add(r * n);
+        each::<S>(n, |i, l| store::<S>(x.add(i), l, S::add(load::<S>(x.add(i), l), load::<S>(bias.add(i), l))));
+    }
+}
+
+/// `out[j] += sum_r x[r, j]` (the gradient of a broadcast bias).
+#[inline(always)]
+pub(super) unsafe fn sum_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize, n: usize) {
+    for r in 0..rows {
+        let x = x.add(r * n);
+        each::<S>(n, |i, l| store::<S>(out.add(i), l, S::add(load::<S>(out.add(i), l), load::<S>(x.add(i), l))));
+    }
+}
+
+/// One AdamW step on `n` parameters (PyTorch's `torch.optim.AdamW`):
+/// `p *= 1 - lr wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;`
+/// `p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.
+#[inline(always)]
+pub(super) unsafe fn adamw<S: Simd>(p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, h: &AdamW, n: usize) {
+    let decay = S::splat(1.0 - h.lr * h.weight_decay);
+    let (b1, b2) = (S::splat(h.beta1), S::splat(h.beta2));
+    let (c1, c2) = (S::splat(1.0 - h.beta1), S::splat(1.0 - h.beta2));
+    let step = S::splat(h.lr / h.bias_correction1);
+    let inv_sqrt_bc2 = S::splat(1.0 / h.bias_correction2.sqrt());
+    let eps = S::splat(h.eps);
+    each::<S>(n, |i, l| {
+        let gv = load::<S>(g.add(i), l);
+        let mv = S::fma(b1, load::<S>(m.add(i), l), S::mul(c1, gv));
+        let vv = S::fma(b2, load::<S>(v.add(i), l), S::mul(c2, S::mul(gv, gv)));
+        let denom = S::fma(S::sqrt(vv), inv_sqrt_bc2, eps);
+        let pv = S::mul(load::<S>(p.add(i), l), decay);
+        store::<S>(p.add(i), l, S::fnma(step, S::div(mv, denom), pv));
+        store::<S>(m.add(i), l, mv);
+        store::<S>(v.add(i), l, vv);
+    });
+}

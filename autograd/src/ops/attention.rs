@@ -1,0 +1,249 @@
+//! Multi-head scaled dot-product attention, fused: scores, softmax, dropout and the value
+//! product per head, straight from the fused qkv projection to the concatenated heads.
+//!
+//! For each batch entry `b` and head `h`, with `q, k, v` the head's `N x Dh` slices of
+//! `qkv: [B, N, 3D]` (laid out `[q | k | v]`, each head-major) and `s = 1/sqrt(Dh)`:
+//!
+//! ```text
+//!     S = s q k^T                      N x N
+//!     P = softmax(S)                   row-wise (saved for backward, and returned for analysis)
+//!     Pd = P * mask / (1 - p)          attention dropout (Pd = P when off)
+//!     O = Pd v                         N x Dh, written at columns h*Dh.. of out: [B, N, D]
+//!
+//!     dPd = dO v^T          dv = Pd^T dO
+//!     dP  = dPd * mask / (1 - p)
+//!     dS  = P * (dP - rowsum(dP * P))                 (softmax backward)
+//!     dq  = s dS k          dk = s dS^T q
+//! ```
+//!
+//! Every head slice is read and written in place through GEMM strides (row stride `3D` in
+//! `qkv`, `D` in `out`), so no permute, narrow or concat copies are made, and the `N x N`
+//! scores of one head stay in cache from the product through the softmax to the value product.
+//! Heads are independent and run in parallel.
+
+use rayon::prelude::*;
+
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// A raw pointer that may cross threads: each parallel task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// Through a method, so closures capture the whole (`Sync`) wrapper, not the bare pointer.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `C = alpha * A B + beta * C` on raw strided operands (see [`Float::gemm`]).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<T: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: (*const T, usize, usize),
+    b: (*const T, usize, usize),
+    c: (*mut T, usize, usize),
+) {
+    T::gemm(
+        m,
+        k,
+        n,
+        alpha,
+        a.0,
+        a.1 as isize,
+        a.2 as isize,
+        b.0,
+        b.1 as isize,
+        b.2 as isize,
+        T::ZERO,
+        c.0,
+        c.1 as isize,
+        c.2 as isize,
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    n: usize,
+    heads: usize,
+    dh: usize,
+}
+
+impl Dims {
+    fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+    /// Offset of head `h`'s q block for batch entry `b` in qkv (k is `+D`, v is `+2D`).
+    fn q_off(&self, b: usize, h: usize) -> usize {
+        b * self.n * 3 * self.d() + h * self.dh
+    }
+    /// Offset of head `h`'s output block for batch entry `b` in out.
+    fn o_off(&self, b: usize, h: usize) -> usize {
+        b * self.n * self.d() + h * self.dh
+    }
+}
+
+fn softmax_rows_in_place<T: Float>(s: &mut [T], n: usize) {
+    for row in s.chunks_exact_mut(n) {
+        let m = row.iter().fold(row[0], |a, &b| a.max(b));
+        let mut sum = T::ZERO;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            sum += *v;
+        }
+        let inv = T::ONE / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// The recorded half: saved probabilities and, with dropout, the keep mask.
+struct Attention<T: Float> {
+    dims: Dims,
+    scale: T,
+    probs: Tensor<T>,
+    /// `keep / (1 - p)` per probability (0 where dropped); `None` without dropout.
+    dropout: Option<Vec<T>>,
+}
+
+impl<T: Float> Op<T> for Attention<T> {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "attention(heads={}, N={}, Dh={}{})",
+            d.heads,
+            d.n,
+            d.dh,
+            if self.dropout.is_some() { ", dropout" } else { "" }
+        )
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let d = self.dims;
+        let (n, dh, dd) = (d.n, d.dh, d.d());
+        let qkv = c.inputs[0].data();
+        let go = c.grad.data();
+        let probs = self.probs.data();
+        let mut dqkv = vec![T::ZERO; qkv.len()];
+        let out = SharedMut(dqkv.as_mut_ptr());
+        (0..d.b * d.heads).into_par_iter().for_each(|bh| {
+            let (b, h) = (bh / d.heads, bh % d.heads);
+            let p = &probs[bh * n * n..(bh + 1) * n * n];
+            let mask = self.dropout.as_ref().map(|m| &m[bh * n * n..(bh + 1) * n * n]);
+            let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
+            let mut dp = vec![T::ZERO; n * n];
+            let pd: Vec<T>;
+            let pd_ref: &[T] = match mask {
+                Some(m) => {
+                    pd = p.iter().zip(m).map(|(&a, &s)| a * s).collect();
+                    &pd
+                }
+                None => p,
+            };
+            // SAFETY: every pointer addresses the (b, h) blocks of buffers of the documented
+            // shapes; tasks write disjoint (b, h) column blocks of dqkv.
+            unsafe {
+                let v = qkv.as_ptr().add(qo + 2 * dd);
+                let dout = go.as_ptr().add(oo);
+                let dv = out.get().add(qo + 2 * dd);
+                // dPd = dO v^T  (N x Dh @ Dh x N)
+                gemm(n, dh, n, T::ONE, (dout, dd, 1), (v, 1, 3 * dd), (dp.as_mut_ptr(), n, 1));
+                // dv = Pd^T dO  (N x N @ N x Dh)
+                gemm(n, n, dh, T::ONE, (pd_ref.as_ptr(), 1, n), (dout, dd, 1), (dv, 3 * dd, 1));
+            }
+            if let Some(m) = mask {
+                for (g, &s) in dp.iter_mut().zip(m) {
+                    *g *= s;
+                }
+            }
+            // dS = P * (dP - rowsum(dP * P)), in place in dp.
+            for (grow, prow) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                let dot = grow.iter().zip(prow).fold(T::ZERO, |acc, (&g, &pp)| acc + g * pp);
+                for (g, &pp) in grow.iter_mut().zip(prow) {
+                    *g = pp * (*g - dot);
+                }
+            }
+            // SAFETY: as above.
+            unsafe {
+                let (q, k) = (qkv.as_ptr().add(qo), qkv.as_ptr().add(qo + dd));
+                let (dq, dk) = (out.get().add(qo), out.get().add(qo + dd));
+                // dq = s dS k ; dk = s dS^T q
+                gemm(n, n, dh, self.scale, (dp.as_ptr(), n, 1), (k, 3 * dd, 1), (dq, 3 * dd, 1));
+                gemm(n, n, dh, self.scale, (dp.as_ptr(), 1, n), (q, 3 * dd, 1), (dk, 3 * dd, 1));
+            }
+        });
+        vec![Some(Tensor::from_vec(dqkv, c.inputs[0].shape()))]
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// Multi-head self-attention from a fused projection `qkv: [B, N, 3D]` (`[q | k | v]`, each
+    /// head-major) to the concatenated heads `[B, N, D]`; see the module documentation.
+    ///
+    /// Returns the output and the attention probabilities `P: [B, heads, N, N]` (a constant on
+    /// the tape, shared with the op's saved copy: for analysis, at no cost). Attention dropout
+    /// with rate `dropout` applies in training mode, drawing its mask from `rng`.
+    pub fn attention(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng) -> (Var, Var) {
+        let shape = self.shape(qkv).to_vec();
+        assert!(
+            shape.len() == 3 && heads > 0 && shape[2] % (3 * heads) == 0,
+            "attention: qkv must be [B, N, 3*heads*Dh] with heads = {heads}, got {shape:?}"
+        );
+        assert!((0.0..1.0).contains(&dropout), "attention: dropout must be in [0, 1), got {dropout}");
+        let d = Dims { b: shape[0], n: shape[1], heads, dh: shape[2] / (3 * heads) };
+        let (n, dh, dd) = (d.n, d.dh, d.d());
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        let drop_active = dropout > 0.0 && self.is_training();
+        let mask: Option<Vec<T>> = drop_active.then(|| {
+            let keep = 1.0 - dropout;
+            let s = T::from_f64(1.0 / keep);
+            (0..d.b * heads * n * n).map(|_| if rng.uniform() < keep { s } else { T::ZERO }).collect()
+        });
+        let x = self.value(qkv).data();
+        let mut probs = vec![T::ZERO; d.b * heads * n * n];
+        let mut out = vec![T::ZERO; d.b * n * dd];
+        let o = SharedMut(out.as_mut_ptr());
+        probs.par_chunks_mut((n * n).max(1)).enumerate().for_each(|(bh, p)| {
+            if n == 0 {
+                return;
+            }
+            let (b, h) = (bh / heads, bh % heads);
+            let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
+            // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; p is N x N.
+            unsafe {
+                let (q, k) = (x.as_ptr().add(qo), x.as_ptr().add(qo + dd));
+                gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (p.as_mut_ptr(), n, 1));
+            }
+            softmax_rows_in_place(p, n);
+            let dropped: Vec<T>;
+            let pd: &[T] = match &mask {
+                Some(m) => {
+                    dropped = p.iter().zip(&m[bh * n * n..(bh + 1) * n * n]).map(|(&a, &s)| a * s).collect();
+                    &dropped
+                }
+                None => p,
+            };
+            // SAFETY: v is N x Dh with row stride 3D; tasks write disjoint column blocks of out.
+            unsafe {
+                let v = x.as_ptr().add(qo + 2 * dd);
+                gemm(n, n, dh, T::ONE, (pd.as_ptr(), n, 1), (v, 3 * dd, 1), (o.get().add(oo), dd, 1));
+            }
+        });
+        let probs = Tensor::from_vec(probs, &[d.b, heads, n, n]);
+        let y = Tensor::from_vec(out, &[d.b, n, dd]);
+        let op = Attention { dims: d, scale, probs: probs.clone(), dropout: mask };
+        let y = self.push(y, op, &[qkv]);
+        let p = self.input(probs);
+        (y, p)
+    }
+}

@@ -1,0 +1,76 @@
+//! The fused Linear op: forward against loops, gradients against finite differences.
+
+mod common;
+use autograd::{Graph, Tensor};
+use common::*;
+use proptest::prelude::*;
+
+fn reference(x: &Tensor<f64>, w: &Tensor<f64>, b: Option<&Tensor<f64>>) -> Tensor<f64> {
+    let (n, k) = (w.dim(0), w.dim(1));
+    let rows = x.numel() / k;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let mut y = vec![0.0; rows * n];
+    for r in 0..rows {
+        for j in 0..n {
+            y[r * n + j] =
+                b.map_or(0.0, |b| b.data()[j]) + (0..k).map(|i| x.data()[r * k + i] * w.at(&[j, i])).sum::<f64>();
+        }
+    }
+    Tensor::from_vec(y, &shape)
+}
+
+fn case() -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>, Tensor<f64>)> {
+    (shape(0, 2, 4), dim(9), dim(9)).prop_flat_map(|(lead, k, n)| {
+        let mut xs = lead;
+        xs.push(k);
+        (tensor(xs), tensor(vec![n, k]), tensor(vec![n]))
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn forward_matches_loops((x, w, b) in case()) {
+        let y = forward(|g, v| g.linear(v[0], v[1], Some(v[2])), &[x.clone(), w.clone(), b.clone()]);
+        assert_close(&y, &reference(&x, &w, Some(&b)), 1e-13);
+        let y = forward(|g, v| g.linear(v[0], v[1], None), &[x.clone(), w.clone()]);
+        assert_close(&y, &reference(&x, &w, None), 1e-13);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences((x, w, b) in case()) {
+        assert_gradcheck(|g, v| g.linear(v[0], v[1], Some(v[2])), &[x.clone(), w.clone(), b]);
+        assert_gradcheck(|g, v| g.linear(v[0], v[1], None), &[x, w]);
+    }
+}
+
+#[test]
+fn large_f32_bias_gradient_matches_f64() {
+    // Many rows exercise the parallel, blocked bias reduction.
+    let mut rng = autograd::Rng::seed(4);
+    let x = Tensor::<f32>::randn(&[300, 7, 16], 0.0, 1.0, &mut rng);
+    let w = Tensor::<f32>::randn(&[24, 16], 0.0, 1.0, &mut rng);
+    let b = Tensor::<f32>::randn(&[24], 0.0, 1.0, &mut rng);
+    let run = |x: &Tensor<f32>| {
+        let mut g = Graph::<f32>::new();
+        let (xv, wv, bv) = (g.param(x), g.param(&w), g.param(&b));
+        let y = g.linear(xv, wv, Some(bv));
+        let s = g.sum_all(y);
+        g.backward(s);
+        g.grad(bv).unwrap().clone()
+    };
+    let db = run(&x);
+    // d(sum y)/db_j = number of rows.
+    assert!(db.data().iter().all(|&v| (v - 2100.0).abs() < 1e-3), "{db:?}");
+}
+
+#[test]
+#[should_panic(expected = "linear: x [2, 3] does not fit weight [4, 5]")]
+fn mismatched_shapes_panic_naming_the_op() {
+    let mut g = Graph::<f32>::new();
+    let x = g.input(Tensor::zeros(&[2, 3]));
+    let w = g.input(Tensor::zeros(&[4, 5]));
+    g.linear(x, w, None);
+}
