@@ -58,6 +58,9 @@ pub trait Float:
     fn min(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
 
+    /// The buffer pool of this element type (see [`crate::pool`]).
+    fn pool() -> &'static crate::pool::Pool<Self>;
+
     /// `C = alpha * A B + beta * C` on strided row/column layouts (see [`crate::kernels::gemm`]).
     ///
     /// # Safety
@@ -89,6 +92,10 @@ macro_rules! impl_float {
             const ONE: Self = 1.0;
             const DTYPE: DType = $dtype;
 
+            fn pool() -> &'static crate::pool::Pool<Self> {
+                static POOL: crate::pool::Pool<$t> = crate::pool::Pool::new();
+                &POOL
+            }
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t

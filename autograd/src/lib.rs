@@ -20,6 +20,7 @@ pub mod gradcheck;
 pub mod graph;
 pub mod kernels;
 pub mod ops;
+pub mod pool;
 pub mod rng;
 pub mod tensor;
 

@@ -22,8 +22,27 @@ pub enum Device {
 
 /// The buffer behind a tensor: the one seam between the ops and the memory they run on.
 #[derive(Clone, Debug)]
-enum Storage<T> {
-    Cpu(Arc<Vec<T>>),
+enum Storage<T: Float> {
+    Cpu(Arc<Buffer<T>>),
+}
+
+/// A CPU buffer that returns its memory to the [`crate::pool`] when the last tensor using it
+/// is dropped, so the next step's ops reuse it instead of faulting in fresh pages.
+#[derive(Debug)]
+struct Buffer<T: Float>(Vec<T>);
+
+impl<T: Float> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        crate::pool::give(std::mem::take(&mut self.0));
+    }
+}
+
+impl<T: Float> Clone for Buffer<T> {
+    fn clone(&self) -> Self {
+        let mut v = crate::pool::take(self.0.len());
+        v.copy_from_slice(&self.0);
+        Buffer(v)
+    }
 }
 
 /// An n-dimensional array of `f32` (training) or `f64` (gradient checks), row-major, contiguous.
@@ -51,7 +70,7 @@ impl<T: Float> Tensor<T> {
     /// Wraps `data` as a tensor of `shape`. Panics if the lengths disagree.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Self {
         assert_eq!(data.len(), numel(shape), "Tensor::from_vec: {} elements cannot have shape {:?}", data.len(), shape);
-        Tensor { shape: shape.to_vec(), storage: Storage::Cpu(Arc::new(data)) }
+        Tensor { shape: shape.to_vec(), storage: Storage::Cpu(Arc::new(Buffer(data))) }
     }
 
     /// A tensor from `f64` values, converted to `T` (convenient in tests).
@@ -64,7 +83,9 @@ impl<T: Float> Tensor<T> {
     }
 
     pub fn full(shape: &[usize], value: T) -> Self {
-        Self::from_vec(vec![value; numel(shape)], shape)
+        let mut v = crate::pool::take(numel(shape));
+        v.fill(value);
+        Self::from_vec(v, shape)
     }
 
     pub fn zeros(shape: &[usize]) -> Self {
@@ -76,8 +97,12 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Elements from `f(i)` for the flat row-major index `i`.
-    pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> T) -> Self {
-        Self::from_vec((0..numel(shape)).map(f).collect(), shape)
+    pub fn from_fn(shape: &[usize], mut f: impl FnMut(usize) -> T) -> Self {
+        let mut v = crate::pool::take(numel(shape));
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = f(i);
+        }
+        Self::from_vec(v, shape)
     }
 
     /// Normal samples `N(mean, std^2)` from the seeded `rng`.
@@ -135,21 +160,24 @@ impl<T: Float> Tensor<T> {
     /// The elements, row-major.
     pub fn data(&self) -> &[T] {
         match &self.storage {
-            Storage::Cpu(v) => v,
+            Storage::Cpu(v) => &v.0,
         }
     }
 
     /// Mutable elements; copies the buffer first if another tensor shares it.
     pub fn data_mut(&mut self) -> &mut [T] {
         match &mut self.storage {
-            Storage::Cpu(v) => Arc::make_mut(v).as_mut_slice(),
+            Storage::Cpu(v) => Arc::make_mut(v).0.as_mut_slice(),
         }
     }
 
     /// The elements as an owned vector (no copy when this tensor is the only owner).
     pub fn into_vec(self) -> Vec<T> {
         match self.storage {
-            Storage::Cpu(v) => Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone()),
+            Storage::Cpu(v) => match Arc::try_unwrap(v) {
+                Ok(mut buf) => std::mem::take(&mut buf.0),
+                Err(shared) => shared.0.clone(),
+            },
         }
     }
 
@@ -189,7 +217,11 @@ impl<T: Float> Tensor<T> {
 
     /// Elementwise map into a new tensor of the same shape.
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
-        Tensor::from_vec(self.data().iter().map(|&x| f(x)).collect(), &self.shape)
+        let mut v = crate::pool::take(self.numel());
+        for (y, &x) in v.iter_mut().zip(self.data()) {
+            *y = f(x);
+        }
+        Tensor::from_vec(v, &self.shape)
     }
 
     /// Converts to another element type.

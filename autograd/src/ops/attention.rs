@@ -134,14 +134,14 @@ impl<T: Float> Op<T> for Attention<T> {
         let qkv = c.inputs[0].data();
         let go = c.grad.data();
         let probs = self.probs.data();
-        let mut dqkv = vec![T::ZERO; qkv.len()];
+        let mut dqkv = crate::pool::zeros::<T>(qkv.len());
         let out = SharedMut(dqkv.as_mut_ptr());
         (0..d.b * d.heads).into_par_iter().for_each(|bh| {
             let (b, h) = (bh / d.heads, bh % d.heads);
             let p = &probs[bh * n * n..(bh + 1) * n * n];
             let mask = self.dropout.as_ref().map(|m| &m[bh * n * n..(bh + 1) * n * n]);
             let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
-            let mut dp = vec![T::ZERO; n * n];
+            let mut dp = crate::pool::zeros(n * n);
             let pd: Vec<T>;
             let pd_ref: &[T] = match mask {
                 Some(m) => {
@@ -210,8 +210,8 @@ impl<T: Float> Graph<T> {
             (0..d.b * heads * n * n).map(|_| if rng.uniform() < keep { s } else { T::ZERO }).collect()
         });
         let x = self.value(qkv).data();
-        let mut probs = vec![T::ZERO; d.b * heads * n * n];
-        let mut out = vec![T::ZERO; d.b * n * dd];
+        let mut probs = crate::pool::zeros(d.b * heads * n * n);
+        let mut out = crate::pool::zeros::<T>(d.b * n * dd);
         let o = SharedMut(out.as_mut_ptr());
         probs.par_chunks_mut((n * n).max(1)).enumerate().for_each(|(bh, p)| {
             if n == 0 {

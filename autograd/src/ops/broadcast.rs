@@ -76,14 +76,17 @@ pub fn for_each_broadcast(out: &[usize], sa: &[usize], sb: &[usize], mut f: impl
 /// `f(a, b)` elementwise under broadcasting.
 pub fn broadcast_map<T: Float>(a: &Tensor<T>, b: &Tensor<T>, op: &str, f: impl Fn(T, T) -> T) -> Tensor<T> {
     if a.shape() == b.shape() {
-        let data = a.data().iter().zip(b.data()).map(|(&x, &y)| f(x, y)).collect();
+        let mut data = crate::pool::take(a.numel());
+        for ((o, &x), &y) in data.iter_mut().zip(a.data()).zip(b.data()) {
+            *o = f(x, y);
+        }
         return Tensor::from_vec(data, a.shape());
     }
     let out = broadcast_shape(a.shape(), b.shape())
         .unwrap_or_else(|| panic!("{op}: shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()));
     let (sa, sb) = (broadcast_strides(a.shape(), &out), broadcast_strides(b.shape(), &out));
     let (ad, bd) = (a.data(), b.data());
-    let mut data = vec![T::ZERO; numel(&out)];
+    let mut data = crate::pool::zeros(numel(&out));
     for_each_broadcast(&out, &sa, &sb, |o, i, j| data[o] = f(ad[i], bd[j]));
     Tensor::from_vec(data, &out)
 }
@@ -96,7 +99,7 @@ pub fn reduce_to<T: Float>(grad: &Tensor<T>, shape: &[usize]) -> Tensor<T> {
     let out = grad.shape();
     let s = broadcast_strides(shape, out);
     let zero = vec![0; out.len()];
-    let mut acc = vec![T::ZERO; numel(shape)];
+    let mut acc = crate::pool::zeros(numel(shape));
     let gd = grad.data();
     for_each_broadcast(out, &s, &zero, |o, i, _| acc[i] += gd[o]);
     Tensor::from_vec(acc, shape)

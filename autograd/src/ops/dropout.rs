@@ -53,7 +53,7 @@ impl<T: Float> Op<T> for Dropout<T> {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let g = c.grad.data();
-        let mut dx = vec![T::ZERO; g.len()];
+        let mut dx = crate::pool::zeros(g.len());
         dx.par_chunks_mut(CHUNK).with_min_len(rows_per_task(CHUNK)).enumerate().for_each(|(k, dx)| {
             let at = k * CHUNK;
             for ((dx, &g), &keep) in dx.iter_mut().zip(&g[at..]).zip(&self.keep[at..]) {
@@ -77,7 +77,7 @@ impl<T: Float> Graph<T> {
         let xv = self.value(x);
         let xd = xv.data();
         let mut keep = vec![false; xd.len()];
-        let mut y = vec![T::ZERO; xd.len()];
+        let mut y = crate::pool::zeros(xd.len());
         keep.par_chunks_mut(CHUNK)
             .zip(y.par_chunks_mut(CHUNK))
             .with_min_len(rows_per_task(CHUNK))

@@ -61,7 +61,7 @@ impl<T: Float> Op<T> for Gelu {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, g) = (c.inputs[0].data(), c.grad.data());
         let half = T::from_f64(0.5);
-        let mut dx = vec![T::ZERO; x.len()];
+        let mut dx = crate::pool::zeros(x.len());
         match self.0 {
             GeluKind::Erf => {
                 let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
@@ -98,7 +98,7 @@ impl<T: Float> Graph<T> {
         let xv = self.value(x);
         let xd = xv.data();
         let half = T::from_f64(0.5);
-        let mut y = vec![T::ZERO; xd.len()];
+        let mut y = crate::pool::zeros(xd.len());
         match kind {
             GeluKind::Erf => {
                 let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);

@@ -44,7 +44,7 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         // added in block order, so the result does not depend on how many threads ran them.
         let block = rows_per_task(d);
         let blocks = rows.div_ceil(block);
-        let mut dx = vec![T::ZERO; x.len()];
+        let mut dx = crate::pool::zeros(x.len());
         // Per block: dw partial sums in the first D slots, db in the next D.
         let mut partial = vec![0.0f64; blocks * 2 * d];
         if d > 0 {
@@ -102,9 +102,9 @@ impl<T: Float> Graph<T> {
         }
         assert!(eps >= 0.0, "layer_norm: eps must be >= 0, got {eps}");
         let (xd, w, b) = (self.value(x).data(), self.value(weight).data(), self.value(bias).data());
-        let mut y = vec![T::ZERO; xd.len()];
-        let mut mean = vec![T::ZERO; rows];
-        let mut rstd = vec![T::ZERO; rows];
+        let mut y = crate::pool::zeros(xd.len());
+        let mut mean = crate::pool::zeros(rows);
+        let mut rstd = crate::pool::zeros(rows);
         if d > 0 {
             y.par_chunks_mut(d)
                 .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))

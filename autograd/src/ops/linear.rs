@@ -53,7 +53,7 @@ pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
     let partials: Vec<Vec<T>> = g
         .par_chunks(block * n.max(1))
         .map(|chunk| {
-            let mut acc = vec![T::ZERO; n];
+            let mut acc = crate::pool::zeros(n);
             for row in chunk.chunks_exact(n) {
                 for (a, &v) in acc.iter_mut().zip(row) {
                     *a += v;
@@ -62,7 +62,7 @@ pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
             acc
         })
         .collect();
-    let mut out = vec![T::ZERO; n];
+    let mut out = crate::pool::zeros(n);
     for p in partials {
         for (o, v) in out.iter_mut().zip(p) {
             *o += v;
@@ -88,7 +88,7 @@ impl<T: Float> Op<T> for Linear {
         let (rows, k, n) = (self.rows, self.k, self.n);
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
         let dx = c.needs_grad[0].then(|| {
-            let mut dx = vec![T::ZERO; rows * k];
+            let mut dx = crate::pool::zeros(rows * k);
             if rows > 0 && k > 0 && n > 0 {
                 // (rows x n) @ (n x k), both row-major.
                 // SAFETY: sizes as documented above.
@@ -114,7 +114,7 @@ impl<T: Float> Op<T> for Linear {
             Tensor::from_vec(dx, c.inputs[0].shape())
         });
         let dw = c.needs_grad[1].then(|| {
-            let mut dw = vec![T::ZERO; n * k];
+            let mut dw = crate::pool::zeros(n * k);
             if rows > 0 && k > 0 && n > 0 {
                 // g^T (n x rows, read through strides) @ x (rows x k).
                 // SAFETY: g is rows*n, x is rows*k, dw is n*k.
@@ -160,7 +160,7 @@ impl<T: Float> Graph<T> {
             assert_eq!(self.shape(b), &[n], "linear: bias must have shape [{n}], got {:?}", self.shape(b));
         }
         let rows = xs[..xs.len() - 1].iter().product::<usize>();
-        let mut y = vec![T::ZERO; rows * n];
+        let mut y = crate::pool::zeros(rows * n);
         gemm_abt(rows, k, n, self.value(x).data(), self.value(w).data(), T::ZERO, &mut y);
         if let Some(b) = b {
             let bias = self.value(b).data();

@@ -40,7 +40,7 @@ impl<T: Float> Op<T> for CrossEntropy<T> {
         let scale = c.grad.item() / T::from_usize(b);
         let off_target = T::from_f64(self.smoothing / classes as f64);
         let on_target = T::from_f64(1.0 - self.smoothing);
-        let mut dx = vec![T::ZERO; b * classes];
+        let mut dx = crate::pool::zeros(b * classes);
         for_each_row(&mut dx, classes, |r, dx| {
             let p = &self.probs[r * classes..(r + 1) * classes];
             for (dx, &p) in dx.iter_mut().zip(p) {
@@ -71,7 +71,7 @@ impl<T: Float> Graph<T> {
         );
         let eps = label_smoothing;
         let x = self.value(logits).data();
-        let mut probs = vec![T::ZERO; b * classes];
+        let mut probs = crate::pool::zeros(b * classes);
         let mut losses = vec![0.0f64; b];
         probs
             .par_chunks_mut(classes)

@@ -184,7 +184,7 @@ impl<T: Float> Op<T> for MatMul {
         let gm = |p: usize| MatRef::new(&g[p * d.c_size()..(p + 1) * d.c_size()], d.m, d.n);
 
         let da = c.needs_grad[0].then(|| {
-            let mut da = vec![T::ZERO; d.batch * d.a_size()];
+            let mut da = crate::pool::zeros(d.batch * d.a_size());
             per_batch(&mut da, d.a_size(), |p, out| {
                 if d.trans_a {
                     // A is stored K x M:  dA = op(B) g^T.
@@ -199,7 +199,7 @@ impl<T: Float> Op<T> for MatMul {
 
         let db = c.needs_grad[1].then(|| {
             if d.shared_b {
-                let mut db = vec![T::ZERO; d.b_size()];
+                let mut db = crate::pool::zeros(d.b_size());
                 if !d.trans_a {
                     // Fold the batch into the long inner dimension of one product:
                     // op(A) stacked is (batch*M) x K, g stacked is (batch*M) x N.
@@ -222,7 +222,7 @@ impl<T: Float> Op<T> for MatMul {
                 }
                 Tensor::from_vec(db, c.inputs[1].shape())
             } else {
-                let mut db = vec![T::ZERO; d.batch * d.b_size()];
+                let mut db = crate::pool::zeros(d.batch * d.b_size());
                 per_batch(&mut db, d.b_size(), |p, out| {
                     if d.trans_b {
                         // B is stored N x K:  dB = g^T op(A).
@@ -241,7 +241,7 @@ impl<T: Float> Op<T> for MatMul {
 fn matmul_forward<T: Float>(a: &Tensor<T>, b: &Tensor<T>, d: &Dims) -> Tensor<T> {
     let mut shape = a.shape()[..a.ndim() - 2].to_vec();
     shape.extend([d.m, d.n]);
-    let mut c = vec![T::ZERO; d.batch * d.c_size()];
+    let mut c = crate::pool::zeros(d.batch * d.c_size());
     if d.shared_b && !d.trans_a {
         // One tall product: (batch*M) x K @ K x N.
         let a_all = MatRef::new(a.data(), d.batch * d.m, d.k);

@@ -57,7 +57,7 @@ impl Grid {
 /// contiguous `[Gw, C*P*P]` block of `y`, read from `C * P` image row segments.
 fn patchify<T: Float>(x: &[T], d: Grid) -> Vec<T> {
     let (p, gh, gw, len) = (d.p, d.gh(), d.gw(), d.patch_len());
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = crate::pool::zeros(x.len());
     for_each_row(&mut y, gw * len, |r, out| {
         let (b, gy) = (r / gh, r % gh);
         for gx in 0..gw {
@@ -77,7 +77,7 @@ fn patchify<T: Float>(x: &[T], d: Grid) -> Vec<T> {
 /// under one patch row, a contiguous `[P, W]` band of the image.
 fn unpatchify<T: Float>(g: &[T], d: Grid) -> Vec<T> {
     let (p, gh, gw, len) = (d.p, d.gh(), d.gw(), d.patch_len());
-    let mut x = vec![T::ZERO; g.len()];
+    let mut x = crate::pool::zeros(g.len());
     for_each_row(&mut x, p * d.w, |r, band| {
         let (b, c, gy) = (r / (gh * d.c), (r / gh) % d.c, r % gh);
         for py in 0..p {

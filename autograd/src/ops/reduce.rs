@@ -80,7 +80,7 @@ fn sum_middle<T: Float>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T>
     if r == 1 {
         return x.to_vec();
     }
-    let mut out = vec![T::ZERO; outer * inner];
+    let mut out = crate::pool::zeros(outer * inner);
     if out.is_empty() || r == 0 {
         return out;
     }

@@ -103,7 +103,7 @@ impl<T: Float> Op<T> for Narrow {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (outer, n, inner) = split_at_axis(c.inputs[0].shape(), self.axis);
         let rows = c.grad.dim(self.axis) * inner;
-        let mut dx = vec![T::ZERO; outer * n * inner];
+        let mut dx = crate::pool::zeros(outer * n * inner);
         for o in 0..outer {
             let base = (o * n + self.start) * inner;
             dx[base..base + rows].copy_from_slice(&c.grad.data()[o * rows..(o + 1) * rows]);
@@ -146,7 +146,7 @@ impl<T: Float> Op<T> for IndexSelect {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (outer, n, inner) = split_at_axis(c.inputs[0].shape(), self.axis);
-        let mut dx = vec![T::ZERO; outer * n * inner];
+        let mut dx = crate::pool::zeros(outer * n * inner);
         let g = c.grad.data();
         for o in 0..outer {
             for (k, &j) in self.indices.iter().enumerate() {

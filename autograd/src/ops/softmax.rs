@@ -92,7 +92,7 @@ impl<T: Float> Op<T> for Softmax {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (_, d) = last_axis(c.output.shape(), "softmax backward");
         let (y, g) = (c.output.data(), c.grad.data());
-        let mut dx = vec![T::ZERO; y.len()];
+        let mut dx = crate::pool::zeros(y.len());
         for_each_row(&mut dx, d, |r, dx| {
             let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
             let dot = T::from_f64(g.iter().zip(y).map(|(&g, &y)| (g * y).to_f64()).sum());
@@ -113,7 +113,7 @@ impl<T: Float> Op<T> for LogSoftmax {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (_, d) = last_axis(c.output.shape(), "log_softmax backward");
         let (y, g) = (c.output.data(), c.grad.data());
-        let mut dx = vec![T::ZERO; y.len()];
+        let mut dx = crate::pool::zeros(y.len());
         for_each_row(&mut dx, d, |r, dx| {
             let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
             let gsum = T::from_f64(g.iter().map(|g| g.to_f64()).sum());
@@ -129,7 +129,7 @@ impl<T: Float> Op<T> for LogSoftmax {
 fn map_last_axis<T: Float>(x: &Tensor<T>, op: &str, row: fn(&[T], &mut [T])) -> Tensor<T> {
     let (_, d) = last_axis(x.shape(), op);
     let xd = x.data();
-    let mut y = vec![T::ZERO; xd.len()];
+    let mut y = crate::pool::zeros(xd.len());
     for_each_row(&mut y, d, |r, y| row(&xd[r * d..(r + 1) * d], y));
     Tensor::from_vec(y, x.shape())
 }
