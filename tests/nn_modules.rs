@@ -94,6 +94,15 @@ proptest! {
     }
 
     #[test]
+    fn block_with_fused_stochastic_depth(b in 1usize..4, n in 1usize..4, heads in 1usize..3, dh in 1usize..3, seed: u64) {
+        // No dropout: each branch's last Linear, drop-path scale and residual sum are one op.
+        let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, ..ViTConfig::tiny(1, 1) };
+        let mut store = ParamStore::new();
+        let blk = Block::new(&mut store, "blocks.0", &c, 0.4, &mut Rng::seed(seed));
+        check_module(store, input(&[b, n, c.dim], seed), seed, |g, p, x| blk.forward(g, p, x, &mut Rng::seed(seed)).z);
+    }
+
+    #[test]
     fn patch_embed(b in 1usize..3, chans in 1usize..3, patch in 1usize..3, grid in 1usize..3, d in 1usize..4, seed: u64) {
         let mut store = ParamStore::new();
         let pe = PatchEmbed::new(&mut store, "patch_embed", chans, patch, d, Init::Timm, &mut Rng::seed(seed));

@@ -46,6 +46,33 @@ proptest! {
     }
 }
 
+/// (x, w, b, residual, per-sample scale) with x: [B, T, K].
+fn residual_case() -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>, Tensor<f64>, Tensor<f64>, Vec<f64>)> {
+    (dim(3), dim(4), dim(6), dim(6)).prop_flat_map(|(b, t, k, n)| {
+        let scale = prop::collection::vec(prop_oneof![Just(0.0), Just(1.25), 0.1f64..2.0], b);
+        (tensor(vec![b, t, k]), tensor(vec![n, k]), tensor(vec![n]), tensor(vec![b, t, n]), scale)
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn residual_forward_matches_loops((x, w, b, r, s) in residual_case()) {
+        let y = forward(|g, v| g.linear_residual(v[0], v[1], Some(v[2]), v[3], Some(s.clone())), &[x.clone(), w.clone(), b.clone(), r.clone()]);
+        let branch = reference(&x, &w, Some(&b));
+        let per = branch.numel() / s.len();
+        let want = Tensor::from_fn(r.shape(), |i| r.data()[i] + s[i / per] * branch.data()[i]);
+        assert_close(&y, &want, 1e-13);
+    }
+
+    #[test]
+    fn residual_gradients_match_finite_differences((x, w, b, r, s) in residual_case()) {
+        assert_gradcheck(|g, v| g.linear_residual(v[0], v[1], Some(v[2]), v[3], Some(s.clone())), &[x.clone(), w.clone(), b, r.clone()]);
+        assert_gradcheck(|g, v| g.linear_residual(v[0], v[1], None, v[2], None), &[x, w, r]);
+    }
+}
+
 #[test]
 fn large_f32_bias_gradient_matches_f64() {
     // Many rows exercise the parallel, blocked bias reduction.

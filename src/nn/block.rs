@@ -5,6 +5,7 @@ use autograd::{Float, Graph, Rng, Tensor, Var};
 use super::attention::Attention;
 use super::config::ViTConfig;
 use super::layer_norm::LayerNorm;
+use super::linear::Linear;
 use super::mlp::Mlp;
 use super::params::{ParamStore, ParamVars};
 
@@ -18,6 +19,10 @@ use super::params::{ParamStore, ParamVars};
 /// `drop_path` is stochastic depth (Huang et al. 2016): in training each sample's residual
 /// branch is dropped with probability `drop_path` and kept branches are scaled by
 /// `1 / (1 - drop_path)`, so the expected output is unchanged; at evaluation it is the identity.
+///
+/// Each branch's last Linear, its stochastic-depth scale and the residual sum are one op
+/// ([`residual_branch_end`]), and attention is one op from qkv to the heads, so the block
+/// keeps only the tensors its backward needs.
 #[derive(Clone, Debug)]
 pub struct Block {
     pub norm1: LayerNorm,
@@ -54,28 +59,60 @@ impl Block {
 
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, rng: &mut Rng) -> BlockOutput {
         let h = self.norm1.forward(g, p, z);
-        let a = self.attn.forward(g, p, h, rng);
-        let branch = drop_path(g, a.y, self.drop_path, rng);
-        let z = g.add(z, branch);
+        let qkv = self.attn.qkv.forward(g, p, h);
+        let (heads, attn) = g.attention(qkv, self.attn.heads, self.attn.attn_dropout, rng);
+        let mask = drop_path_mask(g, g.shape(z)[0], self.drop_path, rng);
+        let z = residual_branch_end(g, p, &self.attn.proj, heads, self.attn.proj_dropout, z, mask, rng);
         let h = self.norm2.forward(g, p, z);
-        let h = self.mlp.forward(g, p, h, rng);
-        let branch = drop_path(g, h, self.drop_path, rng);
-        BlockOutput { z: g.add(z, branch), attn: a.attn }
+        let h = self.mlp.hidden(g, p, h, rng);
+        let mask = drop_path_mask(g, g.shape(z)[0], self.drop_path, rng);
+        let z = residual_branch_end(g, p, &self.mlp.fc2, h, self.mlp.dropout, z, mask, rng);
+        BlockOutput { z, attn }
     }
 }
 
-/// Stochastic depth on a residual branch `x: [B, ...]`: multiplies each sample by
-/// `mask_b / (1 - p)`, `mask_b ~ Bernoulli(1 - p)`. Its gradient is the same per-sample scale,
-/// which the `mul` op provides. The identity at evaluation or when `p == 0`.
-pub fn drop_path<T: Float>(g: &mut Graph<T>, x: Var, p: f64, rng: &mut Rng) -> Var {
+/// Stochastic depth's per-sample scale for a batch of `batch`: `mask_b / (1 - p)` with
+/// `mask_b ~ Bernoulli(1 - p)`, so the expected output is unchanged; `None` (the identity) at
+/// evaluation or when `p == 0`.
+pub fn drop_path_mask<T: Float>(g: &Graph<T>, batch: usize, p: f64, rng: &mut Rng) -> Option<Vec<T>> {
     if p == 0.0 || !g.is_training() {
-        return x;
+        return None;
     }
-    let shape = g.shape(x).to_vec();
-    let mut mask_shape = vec![1; shape.len()];
-    mask_shape[0] = shape[0];
     let keep = 1.0 - p;
-    let mask = Tensor::from_fn(&mask_shape, |_| if rng.uniform() < keep { T::from_f64(1.0 / keep) } else { T::ZERO });
-    let mask = g.input(mask);
-    g.mul(x, mask)
+    Some((0..batch).map(|_| if rng.uniform() < keep { T::from_f64(1.0 / keep) } else { T::ZERO }).collect())
+}
+
+/// The end of a residual branch: `z + drop_path(dropout(linear(h)))`.
+///
+/// Without active dropout this is one fused op (`Graph::linear_residual`): the branch's output
+/// goes from the product straight into the residual sum, scaled per sample by the stochastic
+/// depth mask, and never exists as a tensor of its own. With dropout (an elementwise mask inside
+/// the branch) it falls back to separate ops.
+#[allow(clippy::too_many_arguments)]
+pub fn residual_branch_end<T: Float>(
+    g: &mut Graph<T>,
+    p: &ParamVars,
+    linear: &Linear,
+    h: Var,
+    dropout: f64,
+    z: Var,
+    drop_path: Option<Vec<T>>,
+    rng: &mut Rng,
+) -> Var {
+    let (w, b) = (p.get(linear.weight), linear.bias.map(|b| p.get(b)));
+    if dropout == 0.0 || !g.is_training() {
+        return g.linear_residual(h, w, b, z, drop_path);
+    }
+    let y = g.linear(h, w, b);
+    let y = g.dropout(y, dropout, rng);
+    let y = match drop_path {
+        Some(s) => {
+            let mut shape = vec![1; g.shape(y).len()];
+            shape[0] = s.len();
+            let mask = g.input(Tensor::from_vec(s, &shape));
+            g.mul(y, mask)
+        }
+        None => y,
+    };
+    g.add(z, y)
 }

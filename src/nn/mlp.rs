@@ -38,10 +38,16 @@ impl Mlp {
     }
 
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
-        let h = self.fc1.forward(g, p, x);
-        let h = g.gelu(h, self.gelu);
-        let h = g.dropout(h, self.dropout, rng);
+        let h = self.hidden(g, p, x, rng);
         let y = self.fc2.forward(g, p, h);
         g.dropout(y, self.dropout, rng)
+    }
+
+    /// The hidden activations `dropout(GELU(fc1(x)))`: everything before `fc2`, which a block
+    /// fuses with its residual sum.
+    pub fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
+        let h = self.fc1.forward(g, p, x);
+        let h = g.gelu(h, self.gelu);
+        g.dropout(h, self.dropout, rng)
     }
 }

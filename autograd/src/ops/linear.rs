@@ -24,6 +24,11 @@ fn gemm_abt<T: Float>(m: usize, k: usize, n: usize, a: &[T], b: &[T], beta: T, c
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        // An empty sum: the product is zero.
+        c.iter_mut().for_each(|v| *v = if beta == T::ZERO { T::ZERO } else { *v * beta });
+        return;
+    }
     // SAFETY: A is m*k, B is n*k and C is m*n elements, read and written under these strides.
     unsafe {
         T::gemm(
@@ -72,21 +77,42 @@ pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
     out
 }
 
-/// `y = x W^T + b`; see the module documentation for the gradients.
-struct Linear {
+/// `y = x W^T + b`, or with a residual `y = r + s (x W^T + b)`; see the module documentation.
+struct Linear<T> {
     rows: usize,
     k: usize,
     n: usize,
+    bias: bool,
+    residual: bool,
+    /// Per-sample scale `s` (one per index of the first axis), e.g. stochastic depth's mask.
+    scale: Option<Vec<T>>,
 }
 
-impl<T: Float> Op<T> for Linear {
+impl<T: Float> Op<T> for Linear<T> {
     fn name(&self) -> String {
-        format!("linear({}x{} -> {})", self.rows, self.k, self.n)
+        let extra = match (self.residual, self.scale.is_some()) {
+            (false, _) => "",
+            (true, false) => " + residual",
+            (true, true) => " + residual, per-sample scale",
+        };
+        format!("linear({}x{} -> {}{extra})", self.rows, self.k, self.n)
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (rows, k, n) = (self.rows, self.k, self.n);
-        let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
+        let (x, w) = (c.inputs[0].data(), c.inputs[1].data());
+        // The branch's gradient: g, scaled per sample when the branch was.
+        let scaled: Option<Vec<T>> = self.scale.as_ref().map(|s| {
+            let per_sample = rows / s.len().max(1) * n;
+            let mut gs = crate::pool::take(rows * n);
+            for ((o, gi), &sb) in gs.chunks_mut(per_sample.max(1)).zip(c.grad.data().chunks(per_sample.max(1))).zip(s) {
+                for (a, &b) in o.iter_mut().zip(gi) {
+                    *a = b * sb;
+                }
+            }
+            gs
+        });
+        let g: &[T] = scaled.as_deref().unwrap_or(c.grad.data());
         let dx = c.needs_grad[0].then(|| {
             let mut dx = crate::pool::zeros(rows * k);
             if rows > 0 && k > 0 && n > 0 {
@@ -140,8 +166,15 @@ impl<T: Float> Op<T> for Linear {
             Tensor::from_vec(dw, c.inputs[1].shape())
         });
         let mut out = vec![dx, dw];
-        if c.inputs.len() == 3 {
+        if self.bias {
             out.push(c.needs_grad[2].then(|| Tensor::from_vec(sum_rows(g, n), &[n])));
+        }
+        if self.residual {
+            // dr = g: the same buffer, shared, not copied.
+            out.push(c.needs_grad[out.len()].then(|| c.grad.clone()));
+        }
+        if let Some(v) = scaled {
+            crate::pool::give(v);
         }
         out
     }
@@ -150,6 +183,23 @@ impl<T: Float> Op<T> for Linear {
 impl<T: Float> Graph<T> {
     /// `x W^T + b` with `x: [..., K]`, `W: [N, K]`, optional `b: [N]`: a Linear layer in one op.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Var {
+        self.linear_ex(x, w, b, None, None)
+    }
+
+    /// A residual branch ending in a Linear layer, in one op:
+    ///
+    /// ```text
+    ///     y = r + s_i (x W^T + b)          s_i: one scale per index i of the first axis
+    ///     dr = g,   and the Linear's gradients with g replaced by s_i g
+    /// ```
+    ///
+    /// `scale` is stochastic depth's per-sample mask (`0` or `1/(1-p)`); `None` means 1. The
+    /// branch's own output never exists as a tensor: it goes from the product into the sum.
+    pub fn linear_residual(&mut self, x: Var, w: Var, b: Option<Var>, residual: Var, scale: Option<Vec<T>>) -> Var {
+        self.linear_ex(x, w, b, Some(residual), scale)
+    }
+
+    fn linear_ex(&mut self, x: Var, w: Var, b: Option<Var>, residual: Option<Var>, scale: Option<Vec<T>>) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
             ws.len() == 2 && !xs.is_empty() && xs[xs.len() - 1] == ws[1],
@@ -160,23 +210,45 @@ impl<T: Float> Graph<T> {
             assert_eq!(self.shape(b), &[n], "linear: bias must have shape [{n}], got {:?}", self.shape(b));
         }
         let rows = xs[..xs.len() - 1].iter().product::<usize>();
-        let mut y = crate::pool::zeros(rows * n);
+        let mut shape = xs.clone();
+        *shape.last_mut().unwrap() = n;
+        if let Some(r) = residual {
+            assert_eq!(self.shape(r), &shape[..], "linear: residual must have the output's shape {shape:?}");
+        }
+        if let Some(s) = &scale {
+            assert!(residual.is_some(), "linear: a per-sample scale needs a residual");
+            assert!(
+                xs.len() >= 2 && s.len() == xs[0],
+                "linear: scale needs one value per sample ({}), got {}",
+                xs[0],
+                s.len()
+            );
+        }
+        let mut y = crate::pool::take(rows * n);
         gemm_abt(rows, k, n, self.value(x).data(), self.value(w).data(), T::ZERO, &mut y);
-        if let Some(b) = b {
-            let bias = self.value(b).data();
-            for_each_row(&mut y, n, |_, row| {
+        let bias = b.map(|b| self.value(b).data());
+        let res = residual.map(|r| self.value(r).data());
+        let rows_per_sample = if xs.len() >= 2 { rows / xs[0].max(1) } else { rows };
+        let scale_ref = scale.as_deref();
+        // The epilogue, row by row while the product's rows are in cache.
+        for_each_row(&mut y, n, |r, row| {
+            if let Some(bias) = bias {
                 for (v, &bb) in row.iter_mut().zip(bias) {
                     *v += bb;
                 }
-            });
-        }
-        let mut shape = xs;
-        *shape.last_mut().unwrap() = n;
+            }
+            if let Some(res) = res {
+                let s = scale_ref.map_or(T::ONE, |s| s[r / rows_per_sample.max(1)]);
+                for (v, &rr) in row.iter_mut().zip(&res[r * n..(r + 1) * n]) {
+                    *v = rr + s * *v;
+                }
+            }
+        });
         let y = Tensor::from_vec(y, &shape);
-        let op = Linear { rows, k, n };
-        match b {
-            Some(b) => self.push(y, op, &[x, w, b]),
-            None => self.push(y, op, &[x, w]),
-        }
+        let op = Linear { rows, k, n, bias: b.is_some(), residual: residual.is_some(), scale };
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        inputs.extend(residual);
+        self.push(y, op, &inputs)
     }
 }
