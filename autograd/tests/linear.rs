@@ -73,6 +73,20 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn linear_gelu_equals_linear_then_gelu((x, w, b) in case(), tanh: bool) {
+        use autograd::ops::gelu::GeluKind;
+        let kind = if tanh { GeluKind::Tanh } else { GeluKind::Erf };
+        let fused = forward(|g, v| g.linear_gelu(v[0], v[1], v[2], kind), &[x.clone(), w.clone(), b.clone()]);
+        let plain = forward(|g, v| { let h = g.linear(v[0], v[1], Some(v[2])); g.gelu(h, kind) }, &[x.clone(), w.clone(), b.clone()]);
+        assert_close(&fused, &plain, 1e-14);
+        assert_gradcheck(|g, v| g.linear_gelu(v[0], v[1], v[2], kind), &[x, w, b]);
+    }
+}
+
 #[test]
 fn large_f32_bias_gradient_matches_f64() {
     // Many rows exercise the parallel, blocked bias reduction.

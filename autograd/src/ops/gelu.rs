@@ -59,36 +59,64 @@ impl<T: Float> Op<T> for Gelu {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (x, g) = (c.inputs[0].data(), c.grad.data());
-        let half = T::from_f64(0.5);
-        let mut dx = crate::pool::zeros(x.len());
-        match self.0 {
-            GeluKind::Erf => {
-                let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-                let inv_sqrt_2pi = T::from_f64(INV_SQRT_2PI);
-                for_each_row(&mut dx, CHUNK, |r, dx| {
-                    let at = r * CHUNK;
-                    for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
-                        let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
-                        let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
-                        *dx = g * (cdf + x * pdf);
-                    }
-                });
-            }
-            GeluKind::Tanh => {
-                let (k, a, a3) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A), T::from_f64(3.0 * TANH_A));
-                for_each_row(&mut dx, CHUNK, |r, dx| {
-                    let at = r * CHUNK;
-                    for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
-                        let x2 = x * x;
-                        let t = (k * (x + a * x2 * x)).tanh();
-                        let du_dx = k * (T::ONE + a3 * x2);
-                        *dx = g * (half * (T::ONE + t) + half * x * (T::ONE - t * t) * du_dx);
-                    }
-                });
-            }
-        }
+        let mut dx = crate::pool::take(c.grad.numel());
+        gelu_backward(self.0, c.inputs[0].data(), c.grad.data(), &mut dx);
         vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
+    }
+}
+
+/// `y = gelu(x)` elementwise, over chunks in parallel (shared by [`Graph::gelu`] and the fused
+/// Linear + GELU op).
+pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
+    let half = T::from_f64(0.5);
+    match kind {
+        GeluKind::Erf => {
+            let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+            for_each_row(y, CHUNK, |r, y| {
+                for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
+                    *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
+                }
+            });
+        }
+        GeluKind::Tanh => {
+            let (k, a) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A));
+            for_each_row(y, CHUNK, |r, y| {
+                for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
+                    *y = half * x * (T::ONE + (k * (x + a * x * x * x)).tanh());
+                }
+            });
+        }
+    }
+}
+
+/// `dx = g * gelu'(x)` elementwise, over chunks in parallel. `dx` may hold anything on entry.
+pub(crate) fn gelu_backward<T: Float>(kind: GeluKind, x: &[T], g: &[T], dx: &mut [T]) {
+    let half = T::from_f64(0.5);
+    match kind {
+        GeluKind::Erf => {
+            let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+            let inv_sqrt_2pi = T::from_f64(INV_SQRT_2PI);
+            for_each_row(dx, CHUNK, |r, dx| {
+                let at = r * CHUNK;
+                for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
+                    let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
+                    let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
+                    *dx = g * (cdf + x * pdf);
+                }
+            });
+        }
+        GeluKind::Tanh => {
+            let (k, a, a3) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A), T::from_f64(3.0 * TANH_A));
+            for_each_row(dx, CHUNK, |r, dx| {
+                let at = r * CHUNK;
+                for ((dx, &x), &g) in dx.iter_mut().zip(&x[at..]).zip(&g[at..]) {
+                    let x2 = x * x;
+                    let t = (k * (x + a * x2 * x)).tanh();
+                    let du_dx = k * (T::ONE + a3 * x2);
+                    *dx = g * (half * (T::ONE + t) + half * x * (T::ONE - t * t) * du_dx);
+                }
+            });
+        }
     }
 }
 
@@ -96,27 +124,8 @@ impl<T: Float> Graph<T> {
     /// GELU, elementwise, in the chosen form.
     pub fn gelu(&mut self, x: Var, kind: GeluKind) -> Var {
         let xv = self.value(x);
-        let xd = xv.data();
-        let half = T::from_f64(0.5);
-        let mut y = crate::pool::zeros(xd.len());
-        match kind {
-            GeluKind::Erf => {
-                let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-                for_each_row(&mut y, CHUNK, |r, y| {
-                    for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
-                        *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
-                    }
-                });
-            }
-            GeluKind::Tanh => {
-                let (k, a) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A));
-                for_each_row(&mut y, CHUNK, |r, y| {
-                    for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
-                        *y = half * x * (T::ONE + (k * (x + a * x * x * x)).tanh());
-                    }
-                });
-            }
-        }
+        let mut y = crate::pool::take(xv.numel());
+        gelu_forward(kind, xv.data(), &mut y);
         let y = Tensor::from_vec(y, xv.shape());
         self.push(y, Gelu(kind), &[x])
     }

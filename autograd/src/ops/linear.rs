@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::gelu::{gelu_backward, gelu_forward, GeluKind};
 use super::softmax::{for_each_row, rows_per_task};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
@@ -77,6 +78,73 @@ pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
     out
 }
 
+/// The gradients of `y = x W^T + b` given `g = dL/dy` (rows x n): `(dx, dW, db)`, each only if
+/// asked for.
+#[allow(clippy::type_complexity)]
+fn linear_grads<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    g: &[T],
+    (rows, k, n): (usize, usize, usize),
+    needs: [bool; 3],
+) -> (Option<Tensor<T>>, Option<Tensor<T>>, Option<Tensor<T>>) {
+    let some = rows > 0 && k > 0 && n > 0;
+    let dx = needs[0].then(|| {
+        let mut dx = crate::pool::zeros(rows * k);
+        if some {
+            // (rows x n) @ (n x k), both row-major.
+            // SAFETY: g is rows*n, W is n*k, dx is rows*k elements.
+            unsafe {
+                T::gemm(
+                    rows,
+                    n,
+                    k,
+                    T::ONE,
+                    g.as_ptr(),
+                    n as isize,
+                    1,
+                    w.data().as_ptr(),
+                    k as isize,
+                    1,
+                    T::ZERO,
+                    dx.as_mut_ptr(),
+                    k as isize,
+                    1,
+                )
+            }
+        }
+        Tensor::from_vec(dx, x.shape())
+    });
+    let dw = needs[1].then(|| {
+        let mut dw = crate::pool::zeros(n * k);
+        if some {
+            // g^T (n x rows, read through strides) @ x (rows x k).
+            // SAFETY: g is rows*n, x is rows*k, dw is n*k elements.
+            unsafe {
+                T::gemm(
+                    n,
+                    rows,
+                    k,
+                    T::ONE,
+                    g.as_ptr(),
+                    1,
+                    n as isize,
+                    x.data().as_ptr(),
+                    k as isize,
+                    1,
+                    T::ZERO,
+                    dw.as_mut_ptr(),
+                    k as isize,
+                    1,
+                )
+            }
+        }
+        Tensor::from_vec(dw, w.shape())
+    });
+    let db = needs[2].then(|| Tensor::from_vec(sum_rows(g, n), &[n]));
+    (dx, dw, db)
+}
+
 /// `y = x W^T + b`, or with a residual `y = r + s (x W^T + b)`; see the module documentation.
 struct Linear<T> {
     rows: usize,
@@ -99,13 +167,12 @@ impl<T: Float> Op<T> for Linear<T> {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (rows, k, n) = (self.rows, self.k, self.n);
-        let (x, w) = (c.inputs[0].data(), c.inputs[1].data());
+        let (rows, n) = (self.rows, self.n);
         // The branch's gradient: g, scaled per sample when the branch was.
         let scaled: Option<Vec<T>> = self.scale.as_ref().map(|s| {
-            let per_sample = rows / s.len().max(1) * n;
+            let per_sample = (rows / s.len().max(1) * n).max(1);
             let mut gs = crate::pool::take(rows * n);
-            for ((o, gi), &sb) in gs.chunks_mut(per_sample.max(1)).zip(c.grad.data().chunks(per_sample.max(1))).zip(s) {
+            for ((o, gi), &sb) in gs.chunks_mut(per_sample).zip(c.grad.data().chunks(per_sample)).zip(s) {
                 for (a, &b) in o.iter_mut().zip(gi) {
                     *a = b * sb;
                 }
@@ -113,61 +180,11 @@ impl<T: Float> Op<T> for Linear<T> {
             gs
         });
         let g: &[T] = scaled.as_deref().unwrap_or(c.grad.data());
-        let dx = c.needs_grad[0].then(|| {
-            let mut dx = crate::pool::zeros(rows * k);
-            if rows > 0 && k > 0 && n > 0 {
-                // (rows x n) @ (n x k), both row-major.
-                // SAFETY: sizes as documented above.
-                unsafe {
-                    T::gemm(
-                        rows,
-                        n,
-                        k,
-                        T::ONE,
-                        g.as_ptr(),
-                        n as isize,
-                        1,
-                        w.as_ptr(),
-                        k as isize,
-                        1,
-                        T::ZERO,
-                        dx.as_mut_ptr(),
-                        k as isize,
-                        1,
-                    )
-                }
-            }
-            Tensor::from_vec(dx, c.inputs[0].shape())
-        });
-        let dw = c.needs_grad[1].then(|| {
-            let mut dw = crate::pool::zeros(n * k);
-            if rows > 0 && k > 0 && n > 0 {
-                // g^T (n x rows, read through strides) @ x (rows x k).
-                // SAFETY: g is rows*n, x is rows*k, dw is n*k.
-                unsafe {
-                    T::gemm(
-                        n,
-                        rows,
-                        k,
-                        T::ONE,
-                        g.as_ptr(),
-                        1,
-                        n as isize,
-                        x.as_ptr(),
-                        k as isize,
-                        1,
-                        T::ZERO,
-                        dw.as_mut_ptr(),
-                        k as isize,
-                        1,
-                    )
-                }
-            }
-            Tensor::from_vec(dw, c.inputs[1].shape())
-        });
+        let needs = [c.needs_grad[0], c.needs_grad[1], self.bias && c.needs_grad[2]];
+        let (dx, dw, db) = linear_grads(c.inputs[0], c.inputs[1], g, (rows, self.k, n), needs);
         let mut out = vec![dx, dw];
         if self.bias {
-            out.push(c.needs_grad[2].then(|| Tensor::from_vec(sum_rows(g, n), &[n])));
+            out.push(db);
         }
         if self.residual {
             // dr = g: the same buffer, shared, not copied.
@@ -177,6 +194,53 @@ impl<T: Float> Op<T> for Linear<T> {
             crate::pool::give(v);
         }
         out
+    }
+}
+
+/// `y = gelu(x W^T + b)`, saving nothing but its inputs: backward recomputes the
+/// pre-activation `h = x W^T + b` (one more product) rather than keeping an `[..., N]` tensor
+/// alive from forward to backward:
+///
+/// ```text
+///     h = x W^T + b,   dh = g * gelu'(h),   then dx, dW, db as for a Linear with gradient dh
+/// ```
+///
+/// In a ViT's MLP, `N = 4D`: this halves what the MLP keeps for backward.
+struct LinearGelu {
+    rows: usize,
+    k: usize,
+    n: usize,
+    kind: GeluKind,
+}
+
+impl<T: Float> Op<T> for LinearGelu {
+    fn name(&self) -> String {
+        format!("linear_gelu({}x{} -> {}, {:?})", self.rows, self.k, self.n, self.kind)
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let (x, w, b) = (c.inputs[0], c.inputs[1], c.inputs[2]);
+        let (rows, k, n) = (self.rows, self.k, self.n);
+        let mut h = crate::pool::take(rows * n);
+        affine(rows, k, n, x.data(), w.data(), Some(b.data()), &mut h);
+        let mut dh = crate::pool::take(rows * n);
+        gelu_backward(self.kind, &h, c.grad.data(), &mut dh);
+        crate::pool::give(h);
+        let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
+        crate::pool::give(dh);
+        vec![dx, dw, db]
+    }
+}
+
+/// `y = x W^T + b` into `y` (rows x n), the bias added row by row while the rows are in cache.
+fn affine<T: Float>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    gemm_abt(rows, k, n, x, w, T::ZERO, y);
+    if let Some(bias) = bias {
+        for_each_row(y, n, |_, row| {
+            for (v, &bb) in row.iter_mut().zip(bias) {
+                *v += bb;
+            }
+        });
     }
 }
 
@@ -197,6 +261,27 @@ impl<T: Float> Graph<T> {
     /// branch's own output never exists as a tensor: it goes from the product into the sum.
     pub fn linear_residual(&mut self, x: Var, w: Var, b: Option<Var>, residual: Var, scale: Option<Vec<T>>) -> Var {
         self.linear_ex(x, w, b, Some(residual), scale)
+    }
+
+    /// `gelu(x W^T + b)` in one op that keeps no pre-activation for backward (it is recomputed);
+    /// see [`LinearGelu`]. A ViT MLP's first layer.
+    pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        assert!(
+            ws.len() == 2 && !xs.is_empty() && xs[xs.len() - 1] == ws[1],
+            "linear_gelu: x {xs:?} does not fit weight {ws:?} (need x [..., K] and W [N, K])"
+        );
+        let (n, k) = (ws[0], ws[1]);
+        assert_eq!(self.shape(b), &[n], "linear_gelu: bias must have shape [{n}], got {:?}", self.shape(b));
+        let rows = xs[..xs.len() - 1].iter().product::<usize>();
+        let mut h = crate::pool::take(rows * n);
+        affine(rows, k, n, self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
+        let mut y = crate::pool::take(rows * n);
+        gelu_forward(kind, &h, &mut y);
+        crate::pool::give(h);
+        let mut shape = xs;
+        *shape.last_mut().unwrap() = n;
+        self.push(Tensor::from_vec(y, &shape), LinearGelu { rows, k, n, kind }, &[x, w, b])
     }
 
     fn linear_ex(&mut self, x: Var, w: Var, b: Option<Var>, residual: Option<Var>, scale: Option<Vec<T>>) -> Var {
@@ -230,7 +315,7 @@ impl<T: Float> Graph<T> {
         let res = residual.map(|r| self.value(r).data());
         let rows_per_sample = if xs.len() >= 2 { rows / xs[0].max(1) } else { rows };
         let scale_ref = scale.as_deref();
-        // The epilogue, row by row while the product's rows are in cache.
+        // The epilogue (bias, then residual), row by row while the product's rows are in cache.
         for_each_row(&mut y, n, |r, row| {
             if let Some(bias) = bias {
                 for (v, &bb) in row.iter_mut().zip(bias) {
