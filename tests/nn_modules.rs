@@ -11,7 +11,13 @@ use vit::nn::{
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
-    ProptestConfig::with_cases(cases.max(64))
+    // A fixed seed (overridable with PROPTEST_RNG_SEED) makes every run, CI's included, draw the
+    // same cases, so a failure reproduces; raise PROPTEST_CASES to explore further.
+    let seed = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
+    ProptestConfig {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..ProptestConfig::with_cases(cases.max(64))
+    }
 }
 
 /// Randomises every parameter (so e.g. LayerNorm's unit weights and zero biases are not a
@@ -85,7 +91,10 @@ proptest! {
     }
 
     #[test]
-    fn block_with_dropout_and_drop_path(b in 1usize..3, n in 1usize..4, heads in 1usize..3, dh in 1usize..3, seed: u64) {
+    fn block_with_dropout_and_drop_path(b in 1usize..3, n in 1usize..4, heads in 1usize..3, dh in 1usize..4, seed: u64) {
+        // Layer norm over 2 features is nearly degenerate (its output is +-1 per pair), which
+        // leaves central differences too noisy for 1e-6; width 3 and up is well conditioned.
+        prop_assume!(heads * dh >= 3);
         let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, dropout: 0.2, attn_dropout: 0.3, ..ViTConfig::tiny(1, 1) };
         let mut store = ParamStore::new();
         let blk = Block::new(&mut store, "blocks.0", &c, 0.25, &mut Rng::seed(seed));
@@ -94,8 +103,9 @@ proptest! {
     }
 
     #[test]
-    fn block_with_fused_stochastic_depth(b in 1usize..4, n in 1usize..4, heads in 1usize..3, dh in 1usize..3, seed: u64) {
+    fn block_with_fused_stochastic_depth(b in 1usize..4, n in 1usize..4, heads in 1usize..3, dh in 1usize..4, seed: u64) {
         // No dropout: each branch's last Linear, drop-path scale and residual sum are one op.
+        prop_assume!(heads * dh >= 3);
         let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, ..ViTConfig::tiny(1, 1) };
         let mut store = ParamStore::new();
         let blk = Block::new(&mut store, "blocks.0", &c, 0.4, &mut Rng::seed(seed));
@@ -293,7 +303,8 @@ fn forward_returns_every_blocks_attention() {
     let mut g = Graph::inference();
     let p = store.bind(&mut g);
     let x = g.input(Tensor::randn(&[2, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1)));
-    let out = model.forward(&mut g, &p, x, &mut Rng::seed(0));
+    assert!(model.forward(&mut g, &p, x, &mut Rng::seed(0)).attn.is_empty(), "only on request");
+    let out = model.forward_with_attention(&mut g, &p, x, &mut Rng::seed(0));
     assert_eq!(out.attn.len(), c.depth);
     for a in out.attn {
         let t = g.value(a);

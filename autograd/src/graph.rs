@@ -54,13 +54,26 @@ pub trait Op<T: Float>: Send + Sync {
     /// Returns dL/d(input) for each input, in order (`None` where not needed). Each returned
     /// tensor must have its input's shape.
     fn backward(&self, ctx: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>>;
+
+    /// Whether [`Op::recompute`] can rebuild the output, so that [`Graph::release`] may drop it.
+    fn can_recompute(&self) -> bool {
+        false
+    }
+
+    /// The output again, from the inputs (and whatever the op saved). Cheap ops (layer norm,
+    /// elementwise maps) implement it so their outputs need not be kept from forward to backward.
+    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+        None
+    }
 }
 
 struct Node<T: Float> {
     /// `None` for leaves (inputs, parameters, constants and everything built in no-grad mode).
     op: Option<Box<dyn Op<T>>>,
     inputs: Vec<Var>,
-    value: Tensor<T>,
+    /// `None` once [`Graph::release`]d: backward recomputes it when it needs it.
+    value: Option<Tensor<T>>,
+    shape: Vec<usize>,
     requires_grad: bool,
     /// Whether this node's gradient is kept after backward (leaves that asked for one).
     keep_grad: bool,
@@ -132,7 +145,8 @@ impl<T: Float> Graph<T> {
         self.nodes.push(Node {
             op: None,
             inputs: Vec::new(),
-            value,
+            shape: value.shape().to_vec(),
+            value: Some(value),
             requires_grad,
             keep_grad: requires_grad,
             grad_norm: None,
@@ -158,17 +172,56 @@ impl<T: Float> Graph<T> {
         let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index()].requires_grad);
         let (op, inputs): (Option<Box<dyn Op<T>>>, Vec<Var>) =
             if requires_grad { (Some(Box::new(op)), inputs.to_vec()) } else { (None, Vec::new()) };
-        self.nodes.push(Node { op, inputs, value, requires_grad, keep_grad: false, grad_norm: None });
+        let shape = value.shape().to_vec();
+        self.nodes.push(Node {
+            op,
+            inputs,
+            value: Some(value),
+            shape,
+            requires_grad,
+            keep_grad: false,
+            grad_norm: None,
+        });
         Var((self.nodes.len() - 1) as u32)
     }
 
-    /// The value of `v`.
+    /// The value of `v`. Panics if it was [`released`](Graph::release).
     pub fn value(&self, v: Var) -> &Tensor<T> {
-        &self.nodes[v.index()].value
+        self.nodes[v.index()].value.as_ref().unwrap_or_else(|| panic!("the value of %{} was released", v.0))
+    }
+
+    /// Drops the tape's copy of `v`'s value once the caller has built everything that reads it
+    /// in forward. Backward recomputes it from `v`'s inputs when an op needs it, so the memory a
+    /// step keeps from forward to backward shrinks by one tensor, at the cost of recomputing it.
+    ///
+    /// Only values whose op can recompute them ([`Op::can_recompute`]: layer norm, for example)
+    /// and values that backward never needs (constants, everything on an inference tape) are
+    /// dropped; for any other value this is a no-op, so it is always safe to call.
+    pub fn release(&mut self, v: Var) {
+        let node = &mut self.nodes[v.index()];
+        let droppable = match &node.op {
+            Some(op) => op.can_recompute(),
+            None => !node.requires_grad,
+        };
+        if droppable {
+            node.value = None;
+        }
+    }
+
+    /// `v`'s value, recomputed (recursively) if it was released.
+    fn materialize(&self, idx: usize) -> Tensor<T> {
+        let node = &self.nodes[idx];
+        if let Some(v) = &node.value {
+            return v.clone();
+        }
+        let op = node.op.as_ref().unwrap_or_else(|| panic!("the value of %{idx} was released and backward needs it"));
+        let inputs: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
+        let refs: Vec<&Tensor<T>> = inputs.iter().collect();
+        op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its released output", op.name()))
     }
 
     pub fn shape(&self, v: Var) -> &[usize] {
-        self.nodes[v.index()].value.shape()
+        &self.nodes[v.index()].shape
     }
 
     pub fn requires_grad(&self, v: Var) -> bool {
@@ -216,9 +269,12 @@ impl<T: Float> Graph<T> {
             let node = &self.nodes[i];
             let mut node_grad_norm = self.record_grad_norms.then(|| grad.norm());
             if let Some(op) = &node.op {
-                let inputs: Vec<&Tensor<T>> = node.inputs.iter().map(|x| &self.nodes[x.index()].value).collect();
+                // Shared handles (no copies); released values are recomputed for this op only.
+                let owned: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
+                let inputs: Vec<&Tensor<T>> = owned.iter().collect();
+                let output = self.materialize(i);
                 let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
-                let ctx = BackwardCtx { inputs: &inputs, output: &node.value, grad: &grad, needs_grad: &needs_grad };
+                let ctx = BackwardCtx { inputs: &inputs, output: &output, grad: &grad, needs_grad: &needs_grad };
                 let input_grads = op.backward(&ctx);
                 assert_eq!(
                     input_grads.len(),
@@ -233,14 +289,14 @@ impl<T: Float> Graph<T> {
                     if !need {
                         continue;
                     }
-                    let xv = &self.nodes[x.index()].value;
+                    let xs = &self.nodes[x.index()].shape;
                     assert_eq!(
                         gx.shape(),
-                        xv.shape(),
+                        &xs[..],
                         "op {}: gradient of shape {:?} for an input of shape {:?}",
                         op.name(),
                         gx.shape(),
-                        xv.shape()
+                        xs
                     );
                     match &mut grads[x.index()] {
                         Some(acc) => acc.add_assign(&gx),
@@ -269,12 +325,12 @@ impl<T: Float> Graph<T> {
                 None => "const".to_string(),
             };
             let ins: Vec<String> =
-                node.inputs.iter().map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].value.shape())).collect();
+                node.inputs.iter().map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].shape)).collect();
             let grad = match node.grad_norm {
                 Some(g) => format!("  |grad| = {g:.6e}"),
                 None => String::new(),
             };
-            s.push_str(&format!("%{i:<4} {name:<24} ({}) -> {:?}{grad}\n", ins.join(", "), node.value.shape()));
+            s.push_str(&format!("%{i:<4} {name:<24} ({}) -> {:?}{grad}\n", ins.join(", "), node.shape));
         }
         s
     }

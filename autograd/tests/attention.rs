@@ -68,7 +68,7 @@ proptest! {
     fn forward_matches_loops((qkv, heads) in case()) {
         let mut g = Graph::<f64>::inference();
         let x = g.input(qkv.clone());
-        let (y, p) = g.attention(x, heads, 0.0, &mut Rng::seed(0));
+        let (y, p) = g.attention_with_probs(x, heads, 0.0, &mut Rng::seed(0));
         let (want_y, want_p) = reference(&qkv, heads);
         assert_close(g.value(y), &want_y, 1e-12);
         assert_close(g.value(p), &want_p, 1e-12);
@@ -76,9 +76,12 @@ proptest! {
 
     #[test]
     fn gradients_match_finite_differences((qkv, heads) in case()) {
-        assert_gradcheck(|g, v| g.attention(v[0], heads, 0.0, &mut Rng::seed(1)).0, std::slice::from_ref(&qkv));
+        // Probabilities recomputed in backward, and kept.
+        assert_gradcheck(|g, v| g.attention(v[0], heads, 0.0, &mut Rng::seed(1)), std::slice::from_ref(&qkv));
+        assert_gradcheck(|g, v| g.attention_with_probs(v[0], heads, 0.0, &mut Rng::seed(1)).0, std::slice::from_ref(&qkv));
         // With dropout: the mask comes from a freshly seeded RNG on every evaluation.
-        assert_gradcheck(|g, v| g.attention(v[0], heads, 0.3, &mut Rng::seed(2)).0, &[qkv]);
+        assert_gradcheck(|g, v| g.attention(v[0], heads, 0.3, &mut Rng::seed(2)), std::slice::from_ref(&qkv));
+        assert_gradcheck(|g, v| g.attention_with_probs(v[0], heads, 0.3, &mut Rng::seed(2)).0, &[qkv]);
     }
 
     #[test]
@@ -86,7 +89,7 @@ proptest! {
         let run = |fused: bool| {
             let mut g = Graph::<f64>::new();
             let x = g.param(&qkv);
-            let y = if fused { g.attention(x, heads, 0.0, &mut Rng::seed(0)).0 } else { composed(&mut g, x, heads) };
+            let y = if fused { g.attention(x, heads, 0.0, &mut Rng::seed(0)) } else { composed(&mut g, x, heads) };
             let w = Tensor::from_fn(g.shape(y), |i| (i as f64 * 0.37).sin());
             g.backward_with(y, w);
             (g.value(y).clone(), g.grad(x).unwrap().clone())
@@ -104,7 +107,7 @@ fn dropout_is_off_in_eval_and_drops_in_training() {
     let run = |train: bool, seed: u64| {
         let mut g = if train { Graph::new() } else { Graph::inference() };
         let x = g.input(qkv.clone());
-        let (y, _) = g.attention(x, 2, 0.5, &mut Rng::seed(seed));
+        let y = g.attention(x, 2, 0.5, &mut Rng::seed(seed));
         g.value(y).clone()
     };
     assert_eq!(run(false, 1).data(), run(false, 2).data());
@@ -117,4 +120,25 @@ fn a_width_not_divisible_into_heads_panics_naming_the_op() {
     let mut g = Graph::<f32>::new();
     let x = g.input(Tensor::zeros(&[1, 2, 10]));
     g.attention(x, 2, 0.0, &mut Rng::seed(0));
+}
+
+#[test]
+fn kept_and_recomputed_probabilities_give_the_same_gradients() {
+    let qkv = Tensor::<f32>::randn(&[3, 7, 18], 0.0, 1.0, &mut Rng::seed(5));
+    let run = |keep: bool| {
+        let mut g = Graph::<f32>::new();
+        let x = g.param(&qkv);
+        let y = if keep {
+            g.attention_with_probs(x, 3, 0.2, &mut Rng::seed(6)).0
+        } else {
+            g.attention(x, 3, 0.2, &mut Rng::seed(6))
+        };
+        let w = Tensor::from_fn(g.shape(y), |i| (i as f32 * 0.3).cos());
+        g.backward_with(y, w);
+        (g.value(y).clone(), g.grad(x).unwrap().clone())
+    };
+    let (y1, g1) = run(true);
+    let (y2, g2) = run(false);
+    assert_eq!(y1.data(), y2.data());
+    assert_eq!(g1.data(), g2.data());
 }

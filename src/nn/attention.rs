@@ -58,7 +58,7 @@ impl Attention {
         let qkv = self.qkv.forward(g, p, x); // [B, N, 3D]
                                              // One fused op per layer: per-head scores, softmax, dropout and the value product, read
                                              // from qkv and written into the concatenated heads through strides (`autograd::ops::attention`).
-        let (y, attn) = g.attention(qkv, self.heads, self.attn_dropout, rng); // [B, N, D]
+        let (y, attn) = g.attention_with_probs(qkv, self.heads, self.attn_dropout, rng); // [B, N, D]
         let y = self.proj.forward(g, p, y);
         let y = g.dropout(y, self.proj_dropout, rng);
         AttentionOutput { y, attn }

@@ -32,10 +32,10 @@ pub struct Block {
     pub drop_path: f64,
 }
 
-/// A block's output and its attention probabilities.
+/// A block's output and, if asked for, its attention probabilities `[B, H, N, N]`.
 pub struct BlockOutput {
     pub z: Var,
-    pub attn: Var,
+    pub attn: Option<Var>,
 }
 
 impl Block {
@@ -58,15 +58,37 @@ impl Block {
     }
 
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, rng: &mut Rng) -> BlockOutput {
+        self.forward_ex(g, p, z, rng, false)
+    }
+
+    /// [`Block::forward`], also returning the attention probabilities if `keep_attention`.
+    pub fn forward_ex<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamVars,
+        z: Var,
+        rng: &mut Rng,
+        keep_attention: bool,
+    ) -> BlockOutput {
+        let (heads, dropout) = (self.attn.heads, self.attn.attn_dropout);
         let h = self.norm1.forward(g, p, z);
         let qkv = self.attn.qkv.forward(g, p, h);
-        let (heads, attn) = g.attention(qkv, self.attn.heads, self.attn.attn_dropout, rng);
+        // Layer norm is cheap to recompute from z and its saved statistics: backward does that
+        // instead of the tape keeping [B, N, D] per norm until then.
+        g.release(h);
+        let (y, attn) = if keep_attention {
+            let (y, a) = g.attention_with_probs(qkv, heads, dropout, rng);
+            (y, Some(a))
+        } else {
+            (g.attention(qkv, heads, dropout, rng), None)
+        };
         let mask = drop_path_mask(g, g.shape(z)[0], self.drop_path, rng);
-        let z = residual_branch_end(g, p, &self.attn.proj, heads, self.attn.proj_dropout, z, mask, rng);
+        let z = residual_branch_end(g, p, &self.attn.proj, y, self.attn.proj_dropout, z, mask, rng);
         let h = self.norm2.forward(g, p, z);
-        let h = self.mlp.hidden(g, p, h, rng);
+        let a = self.mlp.hidden(g, p, h, rng);
+        g.release(h);
         let mask = drop_path_mask(g, g.shape(z)[0], self.drop_path, rng);
-        let z = residual_branch_end(g, p, &self.mlp.fc2, h, self.mlp.dropout, z, mask, rng);
+        let z = residual_branch_end(g, p, &self.mlp.fc2, a, self.mlp.dropout, z, mask, rng);
         BlockOutput { z, attn }
     }
 }

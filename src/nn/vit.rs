@@ -36,8 +36,9 @@ pub struct VisionTransformer {
     pub head: Linear,
 }
 
-/// A forward pass's results: logits `[B, classes]` and, per block, the attention probabilities
-/// `[B, H, N, N]` (handles on the tape, free to return).
+/// A forward pass's results: logits `[B, classes]` and, when asked for
+/// ([`VisionTransformer::forward_with_attention`]), every block's attention probabilities
+/// `[B, H, N, N]`; otherwise `attn` is empty.
 pub struct ViTOutput {
     pub logits: Var,
     pub attn: Vec<Var>,
@@ -84,6 +85,29 @@ impl VisionTransformer {
     /// Logits for `images: [B, C, H, W]`. `rng` drives dropout and stochastic depth when the
     /// tape is in training mode.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, rng: &mut Rng) -> ViTOutput {
+        self.forward_ex(g, p, images, rng, false)
+    }
+
+    /// [`VisionTransformer::forward`] that also returns each block's attention probabilities
+    /// (kept on the tape for analysis; the normal path recomputes them in backward instead).
+    pub fn forward_with_attention<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamVars,
+        images: Var,
+        rng: &mut Rng,
+    ) -> ViTOutput {
+        self.forward_ex(g, p, images, rng, true)
+    }
+
+    fn forward_ex<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamVars,
+        images: Var,
+        rng: &mut Rng,
+        keep_attention: bool,
+    ) -> ViTOutput {
         let c = &self.config;
         let shape = g.shape(images).to_vec();
         assert!(
@@ -105,11 +129,11 @@ impl VisionTransformer {
         };
         let z = g.add(z, p.get(self.pos_embed));
         let mut z = g.dropout(z, c.dropout, rng);
-        let mut attn = Vec::with_capacity(self.blocks.len());
+        let mut attn = Vec::new();
         for block in &self.blocks {
-            let out = block.forward(g, p, z, rng);
+            let out = block.forward_ex(g, p, z, rng, keep_attention);
             z = out.z;
-            attn.push(out.attn);
+            attn.extend(out.attn);
         }
         let z = self.norm.forward(g, p, z);
         let y = match c.classifier {

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!     S = s q k^T                      N x N
-//!     P = softmax(S)                   row-wise (saved for backward, and returned for analysis)
+//!     P = softmax(S)                   row-wise
 //!     Pd = P * mask / (1 - p)          attention dropout (Pd = P when off)
 //!     O = Pd v                         N x Dh, written at columns h*Dh.. of out: [B, N, D]
 //!
@@ -20,11 +20,18 @@
 //! `qkv`, `D` in `out`), so no permute, narrow or concat copies are made, and the `N x N`
 //! scores of one head stay in cache from the product through the softmax to the value product.
 //! Heads are independent and run in parallel.
+//!
+//! Nothing `N x N` is kept for backward: it recomputes each head's `P` from `q` and `k` (one
+//! small product and a softmax, in cache) where it needs it, and regenerates the dropout mask
+//! from a per-head seed. The probabilities are kept only when asked for
+//! ([`Graph::attention_with_probs`], for attention maps).
 
 use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use rand::RngCore;
+
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -107,13 +114,37 @@ fn softmax_rows_in_place<T: Float>(s: &mut [T], n: usize) {
     }
 }
 
-/// The recorded half: saved probabilities and, with dropout, the keep mask.
+/// One head's dropout scales `mask / (1 - p)` (0 where dropped), regenerated identically in
+/// forward and backward from the op's seed and the head's index.
+fn head_mask<T: Float>(seed: u64, bh: usize, p: f64, out: &mut [T]) {
+    let mut rng = Rng::seed(seed ^ (bh as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let keep = 1.0 - p;
+    let s = T::from_f64(1.0 / keep);
+    for v in out.iter_mut() {
+        *v = if rng.uniform() < keep { s } else { T::ZERO };
+    }
+}
+
+/// `P = softmax(s q k^T)` for head `(b, h)` into the `N x N` buffer `p`.
+fn head_probs<T: Float>(x: &[T], d: &Dims, bh: usize, scale: T, p: &mut [T]) {
+    let (n, dh, dd) = (d.n, d.dh, d.d());
+    let qo = d.q_off(bh / d.heads, bh % d.heads);
+    // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; p is N x N.
+    unsafe {
+        let (q, k) = (x.as_ptr().add(qo), x.as_ptr().add(qo + dd));
+        gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (p.as_mut_ptr(), n, 1));
+    }
+    softmax_rows_in_place(p, n);
+}
+
+/// The recorded half.
 struct Attention<T: Float> {
     dims: Dims,
     scale: T,
-    probs: Tensor<T>,
-    /// `keep / (1 - p)` per probability (0 where dropped); `None` without dropout.
-    dropout: Option<Vec<T>>,
+    /// The probabilities, when the caller asked for them (otherwise recomputed per head).
+    probs: Option<Tensor<T>>,
+    /// `(p, seed)` of active attention dropout.
+    dropout: Option<(f64, u64)>,
 }
 
 impl<T: Float> Op<T> for Attention<T> {
@@ -133,55 +164,70 @@ impl<T: Float> Op<T> for Attention<T> {
         let (n, dh, dd) = (d.n, d.dh, d.d());
         let qkv = c.inputs[0].data();
         let go = c.grad.data();
-        let probs = self.probs.data();
         let mut dqkv = crate::pool::zeros::<T>(qkv.len());
         let out = SharedMut(dqkv.as_mut_ptr());
-        (0..d.b * d.heads).into_par_iter().for_each(|bh| {
-            let (b, h) = (bh / d.heads, bh % d.heads);
-            let p = &probs[bh * n * n..(bh + 1) * n * n];
-            let mask = self.dropout.as_ref().map(|m| &m[bh * n * n..(bh + 1) * n * n]);
-            let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
-            let mut dp = crate::pool::zeros(n * n);
-            let pd: Vec<T>;
-            let pd_ref: &[T] = match mask {
-                Some(m) => {
-                    pd = p.iter().zip(m).map(|(&a, &s)| a * s).collect();
-                    &pd
+        if n > 0 {
+            (0..d.b * d.heads).into_par_iter().for_each(|bh| {
+                let (b, h) = (bh / d.heads, bh % d.heads);
+                let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
+                // This head's P (saved or recomputed), its dropped version Pd, and dP.
+                let mut p_buf = Vec::new();
+                let p: &[T] = match &self.probs {
+                    Some(pr) => &pr.data()[bh * n * n..(bh + 1) * n * n],
+                    None => {
+                        p_buf = vec![T::ZERO; n * n];
+                        head_probs(qkv, &d, bh, self.scale, &mut p_buf);
+                        &p_buf
+                    }
+                };
+                let mask: Option<Vec<T>> = self.dropout.map(|(pdrop, seed)| {
+                    let mut m = vec![T::ZERO; n * n];
+                    head_mask(seed, bh, pdrop, &mut m);
+                    m
+                });
+                let pd: Vec<T>;
+                let pd_ref: &[T] = match &mask {
+                    Some(m) => {
+                        pd = p.iter().zip(m).map(|(&a, &s)| a * s).collect();
+                        &pd
+                    }
+                    None => p,
+                };
+                let mut dp = vec![T::ZERO; n * n];
+                // SAFETY: every pointer addresses the (b, h) blocks of buffers of the documented
+                // shapes; tasks write disjoint (b, h) column blocks of dqkv.
+                unsafe {
+                    let v = qkv.as_ptr().add(qo + 2 * dd);
+                    let dout = go.as_ptr().add(oo);
+                    let dv = out.get().add(qo + 2 * dd);
+                    // dPd = dO v^T  (N x Dh @ Dh x N)
+                    gemm(n, dh, n, T::ONE, (dout, dd, 1), (v, 1, 3 * dd), (dp.as_mut_ptr(), n, 1));
+                    // dv = Pd^T dO  (N x N @ N x Dh)
+                    gemm(n, n, dh, T::ONE, (pd_ref.as_ptr(), 1, n), (dout, dd, 1), (dv, 3 * dd, 1));
                 }
-                None => p,
-            };
-            // SAFETY: every pointer addresses the (b, h) blocks of buffers of the documented
-            // shapes; tasks write disjoint (b, h) column blocks of dqkv.
-            unsafe {
-                let v = qkv.as_ptr().add(qo + 2 * dd);
-                let dout = go.as_ptr().add(oo);
-                let dv = out.get().add(qo + 2 * dd);
-                // dPd = dO v^T  (N x Dh @ Dh x N)
-                gemm(n, dh, n, T::ONE, (dout, dd, 1), (v, 1, 3 * dd), (dp.as_mut_ptr(), n, 1));
-                // dv = Pd^T dO  (N x N @ N x Dh)
-                gemm(n, n, dh, T::ONE, (pd_ref.as_ptr(), 1, n), (dout, dd, 1), (dv, 3 * dd, 1));
-            }
-            if let Some(m) = mask {
-                for (g, &s) in dp.iter_mut().zip(m) {
-                    *g *= s;
+                if let Some(m) = &mask {
+                    for (g, &s) in dp.iter_mut().zip(m) {
+                        *g *= s;
+                    }
                 }
-            }
-            // dS = P * (dP - rowsum(dP * P)), in place in dp.
-            for (grow, prow) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                let dot = grow.iter().zip(prow).fold(T::ZERO, |acc, (&g, &pp)| acc + g * pp);
-                for (g, &pp) in grow.iter_mut().zip(prow) {
-                    *g = pp * (*g - dot);
+                // dS = P * (dP - rowsum(dP * P)), in place in dp.
+                for (grow, prow) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                    let dot = grow.iter().zip(prow).fold(T::ZERO, |acc, (&g, &pp)| acc + g * pp);
+                    for (g, &pp) in grow.iter_mut().zip(prow) {
+                        *g = pp * (*g - dot);
+                    }
                 }
-            }
-            // SAFETY: as above.
-            unsafe {
-                let (q, k) = (qkv.as_ptr().add(qo), qkv.as_ptr().add(qo + dd));
-                let (dq, dk) = (out.get().add(qo), out.get().add(qo + dd));
-                // dq = s dS k ; dk = s dS^T q
-                gemm(n, n, dh, self.scale, (dp.as_ptr(), n, 1), (k, 3 * dd, 1), (dq, 3 * dd, 1));
-                gemm(n, n, dh, self.scale, (dp.as_ptr(), 1, n), (q, 3 * dd, 1), (dk, 3 * dd, 1));
-            }
-        });
+                // SAFETY: as above.
+                unsafe {
+                    let (q, k) = (qkv.as_ptr().add(qo), qkv.as_ptr().add(qo + dd));
+                    let (dq, dk) = (out.get().add(qo), out.get().add(qo + dd));
+                    // dq = s dS k ; dk = s dS^T q
+                    gemm(n, n, dh, self.scale, (dp.as_ptr(), n, 1), (k, 3 * dd, 1), (dq, 3 * dd, 1));
+                    gemm(n, n, dh, self.scale, (dp.as_ptr(), 1, n), (q, 3 * dd, 1), (dk, 3 * dd, 1));
+                }
+                drop(p_buf);
+            });
+        }
         vec![Some(Tensor::from_vec(dqkv, c.inputs[0].shape()))]
     }
 }
@@ -189,11 +235,19 @@ impl<T: Float> Op<T> for Attention<T> {
 impl<T: Float> Graph<T> {
     /// Multi-head self-attention from a fused projection `qkv: [B, N, 3D]` (`[q | k | v]`, each
     /// head-major) to the concatenated heads `[B, N, D]`; see the module documentation.
-    ///
-    /// Returns the output and the attention probabilities `P: [B, heads, N, N]` (a constant on
-    /// the tape, shared with the op's saved copy: for analysis, at no cost). Attention dropout
-    /// with rate `dropout` applies in training mode, drawing its mask from `rng`.
-    pub fn attention(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng) -> (Var, Var) {
+    /// Attention dropout with rate `dropout` applies in training mode, seeded from `rng`.
+    pub fn attention(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng) -> Var {
+        self.attention_ex(qkv, heads, dropout, rng, false).0
+    }
+
+    /// [`Graph::attention`] that also returns the attention probabilities `P: [B, heads, N, N]`
+    /// (a constant on the tape, shared with the op, which then uses it instead of recomputing).
+    pub fn attention_with_probs(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng) -> (Var, Var) {
+        let (y, p) = self.attention_ex(qkv, heads, dropout, rng, true);
+        (y, p.expect("probabilities were asked for"))
+    }
+
+    fn attention_ex(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng, keep: bool) -> (Var, Option<Var>) {
         let shape = self.shape(qkv).to_vec();
         assert!(
             shape.len() == 3 && heads > 0 && shape[2] % (3 * heads) == 0,
@@ -203,47 +257,41 @@ impl<T: Float> Graph<T> {
         let d = Dims { b: shape[0], n: shape[1], heads, dh: shape[2] / (3 * heads) };
         let (n, dh, dd) = (d.n, d.dh, d.d());
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
-        let drop_active = dropout > 0.0 && self.is_training();
-        let mask: Option<Vec<T>> = drop_active.then(|| {
-            let keep = 1.0 - dropout;
-            let s = T::from_f64(1.0 / keep);
-            (0..d.b * heads * n * n).map(|_| if rng.uniform() < keep { s } else { T::ZERO }).collect()
-        });
+        let drop = (dropout > 0.0 && self.is_training()).then(|| (dropout, rng.next_u64()));
         let x = self.value(qkv).data();
-        let mut probs = crate::pool::zeros(d.b * heads * n * n);
+        let mut probs = keep.then(|| crate::pool::take::<T>(d.b * heads * n * n));
         let mut out = crate::pool::zeros::<T>(d.b * n * dd);
         let o = SharedMut(out.as_mut_ptr());
-        probs.par_chunks_mut((n * n).max(1)).enumerate().for_each(|(bh, p)| {
-            if n == 0 {
-                return;
-            }
-            let (b, h) = (bh / heads, bh % heads);
-            let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
-            // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; p is N x N.
-            unsafe {
-                let (q, k) = (x.as_ptr().add(qo), x.as_ptr().add(qo + dd));
-                gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (p.as_mut_ptr(), n, 1));
-            }
-            softmax_rows_in_place(p, n);
-            let dropped: Vec<T>;
-            let pd: &[T] = match &mask {
-                Some(m) => {
-                    dropped = p.iter().zip(&m[bh * n * n..(bh + 1) * n * n]).map(|(&a, &s)| a * s).collect();
-                    &dropped
+        let pr = probs.as_mut().map(|v| SharedMut(v.as_mut_ptr()));
+        if n > 0 {
+            (0..d.b * heads).into_par_iter().for_each(|bh| {
+                let (b, h) = (bh / heads, bh % heads);
+                let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
+                let mut p = vec![T::ZERO; n * n];
+                head_probs(x, &d, bh, scale, &mut p);
+                if let Some(pr) = pr {
+                    // SAFETY: head bh owns elements bh*N*N..(bh+1)*N*N of the probabilities.
+                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.get().add(bh * n * n), n * n) };
                 }
-                None => p,
-            };
-            // SAFETY: v is N x Dh with row stride 3D; tasks write disjoint column blocks of out.
-            unsafe {
-                let v = x.as_ptr().add(qo + 2 * dd);
-                gemm(n, n, dh, T::ONE, (pd.as_ptr(), n, 1), (v, 3 * dd, 1), (o.get().add(oo), dd, 1));
-            }
-        });
-        let probs = Tensor::from_vec(probs, &[d.b, heads, n, n]);
+                if let Some((pdrop, seed)) = drop {
+                    let mut m = vec![T::ZERO; n * n];
+                    head_mask(seed, bh, pdrop, &mut m);
+                    for (a, s) in p.iter_mut().zip(m) {
+                        *a *= s;
+                    }
+                }
+                // SAFETY: v is N x Dh with row stride 3D; tasks write disjoint column blocks of out.
+                unsafe {
+                    let v = x.as_ptr().add(qo + 2 * dd);
+                    gemm(n, n, dh, T::ONE, (p.as_ptr(), n, 1), (v, 3 * dd, 1), (o.get().add(oo), dd, 1));
+                }
+            });
+        }
+        let probs = probs.map(|v| Tensor::from_vec(v, &[d.b, heads, n, n]));
         let y = Tensor::from_vec(out, &[d.b, n, dd]);
-        let op = Attention { dims: d, scale, probs: probs.clone(), dropout: mask };
+        let op = Attention { dims: d, scale, probs: probs.clone(), dropout: drop };
         let y = self.push(y, op, &[qkv]);
-        let p = self.input(probs);
+        let p = probs.map(|p| self.input(p));
         (y, p)
     }
 }

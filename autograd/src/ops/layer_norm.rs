@@ -37,6 +37,27 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         format!("layer_norm(eps={:e})", self.eps)
     }
 
+    fn can_recompute(&self) -> bool {
+        true
+    }
+
+    /// `y = (x - mean) * rstd * w + b` from the saved statistics: one cheap pass, so a model
+    /// may [`release`](Graph::release) the output instead of keeping it until backward.
+    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+        let (x, w, b) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (_, d) = last_axis(inputs[0].shape(), "layer_norm recompute");
+        let mut y = crate::pool::take(x.len());
+        if d > 0 {
+            y.par_chunks_mut(d).with_min_len(rows_per_task(d)).enumerate().for_each(|(r, y)| {
+                let (m, s) = (self.mean[r], self.rstd[r]);
+                for (j, (y, &x)) in y.iter_mut().zip(&x[r * d..(r + 1) * d]).enumerate() {
+                    *y = (x - m) * s * w[j] + b[j];
+                }
+            });
+        }
+        Some(Tensor::from_vec(y, inputs[0].shape()))
+    }
+
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
         let (rows, d) = last_axis(c.inputs[0].shape(), "layer_norm backward");

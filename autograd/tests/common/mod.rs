@@ -8,7 +8,13 @@ use proptest::prelude::*;
 /// Cases per property: at least 64 everywhere (CI included); `PROPTEST_CASES` raises it.
 pub fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
-    ProptestConfig::with_cases(cases.max(64))
+    // A fixed seed (overridable with PROPTEST_RNG_SEED) makes every run, CI's included, draw the
+    // same cases, so a failure reproduces; raise PROPTEST_CASES to explore further.
+    let seed = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
+    ProptestConfig {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        ..ProptestConfig::with_cases(cases.max(64))
+    }
 }
 
 /// A dimension size: biased towards the edge sizes 1, 2 and small primes.
