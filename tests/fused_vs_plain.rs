@@ -1,6 +1,7 @@
 //! The model as built (fused ops: Linear with bias epilogue, attention from qkv to heads, Linear
-//! + residual) against the same math composed op by op from plain ops, on the same parameters:
-//! a training step must give the same loss and the same gradient for every parameter, in f32.
+//! with residual) against the same math composed op by op from plain ops, on the same
+//! parameters: a training step must give the same loss and the same gradient for every
+//! parameter, in f32.
 
 use autograd::ops::gelu::GeluKind;
 use autograd::{Graph, Rng, Tensor, Var};

@@ -208,8 +208,8 @@ fn attention_reference(
                     .collect();
                 let mx = s.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();
-                for j in 0..n {
-                    attn.set(&[bi, h, i, j], (s[j] - mx).exp() / z);
+                for (j, sj) in s.iter().enumerate() {
+                    attn.set(&[bi, h, i, j], (sj - mx).exp() / z);
                 }
                 for e in 0..dh {
                     let v: f64 = (0..n).map(|j| attn.at(&[bi, h, i, j]) * qkv.at(&[bi, j, 2 * d + h * dh + e])).sum();

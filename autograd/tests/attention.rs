@@ -24,8 +24,8 @@ fn reference(qkv: &Tensor<f64>, heads: usize) -> (Tensor<f64>, Tensor<f64>) {
                     .collect();
                 let m = s.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
-                for j in 0..n {
-                    probs.set(&[bi, h, i, j], (s[j] - m).exp() / z);
+                for (j, sj) in s.iter().enumerate() {
+                    probs.set(&[bi, h, i, j], (sj - m).exp() / z);
                 }
                 for e in 0..dh {
                     let v: f64 = (0..n).map(|j| probs.at(&[bi, h, i, j]) * qkv.at(&[bi, j, 2 * d + h * dh + e])).sum();

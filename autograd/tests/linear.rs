@@ -47,7 +47,9 @@ proptest! {
 }
 
 /// (x, w, b, residual, per-sample scale) with x: [B, T, K].
-fn residual_case() -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>, Tensor<f64>, Tensor<f64>, Vec<f64>)> {
+type ResidualCase = (Tensor<f64>, Tensor<f64>, Tensor<f64>, Tensor<f64>, Vec<f64>);
+
+fn residual_case() -> impl Strategy<Value = ResidualCase> {
     (dim(3), dim(4), dim(6), dim(6)).prop_flat_map(|(b, t, k, n)| {
         let scale = prop::collection::vec(prop_oneof![Just(0.0), Just(1.25), 0.1f64..2.0], b);
         (tensor(vec![b, t, k]), tensor(vec![n, k]), tensor(vec![n]), tensor(vec![b, t, n]), scale)

@@ -48,7 +48,7 @@ impl Attention {
         init: Init,
         rng: &mut Rng,
     ) -> Self {
-        assert!(dim % heads == 0, "Attention: dim {dim} is not divisible by heads {heads}");
+        assert!(dim.is_multiple_of(heads), "Attention: dim {dim} is not divisible by heads {heads}");
         let qkv = Linear::new(store, &format!("{name}.qkv"), dim, 3 * dim, qkv_bias, init, rng);
         let proj = Linear::new(store, &format!("{name}.proj"), dim, dim, true, init, rng);
         Attention { qkv, proj, heads, head_dim: dim / heads, attn_dropout, proj_dropout }

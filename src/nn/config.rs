@@ -164,13 +164,13 @@ impl ViTConfig {
                 return Err(Error::Config(format!("{name} must be positive, got 0")));
             }
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::Config(format!(
                 "image size {} is not divisible by patch size {}",
                 self.image_size, self.patch_size
             )));
         }
-        if self.dim % self.heads != 0 {
+        if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::Config(format!("dim {} is not divisible by heads {}", self.dim, self.heads)));
         }
         if self.representation_size == Some(0) {

@@ -6,6 +6,7 @@
 
 pub mod gemm;
 pub mod isa;
+pub mod rows;
 pub(crate) mod simd;
 
 pub use isa::Isa;

@@ -250,7 +250,7 @@ impl<T: Float> Graph<T> {
     fn attention_ex(&mut self, qkv: Var, heads: usize, dropout: f64, rng: &mut Rng, keep: bool) -> (Var, Option<Var>) {
         let shape = self.shape(qkv).to_vec();
         assert!(
-            shape.len() == 3 && heads > 0 && shape[2] % (3 * heads) == 0,
+            shape.len() == 3 && heads > 0 && shape[2].is_multiple_of(3 * heads),
             "attention: qkv must be [B, N, 3*heads*Dh] with heads = {heads}, got {shape:?}"
         );
         assert!((0.0..1.0).contains(&dropout), "attention: dropout must be in [0, 1), got {dropout}");

@@ -54,7 +54,7 @@ fn gemm_abt<T: Float>(m: usize, k: usize, n: usize, a: &[T], b: &[T], beta: T, c
 /// Sums the rows of a row-major `[rows, n]` matrix: in parallel over fixed blocks of rows whose
 /// partial sums are then added in block order, so the result does not depend on the thread count.
 pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
-    let rows = if n == 0 { 0 } else { g.len() / n };
+    let rows = g.len().checked_div(n).unwrap_or(0);
     let block = rows_per_task(n).max(1);
     let partials: Vec<Vec<T>> = g
         .par_chunks(block * n.max(1))
