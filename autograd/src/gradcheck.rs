@@ -7,14 +7,17 @@
 //!     numeric_ij = < r, f(x_i + eps e_j) - f(x_i - eps e_j) > / (2 eps)
 //! ```
 //!
-//! where `r` is a fixed random tensor of `f`'s output shape. Projecting onto `r` turns any output
-//! into the scalar `s = <r, f>` whose gradient is `J^T r`, so one backward checks every column of the Jacobian
-//! against a random combination of its rows; an error in any output's gradient shows up unless
-//! it is exactly orthogonal to `r`, which a random `r` makes a probability-zero event.
+//! where `r` is a fixed random tensor of `f`'s output shape. Projecting onto `r` turns any
+//! output into the scalar `s = <r, f>` whose gradient is `J^T r`, so one backward checks every
+//! column of the Jacobian against a random combination of its rows; an error in any output's
+//! gradient shows up unless it is exactly orthogonal to `r`, which a random `r` makes a
+//! probability-zero event.
 //!
-//! In f64 with `eps = 1e-6` the truncation error is `O(eps^2) ~ 1e-12` and the rounding error
-//! `~ 1e-16 |s| / eps ~ 1e-10 |s|`, so tolerances of `1e-6` relative or `1e-8` absolute leave
-//! room only for a correct gradient.
+//! The difference of the two outputs is taken before the dot product with `r`: outputs that the
+//! perturbed element does not touch cancel exactly, so only the touched ones contribute
+//! rounding noise. In f64 with `eps = 1e-6` the truncation error is `O(eps^2) ~ 1e-12` and the
+//! rounding error about `1e-16 |y| / eps ~ 1e-10 |y|` over the touched outputs `y`, so
+//! tolerances of `1e-6` relative or `1e-8` absolute leave room only for a correct gradient.
 
 use std::fmt;
 
