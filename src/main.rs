@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a ViT (default: ViT-Tiny, patch 4, 32x32 CIFAR-10, downloaded on first use).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint: top-1/top-5 accuracy, per-class accuracy, confusion matrix.
     Eval(EvalArgs),
     /// Classify PNG images with a checkpoint.

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::nn::{ParamStore, VisionTransformer};
 use crate::optim::{AdamW, LrSchedule, Optimizer, Sgd};
 
-const STEP_STREAM: u64 = 0x0073_7465_70; // "step"
+const STEP_STREAM: u64 = 0x7374_6570; // "step"
 const META_EPOCH: &str = "vit.epoch";
 const META_BATCH: &str = "vit.batch";
 const META_STEP: &str = "vit.global_step";
