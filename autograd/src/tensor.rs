@@ -246,10 +246,15 @@ impl<T: Float> Tensor<T> {
 
     /// `self += other` elementwise (shapes must match): how gradients accumulate.
     pub fn add_assign(&mut self, other: &Tensor<T>) {
+        use rayon::prelude::*;
         assert_eq!(self.shape, other.shape, "Tensor::add_assign: shapes differ");
-        for (a, &b) in self.data_mut().iter_mut().zip(other.data()) {
-            *a += b;
-        }
+        // Large sums (a residual stream's two gradients) in parallel chunks.
+        const CHUNK: usize = 1 << 15;
+        self.data_mut().par_chunks_mut(CHUNK).zip(other.data().par_chunks(CHUNK)).for_each(|(a, b)| {
+            for (a, &b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        });
     }
 
     /// Largest absolute elementwise difference (shapes must match).

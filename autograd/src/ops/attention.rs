@@ -164,7 +164,8 @@ impl<T: Float> Op<T> for Attention<T> {
         let (n, dh, dd) = (d.n, d.dh, d.d());
         let qkv = c.inputs[0].data();
         let go = c.grad.data();
-        let mut dqkv = crate::pool::zeros::<T>(qkv.len());
+        // Every (b, h) block of dq, dk and dv is written by a GEMM (beta = 0) when N > 0.
+        let mut dqkv = if n > 0 { crate::pool::take::<T>(qkv.len()) } else { crate::pool::zeros::<T>(qkv.len()) };
         let out = SharedMut(dqkv.as_mut_ptr());
         if n > 0 {
             (0..d.b * d.heads).into_par_iter().for_each(|bh| {
@@ -260,7 +261,8 @@ impl<T: Float> Graph<T> {
         let drop = (dropout > 0.0 && self.is_training()).then(|| (dropout, rng.next_u64()));
         let x = self.value(qkv).data();
         let mut probs = keep.then(|| crate::pool::take::<T>(d.b * heads * n * n));
-        let mut out = crate::pool::zeros::<T>(d.b * n * dd);
+        // Every head's output block is written by its value product (beta = 0) when N > 0.
+        let mut out = if n > 0 { crate::pool::take::<T>(d.b * n * dd) } else { crate::pool::zeros::<T>(d.b * n * dd) };
         let o = SharedMut(out.as_mut_ptr());
         let pr = probs.as_mut().map(|v| SharedMut(v.as_mut_ptr()));
         if n > 0 {

@@ -89,8 +89,10 @@ fn linear_grads<T: Float>(
     needs: [bool; 3],
 ) -> (Option<Tensor<T>>, Option<Tensor<T>>, Option<Tensor<T>>) {
     let some = rows > 0 && k > 0 && n > 0;
+    // With a non-empty product every element is written by the GEMM (beta = 0): no zero fill.
+    let buffer = |len: usize| if some { crate::pool::take(len) } else { crate::pool::zeros(len) };
     let dx = needs[0].then(|| {
-        let mut dx = crate::pool::zeros(rows * k);
+        let mut dx = buffer(rows * k);
         if some {
             // (rows x n) @ (n x k), both row-major.
             // SAFETY: g is rows*n, W is n*k, dx is rows*k elements.
@@ -116,7 +118,7 @@ fn linear_grads<T: Float>(
         Tensor::from_vec(dx, x.shape())
     });
     let dw = needs[1].then(|| {
-        let mut dw = crate::pool::zeros(n * k);
+        let mut dw = buffer(n * k);
         if some {
             // g^T (n x rows, read through strides) @ x (rows x k).
             // SAFETY: g is rows*n, x is rows*k, dw is n*k elements.
