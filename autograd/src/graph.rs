@@ -195,13 +195,17 @@ impl<T: Float> Graph<T> {
     /// step keeps from forward to backward shrinks by one tensor, at the cost of recomputing it.
     ///
     /// Only values whose op can recompute them ([`Op::can_recompute`]: layer norm, for example)
-    /// and values that backward never needs (constants, everything on an inference tape) are
-    /// dropped; for any other value this is a no-op, so it is always safe to call.
+    /// and, on a tape that records nothing (inference), every value are dropped; for any other
+    /// value this is a no-op, so a model may call it on everything it is done with: in training
+    /// it keeps what backward needs, in inference it keeps only what forward still reads.
     pub fn release(&mut self, v: Var) {
+        let recording = self.grad_enabled;
         let node = &mut self.nodes[v.index()];
         let droppable = match &node.op {
             Some(op) => op.can_recompute(),
-            None => !node.requires_grad,
+            // A leaf or constant: only when nothing is being recorded, since a recorded op's
+            // backward may read it.
+            None => !recording,
         };
         if droppable {
             node.value = None;

@@ -71,6 +71,7 @@ impl Block {
         keep_attention: bool,
     ) -> BlockOutput {
         let (heads, dropout) = (self.attn.heads, self.attn.attn_dropout);
+        let z_in = z;
         let h = self.norm1.forward(g, p, z);
         let qkv = self.attn.qkv.forward(g, p, h);
         // Layer norm is cheap to recompute from z and its saved statistics: backward does that
@@ -88,7 +89,13 @@ impl Block {
         let a = self.mlp.hidden(g, p, h, rng);
         g.release(h);
         let mask = drop_path_mask(g, g.shape(z)[0], self.drop_path, rng);
+        let z_mid = z;
         let z = residual_branch_end(g, p, &self.mlp.fc2, a, self.mlp.dropout, z, mask, rng);
+        // Done with these in forward. Training keeps them (backward reads them; this is then a
+        // no-op); inference frees them now, so it holds about one block's tensors at a time.
+        for v in [z_in, qkv, y, z_mid, a] {
+            g.release(v);
+        }
         BlockOutput { z, attn }
     }
 }

@@ -127,8 +127,15 @@ impl VisionTransformer {
             }
             None => x,
         };
-        let z = g.add(z, p.get(self.pos_embed));
-        let mut z = g.dropout(z, c.dropout, rng);
+        let z_pos = g.add(z, p.get(self.pos_embed));
+        let mut z = g.dropout(z_pos, c.dropout, rng);
+        // Forward is done with these (a no-op in training where backward reads them; see
+        // `Graph::release`). The blocks release their own intermediates the same way.
+        for v in [x, z_pos] {
+            if v != z {
+                g.release(v);
+            }
+        }
         let mut attn = Vec::new();
         for block in &self.blocks {
             let out = block.forward_ex(g, p, z, rng, keep_attention);
