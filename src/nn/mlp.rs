@@ -46,8 +46,9 @@ impl Mlp {
     /// The hidden activations `dropout(GELU(fc1(x)))`: everything before `fc2`, which a block
     /// fuses with its residual sum.
     pub fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
-        // fc1 and GELU are one op that recomputes its pre-activation in backward instead of
-        // keeping it: with a hidden width of 4D that is the largest tensor a block would keep.
+        // fc1 and GELU are one op that keeps the pre-activation for its backward and recomputes
+        // the activation (cheaply) if it was released: with a hidden width of 4D these are the
+        // largest tensors a block has, and only one of them is kept.
         let b1 = self.fc1.bias.expect("mlp layers have biases");
         let h = g.linear_gelu(x, p.get(self.fc1.weight), p.get(b1), self.gelu);
         g.dropout(h, self.dropout, rng)

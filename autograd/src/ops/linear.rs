@@ -199,35 +199,44 @@ impl<T: Float> Op<T> for Linear<T> {
     }
 }
 
-/// `y = gelu(x W^T + b)`, saving nothing but its inputs: backward recomputes the
-/// pre-activation `h = x W^T + b` (one more product) rather than keeping an `[..., N]` tensor
-/// alive from forward to backward:
+/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps the pre-activation `h` and lets the
+/// model [`release`](Graph::release) its output `a`:
 ///
 /// ```text
-///     h = x W^T + b,   dh = g * gelu'(h),   then dx, dW, db as for a Linear with gradient dh
+///     dh = g * gelu'(h),   then dx, dW, db as for a Linear with gradient dh
+///     a  = gelu(h)         recomputed (elementwise, cheap) if a consumer's backward needs it
 /// ```
 ///
-/// In a ViT's MLP, `N = 4D`: this halves what the MLP keeps for backward.
-struct LinearGelu {
+/// Backward needs `h` for `gelu'` and the next layer needs `a` for its weight gradient; keeping
+/// only `h` and recomputing `a` means a ViT MLP keeps one `[..., 4D]` tensor instead of two.
+struct LinearGelu<T: Float> {
     rows: usize,
     k: usize,
     n: usize,
     kind: GeluKind,
+    h: Tensor<T>,
 }
 
-impl<T: Float> Op<T> for LinearGelu {
+impl<T: Float> Op<T> for LinearGelu<T> {
     fn name(&self) -> String {
         format!("linear_gelu({}x{} -> {}, {:?})", self.rows, self.k, self.n, self.kind)
     }
 
+    fn can_recompute(&self) -> bool {
+        true
+    }
+
+    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+        let mut a = crate::pool::take(self.h.numel());
+        gelu_forward(self.kind, self.h.data(), &mut a);
+        Some(Tensor::from_vec(a, self.h.shape()))
+    }
+
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (x, w, b) = (c.inputs[0], c.inputs[1], c.inputs[2]);
+        let (x, w) = (c.inputs[0], c.inputs[1]);
         let (rows, k, n) = (self.rows, self.k, self.n);
-        let mut h = crate::pool::take(rows * n);
-        affine(rows, k, n, x.data(), w.data(), Some(b.data()), &mut h);
         let mut dh = crate::pool::take(rows * n);
-        gelu_backward(self.kind, &h, c.grad.data(), &mut dh);
-        crate::pool::give(h);
+        gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
         let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
         crate::pool::give(dh);
         vec![dx, dw, db]
@@ -265,8 +274,9 @@ impl<T: Float> Graph<T> {
         self.linear_ex(x, w, b, Some(residual), scale)
     }
 
-    /// `gelu(x W^T + b)` in one op that keeps no pre-activation for backward (it is recomputed);
-    /// see [`LinearGelu`]. A ViT MLP's first layer.
+    /// `gelu(x W^T + b)` in one op that keeps the pre-activation for backward and can recompute
+    /// its output from it (so a model may release the output); see [`LinearGelu`]. A ViT MLP's
+    /// first layer.
     pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
@@ -280,10 +290,10 @@ impl<T: Float> Graph<T> {
         affine(rows, k, n, self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
         let mut y = crate::pool::take(rows * n);
         gelu_forward(kind, &h, &mut y);
-        crate::pool::give(h);
         let mut shape = xs;
         *shape.last_mut().unwrap() = n;
-        self.push(Tensor::from_vec(y, &shape), LinearGelu { rows, k, n, kind }, &[x, w, b])
+        let h = Tensor::from_vec(h, &shape);
+        self.push(Tensor::from_vec(y, &shape), LinearGelu { rows, k, n, kind, h }, &[x, w, b])
     }
 
     fn linear_ex(&mut self, x: Var, w: Var, b: Option<Var>, residual: Option<Var>, scale: Option<Vec<T>>) -> Var {
