@@ -2,9 +2,15 @@
 //! a percentage of a measured FMA peak, on 1 and 2 threads.
 //!
 //! ```sh
-//! cargo bench --bench gemm                    # full table (a minute or two)
+//! cargo bench --bench gemm                    # full table (about a minute)
 //! BENCH_QUICK=1 cargo bench --bench gemm      # smoke run: a few shapes, few repetitions
+//! BENCH_SHAPES="1024x1024x1024:NN,8320x192x576:NT,384*65x64x65:NT" cargo bench --bench gemm
 //! ```
+//!
+//! Other knobs: `BENCH_STAT=min` reports the fastest run instead of the median (less sensitive
+//! to other load on the machine); `BENCH_PER_PRODUCT=1` runs our batched products as one
+//! `sgemm` per product from a rayon loop; `BENCH_PROFILE=1` runs only our kernel, one thread,
+//! two seconds per shape, for `perf record`.
 //!
 //! Shapes: squares 256..2048, and the ViT-Tiny training products at batch 128 (M = 128 * 65 =
 //! 8320 token rows) exactly as `autograd::ops::matmul` issues them: forward `x W^T` (B is a
@@ -90,8 +96,11 @@ fn shapes(quick: bool) -> Vec<Shape> {
     }
     let m = 8320;
     // (layer, in, out) of ViT-Tiny (D = 192, MLP 768, qkv 3D).
-    let layers: &[(&str, usize, usize)] =
-        if quick { &[("qkv", 192, 576)] } else { &[("qkv", 192, 576), ("proj", 192, 192), ("fc1", 192, 768), ("fc2", 768, 192)] };
+    let layers: &[(&str, usize, usize)] = if quick {
+        &[("qkv", 192, 576)]
+    } else {
+        &[("qkv", 192, 576), ("proj", 192, 192), ("fc1", 192, 768), ("fc2", 768, 192)]
+    };
     for &(l, din, dout) in layers {
         v.push(Shape::new(&format!("{l} fwd x W^T"), m, din, dout, N, T));
     }
@@ -124,18 +133,71 @@ struct Operands {
 
 fn operands(s: &Shape) -> Operands {
     let fill = |len: usize, seed: u32| -> Vec<f32> {
-        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / (1 << 23) as f32 - 0.5).collect()
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / (1 << 23) as f32 - 0.5)
+            .collect()
     };
     let (sa, sb, sc) = (s.m * s.k, s.k * s.n, s.m * s.n);
     let (rsa, csa) = if s.ta == Op::T { (1, s.m as isize) } else { (s.k as isize, 1) };
     let (rsb, csb) = if s.tb == Op::T { (1, s.k as isize) } else { (s.n as isize, 1) };
-    Operands { a: fill(s.batch * sa, 1), b: fill(s.batch * sb, 2), c: vec![0.0; s.batch * sc], rsa, csa, rsb, csb, sa, sb, sc }
+    Operands {
+        a: fill(s.batch * sa, 1),
+        b: fill(s.batch * sb, 2),
+        c: vec![0.0; s.batch * sc],
+        rsa,
+        csa,
+        rsb,
+        csb,
+        sa,
+        sb,
+        sc,
+    }
 }
 
 fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
+    if s.batch > 1 && std::env::var("BENCH_PER_PRODUCT").is_ok() {
+        // One `sgemm` per product from a rayon loop, as `ops::matmul` calls it.
+        let (a, b) = (&o.a, &o.b);
+        o.c.par_chunks_mut(o.sc).enumerate().for_each(|(p, c)| unsafe {
+            sgemm_with(
+                isa,
+                s.m,
+                s.k,
+                s.n,
+                1.0,
+                a[p * o.sa..].as_ptr(),
+                o.rsa,
+                o.csa,
+                b[p * o.sb..].as_ptr(),
+                o.rsb,
+                o.csb,
+                0.0,
+                c.as_mut_ptr(),
+                s.n as isize,
+                1,
+            );
+        });
+        return;
+    }
     unsafe {
         if s.batch == 1 {
-            sgemm_with(isa, s.m, s.k, s.n, 1.0, o.a.as_ptr(), o.rsa, o.csa, o.b.as_ptr(), o.rsb, o.csb, 0.0, o.c.as_mut_ptr(), s.n as isize, 1);
+            sgemm_with(
+                isa,
+                s.m,
+                s.k,
+                s.n,
+                1.0,
+                o.a.as_ptr(),
+                o.rsa,
+                o.csa,
+                o.b.as_ptr(),
+                o.rsb,
+                o.csb,
+                0.0,
+                o.c.as_mut_ptr(),
+                s.n as isize,
+                1,
+            );
         } else {
             sgemm_batched_with(
                 isa,
@@ -164,7 +226,22 @@ fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
 
 fn run_mm(s: &Shape, o: &mut Operands) {
     let one = |a: &[f32], b: &[f32], c: &mut [f32]| unsafe {
-        matrixmultiply::sgemm(s.m, s.k, s.n, 1.0, a.as_ptr(), o.rsa, o.csa, b.as_ptr(), o.rsb, o.csb, 0.0, c.as_mut_ptr(), s.n as isize, 1);
+        matrixmultiply::sgemm(
+            s.m,
+            s.k,
+            s.n,
+            1.0,
+            a.as_ptr(),
+            o.rsa,
+            o.csa,
+            b.as_ptr(),
+            o.rsb,
+            o.csb,
+            0.0,
+            c.as_mut_ptr(),
+            s.n as isize,
+            1,
+        );
     };
     if s.batch == 1 {
         one(&o.a, &o.b, &mut o.c);
@@ -254,7 +331,13 @@ fn fma_peak(isa: Isa, threads: usize) -> f64 {
                 || {
                     (0..threads).into_par_iter().for_each(|t| {
                         let x = black_box(t as f32 * 1e-3);
-                        let r = unsafe { if isa == Isa::Avx512 { peak::avx512(iters, x) } else { peak::avx2(iters, x) } };
+                        let r = unsafe {
+                            if isa == Isa::Avx512 {
+                                peak::avx512(iters, x)
+                            } else {
+                                peak::avx2(iters, x)
+                            }
+                        };
                         black_box(r);
                     })
                 },
@@ -335,7 +418,10 @@ fn main() {
     let peak_of = |isa: Isa, t: usize| if isa == Isa::Avx512 { peak512[t - 1] } else { peak2[t - 1] };
     println!("# GEMM benchmark (f32, GFLOP/s, median of timed runs)");
     println!();
-    println!("machine: {} cores visible, ISA detected: {best}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "machine: {} cores visible, ISA detected: {best}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     println!(
         "measured FMA peak: AVX-512 {:.0} (1 thread) / {:.0} (2 threads); AVX2 {:.0} / {:.0}",
         peak512[0], peak512[1], peak2[0], peak2[1]
@@ -366,7 +452,8 @@ fn main() {
     println!();
     println!("| forced ISA: product | threads | ours | % of that ISA's peak |");
     println!("|---|---|---|---|");
-    let forced: Vec<Shape> = shapes(quick).into_iter().filter(|s| s.name == "square" && s.m == 1024 || s.name.starts_with("qkv")).collect();
+    let forced: Vec<Shape> =
+        shapes(quick).into_iter().filter(|s| s.name == "square" && s.m == 1024 || s.name.starts_with("qkv")).collect();
     for isa in [Isa::Avx2Fma, Isa::Portable] {
         if !isa.available() {
             continue;
@@ -375,7 +462,8 @@ fn main() {
             let mut o = operands(s);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
             let g = gflops(s, pool.install(|| time(|| run_ours(isa, s, &mut o), bud, min_runs.min(3))));
-            let pct = if isa == Isa::Portable { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak_of(isa, 1)) };
+            let pct =
+                if isa == Isa::Portable { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak_of(isa, 1)) };
             println!("| {isa}: {} | 1 | {g:.0} | {pct} |", s.label());
         }
     }

@@ -128,7 +128,18 @@ fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &st
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_case(isa: Isa, m: usize, k: usize, n: usize, la: Layout, lb: Layout, lc: Layout, alpha: f32, beta: f32, seed: u64) {
+fn run_case(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    la: Layout,
+    lb: Layout,
+    lc: Layout,
+    alpha: f32,
+    beta: f32,
+    seed: u64,
+) {
     let a = Mat::new(m, k, la, values(seed));
     let b = Mat::new(k, n, lb, values(seed + 1));
     let c0 = if beta == 0.0 { Mat::new(m, n, lc, |_, _| f32::NAN) } else { Mat::new(m, n, lc, values(seed + 2)) };
@@ -198,8 +209,30 @@ proptest! {
 fn sgemm_crosses_nc_and_kc_blocks() {
     for isa in Isa::all_available() {
         for &(m, k, n) in &[(15, 700, 1300), (29, 257, 2100), (3, 1100, 641)] {
-            run_case(isa, m, k, n, Layout::Rows { pad: 1 }, Layout::Rows { pad: 0 }, Layout::Rows { pad: 2 }, 1.0, 1.0, 7);
-            run_case(isa, m, k, n, Layout::Cols { pad: 0 }, Layout::Cols { pad: 1 }, Layout::Cols { pad: 0 }, -0.5, 0.0, 8);
+            run_case(
+                isa,
+                m,
+                k,
+                n,
+                Layout::Rows { pad: 1 },
+                Layout::Rows { pad: 0 },
+                Layout::Rows { pad: 2 },
+                1.0,
+                1.0,
+                7,
+            );
+            run_case(
+                isa,
+                m,
+                k,
+                n,
+                Layout::Cols { pad: 0 },
+                Layout::Cols { pad: 1 },
+                Layout::Cols { pad: 0 },
+                -0.5,
+                0.0,
+                8,
+            );
         }
     }
 }
@@ -235,15 +268,53 @@ fn degenerate_products_scale_c() {
     for isa in Isa::all_available() {
         for (k, alpha) in [(0usize, 1.0f32), (5, 0.0)] {
             let mut c = vec![f32::NAN; 6];
-            unsafe { sgemm_with(isa, 2, k, 3, alpha, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1) };
+            unsafe {
+                sgemm_with(
+                    isa,
+                    2,
+                    k,
+                    3,
+                    alpha,
+                    std::ptr::null(),
+                    0,
+                    0,
+                    std::ptr::null(),
+                    0,
+                    0,
+                    0.0,
+                    c.as_mut_ptr(),
+                    3,
+                    1,
+                )
+            };
             assert_eq!(c, vec![0.0; 6]);
             let mut c = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-            unsafe { sgemm_with(isa, 2, k, 3, alpha, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 2.0, c.as_mut_ptr(), 3, 1) };
+            unsafe {
+                sgemm_with(
+                    isa,
+                    2,
+                    k,
+                    3,
+                    alpha,
+                    std::ptr::null(),
+                    0,
+                    0,
+                    std::ptr::null(),
+                    0,
+                    0,
+                    2.0,
+                    c.as_mut_ptr(),
+                    3,
+                    1,
+                )
+            };
             assert_eq!(c, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
         }
         // m == 0 or n == 0: nothing is touched.
         let mut c = vec![f32::NAN; 1];
-        unsafe { sgemm_with(isa, 0, 4, 3, 1.0, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1) };
+        unsafe {
+            sgemm_with(isa, 0, 4, 3, 1.0, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1)
+        };
         assert!(c[0].is_nan());
     }
 }
@@ -264,8 +335,25 @@ fn batched_matches_naive() {
                 // B read transposed (as in Q K^T): B_p[kk, j] = b[p*k*n + j*k + kk].
                 unsafe {
                     sgemm_batched_with(
-                        isa, batch, m, k, n, 1.0, a.as_ptr(), (m * k) as isize, k as isize, 1, b.as_ptr(), stride_b, 1,
-                        k as isize, 0.0, c.as_mut_ptr(), (m * n) as isize, n as isize, 1,
+                        isa,
+                        batch,
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        (m * k) as isize,
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        stride_b,
+                        1,
+                        k as isize,
+                        0.0,
+                        c.as_mut_ptr(),
+                        (m * n) as isize,
+                        n as isize,
+                        1,
                     )
                 };
                 for p in 0..batch {
@@ -297,4 +385,86 @@ fn default_entry_point_is_the_active_isa() {
     }
     assert_eq!(c1.buf, c2.buf);
     eprintln!("ISAs tested on this machine: {:?} (active: {isa})", Isa::all_available());
+}
+
+/// The f32 matmul op (which runs its batches through `sgemm_batched`) agrees with the f64 op
+/// (one product at a time) in forward and in both gradients: batched attention-like products
+/// with either operand transposed, and a shared 2-D B.
+#[test]
+fn f32_batched_matmul_op_matches_f64() {
+    use autograd::{Graph, Tensor};
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        for &(batch, m, k, n, ta, tb, shared_b) in &[
+            (6, 13, 8, 13, false, true, false),
+            (6, 13, 13, 8, false, false, false),
+            (5, 7, 9, 11, true, false, false),
+            (5, 7, 9, 11, true, true, true),
+            (4, 17, 33, 5, false, true, true),
+        ] {
+            let a_shape = if ta { vec![batch, k, m] } else { vec![batch, m, k] };
+            let mut b_shape = if tb { vec![n, k] } else { vec![k, n] };
+            if !shared_b {
+                b_shape.insert(0, batch);
+            }
+            let size = |s: &[usize]| s.iter().product::<usize>();
+            let a: Vec<f64> = (0..size(&a_shape)).map(|i| values(11)(i, 0) as f64).collect();
+            let b: Vec<f64> = (0..size(&b_shape)).map(|i| values(12)(i, 0) as f64).collect();
+            let w: Vec<f64> = (0..batch * m * n).map(|i| values(13)(i, 0) as f64).collect();
+
+            let mut g64 = Graph::<f64>::new();
+            let (a64, b64) =
+                (g64.param(&Tensor::from_vec(a.clone(), &a_shape)), g64.param(&Tensor::from_vec(b.clone(), &b_shape)));
+            let y64 = g64.matmul_ex(a64, b64, ta, tb);
+            let w64 = g64.input(Tensor::from_vec(w.clone(), &[batch, m, n]));
+            let l64 = g64.mul(y64, w64);
+            let l64 = g64.sum_all(l64);
+            g64.backward(l64);
+
+            let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let mut g32 = Graph::<f32>::new();
+            let (a32, b32) =
+                (g32.param(&Tensor::from_vec(f(&a), &a_shape)), g32.param(&Tensor::from_vec(f(&b), &b_shape)));
+            let y32 = g32.matmul_ex(a32, b32, ta, tb);
+            let w32 = g32.input(Tensor::from_vec(f(&w), &[batch, m, n]));
+            let l32 = g32.mul(y32, w32);
+            let l32 = g32.sum_all(l32);
+            g32.backward(l32);
+
+            let what = format!("batch {batch} {m}x{k}x{n} ta {ta} tb {tb} shared_b {shared_b}");
+            let close = |name: &str, got: &[f32], want: &[f64], depth: usize| {
+                assert_eq!(got.len(), want.len(), "{what}: {name} lengths");
+                for (i, (&x, &y)) in got.iter().zip(want).enumerate() {
+                    let tol = 4.0 * (depth as f64 + 2.0) * f32::EPSILON as f64 * (1.0 + y.abs());
+                    assert!((x as f64 - y).abs() <= tol, "{what}: {name}[{i}] = {x}, want {y}");
+                }
+            };
+            close("y", g32.value(y32).data(), g64.value(y64).data(), k);
+            close("dA", g32.grad(a32).unwrap().data(), g64.grad(a64).unwrap().data(), n);
+            let db_depth = if shared_b { batch * m } else { m };
+            close("dB", g32.grad(b32).unwrap().data(), g64.grad(b64).unwrap().data(), db_depth);
+        }
+    });
+}
+
+/// The task grid follows the shape: tall products split their rows, long-K weight gradients
+/// split K (no redundant packing), wide ones their columns, small ones stay on one thread; and
+/// the threaded test above covers each kind.
+#[test]
+fn task_split_follows_the_shape() {
+    use autograd::kernels::gemm::split_for;
+    for isa in Isa::all_available() {
+        // A tall product splits M or N (whichever packs less: with AVX2's smaller B blocks,
+        // halving N saves a B block), never K.
+        let (tm, tn, tk) = split_for(isa, 8320, 192, 576, false, true, 2);
+        assert!(tk == 1 && tm * tn == 2, "{isa}: tall forward product split {:?}", (tm, tn, tk));
+        assert_eq!(split_for(isa, 576, 8320, 192, true, false, 2), (1, 1, 2), "{isa}: weight gradient");
+        assert_eq!(split_for(isa, 48, 160, 1500, false, false, 2), (1, 2, 1), "{isa}: wide product");
+        assert_eq!(split_for(isa, 65, 64, 65, false, true, 2), (1, 1, 1), "{isa}: attention product");
+        assert_eq!(split_for(isa, 1024, 1024, 1024, false, false, 1), (1, 1, 1), "{isa}: one thread");
+        // The shapes of `threaded_splits_match_naive`: rows, columns and K.
+        assert_eq!(split_for(isa, 400, 128, 200, false, true, 2).0, 2, "{isa}");
+        assert_eq!(split_for(isa, 48, 160, 1500, false, false, 2).1, 2, "{isa}");
+        assert_eq!(split_for(isa, 24, 24000, 20, true, true, 2).2, 2, "{isa}");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything numerically heavy funnels through here, so that faster kernels slot in without
 //! touching the ops. Each kernel family is written once against a small vector abstraction
-//! ([`simd`]) and compiled per instruction set ([`Isa`]), chosen at run time.
+//! (`simd.rs`) and compiled per instruction set ([`Isa`]), chosen at run time.
 
 pub mod gemm;
 pub mod isa;

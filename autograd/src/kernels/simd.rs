@@ -3,9 +3,11 @@
 //! [`Simd`] is implemented three times: [`Avx512`] (`__m512`, 16 lanes), [`Avx2`] (`__m256`, 8
 //! lanes, FMA) and [`Portable`] (`wide::f32x8`, which is SSE2 on x86-64 and NEON on aarch64).
 //! Kernels are generic `#[inline(always)]` functions over `S: Simd`; an ISA's entry point is a
-//! `#[target_feature]` function (see [`run_avx512`], [`run_avx2`]) into which the generic body
-//! and its intrinsics are inlined, so the whole loop is compiled for that ISA while the rest of
-//! the binary stays baseline x86-64.
+//! small `#[target_feature]` function that calls the generic body, into which the body, its
+//! closures (themselves `#[inline(always)]`) and the intrinsics are all inlined, so the whole
+//! loop is compiled for that ISA while the rest of the binary stays baseline x86-64. (A
+//! closure handed to a `#[target_feature]` trampoline is *not* enough: LLVM may keep it out of
+//! line, compiled without the features, and then every intrinsic becomes a call.)
 //!
 //! Every method is `unsafe`: the x86 ones require their ISA (the caller checked it with
 //! `is_x86_feature_detected!`), and the loads and stores take raw pointers.
@@ -78,31 +80,12 @@ pub(crate) trait Simd: Copy + 'static {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{run_avx2, run_avx512, Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Simd;
     use core::arch::x86_64::*;
-
-    /// Runs `f` inside an AVX-512F function, so that the generic kernel inlined into it is
-    /// compiled for AVX-512F.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
-
-    /// Runs `f` inside an AVX2+FMA function (see [`run_avx512`]).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
 
     /// AVX-512F, 16 lanes.
     #[derive(Clone, Copy)]

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::dtype::Float;
+use crate::dtype::{DType, Float};
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::tensor::Tensor;
 
@@ -148,17 +148,59 @@ impl Dims {
     }
 }
 
-/// Runs `f(p, chunk)` for every batch entry `p` over consecutive `size`-element chunks of
-/// `out`, in parallel when there are several: attention's many small products keep both cores
-/// busy this way, while each product itself stays on one thread.
-fn per_batch<T: Float>(out: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+/// For every batch entry `p`, `out_p = a_p b_p` where `(a_p, b_p) = ab(p)` and `out_p` is the
+/// `p`-th `size`-element chunk of `out`. f32 goes through the batched GEMM
+/// ([`crate::kernels::gemm::sgemm_batched`]: parallel over the batch, each product on one
+/// thread, the next product's operands prefetched while one computes), which attention's many
+/// small products need; f64 (gradient checks) runs one `gemm_into` per entry in parallel.
+fn per_batch<'a, T: Float>(
+    out: &mut [T],
+    size: usize,
+    ab: impl Fn(usize) -> (MatRef<'a, T>, MatRef<'a, T>) + Sync + Send,
+) {
     if size == 0 {
         return;
     }
-    if out.len() / size > 1 {
-        out.par_chunks_mut(size).enumerate().for_each(|(p, c)| f(p, c));
+    let batch = out.len() / size;
+    if batch > 1 && T::DTYPE == DType::F32 {
+        let ((a0, b0), (a1, b1)) = (ab(0), ab(1));
+        assert!(a0.cols == b0.rows && a0.rows * b0.cols == size, "gemm: operand shapes do not match the output");
+        // Entries are equally spaced in their buffers (or shared: stride 0).
+        let stride =
+            |x0: &[T], x1: &[T]| (x1.as_ptr() as isize - x0.as_ptr() as isize) / std::mem::size_of::<T>() as isize;
+        // SAFETY: T is f32 (checked through DTYPE), so the casts only rename the element type.
+        // Entry p's operands are ab(p), which lie inside their tensors' storage; the outputs are
+        // the disjoint chunks of `out`.
+        unsafe {
+            crate::kernels::gemm::sgemm_batched(
+                batch,
+                a0.rows,
+                a0.cols,
+                b0.cols,
+                1.0,
+                a0.data.as_ptr() as *const f32,
+                stride(a0.data, a1.data),
+                a0.rs as isize,
+                a0.cs as isize,
+                b0.data.as_ptr() as *const f32,
+                stride(b0.data, b1.data),
+                b0.rs as isize,
+                b0.cs as isize,
+                0.0,
+                out.as_mut_ptr() as *mut f32,
+                size as isize,
+                b0.cols as isize,
+                1,
+            );
+        }
+    } else if batch > 1 {
+        out.par_chunks_mut(size).enumerate().for_each(|(p, c)| {
+            let (a, b) = ab(p);
+            gemm_into(T::ONE, a, b, T::ZERO, c)
+        });
     } else {
-        out.chunks_mut(size).enumerate().for_each(|(p, c)| f(p, c));
+        let (a, b) = ab(0);
+        gemm_into(T::ONE, a, b, T::ZERO, out);
     }
 }
 
@@ -185,13 +227,13 @@ impl<T: Float> Op<T> for MatMul {
 
         let da = c.needs_grad[0].then(|| {
             let mut da = crate::pool::zeros(d.batch * d.a_size());
-            per_batch(&mut da, d.a_size(), |p, out| {
+            per_batch(&mut da, d.a_size(), |p| {
                 if d.trans_a {
                     // A is stored K x M:  dA = op(B) g^T.
-                    gemm_into(T::ONE, d.b(b, p), gm(p).t(), T::ZERO, out);
+                    (d.b(b, p), gm(p).t())
                 } else {
                     // dA = g op(B)^T  (M x K).
-                    gemm_into(T::ONE, gm(p), d.b(b, p).t(), T::ZERO, out);
+                    (gm(p), d.b(b, p).t())
                 }
             });
             Tensor::from_vec(da, c.inputs[0].shape())
@@ -223,12 +265,12 @@ impl<T: Float> Op<T> for MatMul {
                 Tensor::from_vec(db, c.inputs[1].shape())
             } else {
                 let mut db = crate::pool::zeros(d.batch * d.b_size());
-                per_batch(&mut db, d.b_size(), |p, out| {
+                per_batch(&mut db, d.b_size(), |p| {
                     if d.trans_b {
                         // B is stored N x K:  dB = g^T op(A).
-                        gemm_into(T::ONE, gm(p).t(), d.a(a, p), T::ZERO, out);
+                        (gm(p).t(), d.a(a, p))
                     } else {
-                        gemm_into(T::ONE, d.a(a, p).t(), gm(p), T::ZERO, out);
+                        (d.a(a, p).t(), gm(p))
                     }
                 });
                 Tensor::from_vec(db, c.inputs[1].shape())
@@ -247,7 +289,7 @@ fn matmul_forward<T: Float>(a: &Tensor<T>, b: &Tensor<T>, d: &Dims) -> Tensor<T>
         let a_all = MatRef::new(a.data(), d.batch * d.m, d.k);
         gemm_into(T::ONE, a_all, d.b(b.data(), 0), T::ZERO, &mut c);
     } else {
-        per_batch(&mut c, d.c_size(), |p, out| gemm_into(T::ONE, d.a(a.data(), p), d.b(b.data(), p), T::ZERO, out));
+        per_batch(&mut c, d.c_size(), |p| (d.a(a.data(), p), d.b(b.data(), p)));
     }
     Tensor::from_vec(c, &shape)
 }

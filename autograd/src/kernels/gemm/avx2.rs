@@ -1,9 +1,9 @@
 //! AVX2 + FMA: 6 x 16 tiles (two ymm per row of the tile: 12 accumulators, 2 B vectors and a
 //! broadcast in the 16 ymm registers), the classic Haswell-to-Zen shape.
 
-use super::kernel::{kernel, kernel_table, KernelFn, Tile};
-use super::GemmArch;
-use crate::kernels::simd::{run_avx2, Avx2};
+use super::kernel::{dot_kernel, dot_table, kernel, kernel_table, KernelFn, Tile};
+use super::{Buffers, Gemm, GemmArch};
+use crate::kernels::simd::Avx2;
 
 const NR: usize = 16;
 const KC: usize = 256;
@@ -12,6 +12,17 @@ const KCP: usize = KC + 16;
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool>(t: &Tile) {
     kernel::<Avx2, MR, NV, KMAJOR, NR, KCP>(t)
+}
+
+/// The BLIS loops, packing included, compiled for this ISA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+    super::block::<Arch>(g, bufs, next)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn d<const MR: usize>(t: &Tile) {
+    dot_kernel::<Avx2, MR, KCP>(t)
 }
 
 pub(crate) struct Arch;
@@ -29,7 +40,11 @@ impl GemmArch for Arch {
         kernel_table!(k, mr, nv, kmajor; 1 2 3 4 5 6)
     }
 
-    unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-        run_avx2(f)
+    fn dot_kernel(mr: usize) -> KernelFn {
+        dot_table!(d, mr; 1 2 3 4 5 6)
+    }
+
+    unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+        block(g, bufs, next)
     }
 }

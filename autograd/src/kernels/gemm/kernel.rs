@@ -47,7 +47,14 @@ pub(crate) type KernelFn = unsafe fn(&Tile);
 /// addressable elements; the CPU must support `S`'s ISA.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub(crate) unsafe fn kernel<S: Simd, const MR: usize, const NV: usize, const KMAJOR: bool, const NR: usize, const KCP: usize>(
+pub(crate) unsafe fn kernel<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const KMAJOR: bool,
+    const NR: usize,
+    const KCP: usize,
+>(
     t: &Tile,
 ) {
     // Start fetching the C tile now: it is needed only after the k loop, and a row-major C is
@@ -132,6 +139,87 @@ unsafe fn store_edge(tile: &[[f32; 32]], t: &Tile) {
         }
     }
 }
+
+/// The narrowest B edges (at most [`DOT_NR`] columns left over, like the 65th column of
+/// attention's `Q K^T`) as dot products along k instead of `MR x LANES` outer products, which
+/// would spend a whole vector per column: `C[i, j] = alpha sum_k A~[i, k] Bc[j, k] (+ beta C)`,
+/// with A in the rows layout (`A~[i, k]` at `i * KCP + k`) and the edge of B packed
+/// column-major (`Bc[j, k]` at `j * kc + k`). Two columns at a time: `2 MR` vector accumulators,
+/// each reduced once at the end.
+///
+/// # Safety
+/// As for [`kernel`], with `t.b` pointing at a column-major edge panel of `t.nr` columns.
+#[inline(always)]
+pub(crate) unsafe fn dot_kernel<S: Simd, const MR: usize, const KCP: usize>(t: &Tile) {
+    let mut j = 0;
+    while j + 2 <= t.nr {
+        dot_columns::<S, MR, KCP, true>(t, j);
+        j += 2;
+    }
+    if j < t.nr {
+        dot_columns::<S, MR, KCP, false>(t, j);
+    }
+}
+
+/// Columns `j` (and `j + 1` when `TWO`) of a [`dot_kernel`] tile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dot_columns<S: Simd, const MR: usize, const KCP: usize, const TWO: bool>(t: &Tile, j: usize) {
+    let (kc, l) = (t.kc, S::LANES);
+    let (b0, b1) = (t.b.add(j * kc), t.b.add((j + TWO as usize) * kc));
+    let mut acc0 = [S::zero(); MR];
+    let mut acc1 = [S::zero(); MR];
+    let mut k = 0;
+    while k + l <= kc {
+        let (v0, v1) = (S::load(b0.add(k)), S::load(b1.add(k)));
+        for i in 0..MR {
+            let a = S::load(t.a.add(i * KCP + k));
+            acc0[i] = S::fma(a, v0, acc0[i]);
+            if TWO {
+                acc1[i] = S::fma(a, v1, acc1[i]);
+            }
+        }
+        k += l;
+    }
+    if k < kc {
+        let r = kc - k;
+        let (v0, v1) = (S::load_partial(b0.add(k), r), S::load_partial(b1.add(k), r));
+        for i in 0..MR {
+            let a = S::load_partial(t.a.add(i * KCP + k), r);
+            acc0[i] = S::fma(a, v0, acc0[i]);
+            if TWO {
+                acc1[i] = S::fma(a, v1, acc1[i]);
+            }
+        }
+    }
+    let mut sums = [[0.0f32; 2]; MR];
+    for i in 0..MR {
+        sums[i][0] = S::hsum(acc0[i]);
+        if TWO {
+            sums[i][1] = S::hsum(acc1[i]);
+        }
+    }
+    for (i, s) in sums.iter().enumerate().take(t.mr) {
+        for (jj, &x) in s.iter().enumerate().take(1 + TWO as usize) {
+            let p = t.c.offset(i as isize * t.rsc + (j + jj) as isize * t.csc);
+            *p = if t.beta == 0.0 { t.alpha * x } else { t.alpha * x + t.beta * *p };
+        }
+    }
+}
+
+/// The widest B edge that [`dot_kernel`] takes.
+pub(crate) const DOT_NR: usize = 4;
+
+/// A `match` from `mr` to the monomorphised dot kernel `$k::<MR>`.
+macro_rules! dot_table {
+    ($k:ident, $mr:expr; $($m:literal)*) => {
+        match $mr {
+            $( $m => $k::<$m> as $crate::kernels::gemm::kernel::KernelFn, )*
+            mr => panic!("sgemm: no dot kernel for mr = {mr}"),
+        }
+    };
+}
+pub(crate) use dot_table;
 
 /// A `match` from `(mr, nv, kmajor)` to the monomorphised kernel `$k::<MR, NV, KMAJOR>`.
 macro_rules! kernel_table {

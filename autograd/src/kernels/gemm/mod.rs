@@ -6,26 +6,38 @@
 //! # Structure (after BLIS / GotoBLAS)
 //!
 //! ```text
-//!     for jc in 0..n step NC:                 B block columns   (packed B block lives in L2)
-//!       for pc in 0..k step KC:               depth
-//!         pack B[pc.., jc..] -> B~            (kc x nc, NR-wide panels)
-//!         for ir in 0..m step MR:             one row panel of C
-//!           pack A[ir.., pc..] -> A~          (MR x kc micro-panel, stays in L1)
-//!           for jr in 0..nc step NR:
-//!             microkernel: C[ir.., jc+jr..] (+)= alpha * A~ B~[jr]      (MR x NR tile in registers)
+//!     for pc in 0..k step KC:                   depth block (the first applies beta, later ones add)
+//!       [pack all of A[.., pc..] once if M is short (a weight gradient's 192..768 rows)]
+//!       for jc in 0..n step NC:                 B block, sized for L2
+//!         pack B[pc.., jc..] -> B~               (kc x nc, NR-wide panels, k-major)
+//!         for ic in 0..m step MC:               A block, sized for L2
+//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels)
+//!           for ir in 0..mc step MR:            one A micro-panel: stays in L1 ...
+//!             for jr in 0..nc step NR:          ... while the B panels stream from L2
+//!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
 //! ```
 //!
-//! `KC` is split evenly (`K = 576` runs as 3 x 192, not 256 + 256 + 64); the first depth block
-//! applies the caller's `beta`, later ones accumulate (`beta = 1`). `MR` is chosen per product
-//! from `1..=MR_MAX` to waste the fewest padded rows (65 rows run as 5 x 13, 192 as 16 x 12);
-//! edge tiles run the same kernel with masked loads and stores.
+//! * `KC` is split evenly (`K = 576` runs as 2 x 288, not 384 + 192); `MR` is chosen per product
+//!   from `1..=MR_MAX` to waste the fewest padded rows (65 rows run as 5 x 13, 192 as 16 x 12).
+//! * Packing is a copy whenever an operand is row- or column-major: the A micro-panel layout
+//!   follows A's contiguous direction (rows of `KCP` floats for a row-major A, `MR` floats per
+//!   depth for a transposed one), and a transposed B (`W^T` of a PyTorch-layout weight) goes
+//!   through in-register `LANES x LANES` transposes. Any other strides take a gather.
+//! * While one block computes, the next A and B blocks (or the next product of a batch) are
+//!   prefetched a few cache lines per tile, so packing does not wait on DRAM; each kernel call
+//!   prefetches its C tile before its k loop.
+//! * Edge tiles run the same kernel with masked loads and stores; a B edge of at most
+//!   `DOT_NR` = 4 columns (the 65th column of attention's `Q K^T`) runs as dot products
+//!   along k instead of spending a whole vector per column.
 //!
 //! # Microkernels and dispatch
 //!
-//! One generic kernel ([`kernel`]) is instantiated per ISA: AVX-512F 14 x 32 ([`avx512`]),
-//! AVX2+FMA 6 x 16 ([`avx2`]) and `wide` 6 x 16 ([`portable`], also the aarch64 NEON path). The
-//! ISA is [`Isa::active`] (detected at run time, overridable with `AUTOGRAD_ISA`) or forced per
-//! call with [`sgemm_with`].
+//! One generic kernel (`kernel.rs`) is instantiated per ISA: AVX-512F 14 x 32 (`avx512.rs`),
+//! AVX2+FMA 6 x 16 (`avx2.rs`) and `wide` 6 x 16 (`portable.rs`, which is also the aarch64 NEON
+//! path). Each ISA compiles the whole blocked loop inside one `#[target_feature]` function, so
+//! packing uses the ISA's vectors too. The ISA is [`Isa::active`] (detected at run time,
+//! overridable with `AUTOGRAD_ISA`) or forced per call with [`sgemm_with`]; the normal path pays
+//! one relaxed atomic load for it.
 //!
 //! # Threads
 //!
@@ -35,7 +47,9 @@
 //! the least redundant data: a tall product (`8320 x 192 x 576`) splits its rows and each task
 //! packs the small B; a long-K weight gradient (`576 x 8320 x 192`) splits K, each task owns a
 //! slice of both operands, and the partial C's are summed at the end. Packing buffers are
-//! per-thread and reused, so steady-state calls allocate nothing.
+//! per-thread and reused, so steady-state calls allocate nothing (a K split allocates its
+//! partial C's). [`sgemm_batched`] runs many small products (attention's `B*H` per-head
+//! products) in parallel over the batch, one product per thread at a time.
 //!
 //! `dgemm` (f64) serves gradient checks only and stays on `matrixmultiply`.
 
@@ -48,6 +62,7 @@ mod portable;
 pub mod timing;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -76,16 +91,19 @@ pub(crate) trait GemmArch {
     const A_BLOCK_BYTES: usize;
     /// The microkernel for `mr` rows, `nv` vectors, A layout.
     fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn;
-    /// Runs `f` in a function compiled for this ISA.
+    /// The dot-product kernel for the narrowest B edges, rows-layout A.
+    fn dot_kernel(mr: usize) -> KernelFn;
+    /// [`block`] compiled for this ISA: a `#[target_feature]` function into which the generic
+    /// loops, the packing and the vector intrinsics are all inlined.
     ///
     /// # Safety
-    /// The CPU must support the ISA.
-    unsafe fn run<R>(f: impl FnOnce() -> R) -> R;
+    /// The CPU must support the ISA; `g` must describe valid operands.
+    unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>);
 }
 
 /// One product's operands, as raw strided pointers.
 #[derive(Clone, Copy)]
-struct Gemm {
+pub(crate) struct Gemm {
     m: usize,
     k: usize,
     n: usize,
@@ -346,15 +364,65 @@ struct Split {
     tk: usize,
 }
 
+/// The task grid `(tm, tn, tk)` that a product of this shape and layout is cut into on
+/// `threads` threads (row-major operands unless transposed). For tests and benchmarks.
+#[doc(hidden)]
+pub fn split_for(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_t: bool,
+    b_t: bool,
+    threads: usize,
+) -> (usize, usize, usize) {
+    let (rsa, csa) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha: 1.0,
+        a: std::ptr::null(),
+        rsa,
+        csa,
+        b: std::ptr::null(),
+        rsb,
+        csb,
+        beta: 0.0,
+        c: std::ptr::null_mut(),
+        rsc: n as isize,
+        csc: 1,
+    };
+    let s = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => plan::<avx512::Arch>(&g, threads),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => plan::<avx2::Arch>(&g, threads),
+        _ => plan::<portable::Arch>(&g, threads),
+    };
+    (s.tm, s.tn, s.tk)
+}
+
 /// Picks `MR` for `m` rows: fewest wasted rows, counting that fewer than 4 rows cannot hide the
 /// FMA latency and that every row panel costs a little extra (it re-reads the B panels).
 fn choose_mr<G: GemmArch>(m: usize) -> usize {
-    (1..=G::MR_MAX)
+    // The search divides 14 times; remember the last answer (products come in runs of one
+    // shape), keyed by `m` and `MR_MAX`: `m << 16 | MR_MAX << 8 | MR`.
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let key = (m as u64) << 16 | (G::MR_MAX as u64) << 8;
+    let last = LAST.load(Ordering::Relaxed);
+    if last & !0xff == key && m < 1 << 40 {
+        return (last & 0xff) as usize;
+    }
+    let mr = (1..=G::MR_MAX)
         .min_by_key(|&mr| {
             let panels = m.div_ceil(mr);
             (panels * (mr.max(4) * 4 + 4), usize::MAX - mr)
         })
-        .unwrap_or(G::MR_MAX)
+        .unwrap_or(G::MR_MAX);
+    LAST.store(key | mr as u64, Ordering::Relaxed);
+    mr
 }
 
 /// Chooses the task grid for `threads` threads by a small cost model, in cycles: the largest
@@ -414,13 +482,15 @@ impl Scratch {
 }
 
 #[derive(Default)]
-struct Buffers {
+pub(crate) struct Buffers {
     a: Scratch,
     b: Scratch,
 }
 
 thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+    /// The partial products of a K-split call, kept by the calling thread between calls.
+    static PARTIAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's packing buffers (fresh ones if they are somehow in use already).
@@ -446,14 +516,18 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize, next: Option<&Gemm>) {
     let split = if threads > 1 { plan::<G>(g, threads) } else { Split { tm: 1, tn: 1, tk: 1 } };
     let tasks = split.tm * split.tn * split.tk;
     if tasks == 1 {
-        with_buffers(|bufs| G::run(|| block::<G>(g, bufs, next)));
+        with_buffers(|bufs| G::block(g, bufs, next));
         return;
     }
     let (m, n) = (g.m, g.n);
     let mr = choose_mr::<G>(m);
     let (mp, np) = (m.div_ceil(mr), n.div_ceil(G::NR));
     // Partial products of K slices 1.. go to their own row-major m x n buffers.
-    let mut partial = vec![0.0f32; (split.tk - 1) * m * n];
+    // (Reused from call to call: fresh zeroed pages would cost a page fault per 4 KiB.)
+    let mut partial = PARTIAL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if partial.len() < (split.tk - 1) * m * n {
+        partial = vec![0.0f32; (split.tk - 1) * m * n];
+    }
     let partial_ptr = SendPtr(partial.as_mut_ptr());
     let range = |parts: usize, units: usize, unit: usize, total: usize, i: usize| {
         ((units * i / parts * unit).min(total), (units * (i + 1) / parts * unit).min(total))
@@ -484,7 +558,7 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize, next: Option<&Gemm>) {
             beta,
             ..*g
         };
-        with_buffers(|bufs| G::run(|| block::<G>(&sub, bufs, None)));
+        with_buffers(|bufs| G::block(&sub, bufs, None));
     });
     if split.tk > 1 {
         let c = SendPtr(g.c);
@@ -506,6 +580,7 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize, next: Option<&Gemm>) {
             add_rows(0, m);
         }
     }
+    PARTIAL.with(|p| *p.borrow_mut() = partial);
 }
 
 /// The sequential BLIS loops over one (sub-)product.
@@ -513,13 +588,16 @@ unsafe fn gemm<G: GemmArch>(g: &Gemm, threads: usize, next: Option<&Gemm>) {
 /// `next` is the product that will run after this one on this thread (the next entry of a
 /// batch), whose first blocks are prefetched during the last ones of this product.
 #[inline(always)]
-unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
     let (m, n, k) = (g.m, g.n, g.k);
     let nr = G::NR;
     let lanes = <G::S as Simd>::LANES;
     let mr = choose_mr::<G>(m);
     let kmajor = g.csa != 1;
     let kernels = [G::kernel(mr, 1, kmajor), G::kernel(mr, 2, kmajor)];
+    // A B edge of at most DOT_NR columns runs as dot products (rows-layout A only).
+    let dot = (!kmajor).then(|| G::dot_kernel(mr));
+    let dot_edge = if dot.is_some() { kernel::DOT_NR } else { 0 };
     debug_assert_eq!(nr, 2 * lanes);
 
     // Depth blocks of equal size; B blocks within the L2 budget; A blocks of whole micro-panels
@@ -527,9 +605,13 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) 
     let kc_max = k.div_ceil(k.div_ceil(G::KC));
     let nc_cap = (G::B_BLOCK_BYTES / (4 * kc_max) / nr * nr).max(nr);
     let nc_max = n.div_ceil(n.div_ceil(nc_cap)).next_multiple_of(nr);
-    let panel = if kmajor { kc_max * mr } else { mr * G::KCP };
+    // A k-major panel ends in a vector's worth of padding for the packing's full-width stores.
+    let panel = if kmajor { (kc_max * mr).next_multiple_of(16) + 16 } else { mr * G::KCP };
     let mc_cap = (G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
-    let mc_max = m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr);
+    // A short A (a weight gradient's M = 192..768) is packed once per depth block and reused for
+    // every B block, with a larger budget (it then shares L2 only with the B block).
+    let a_once = m <= (2 * G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
+    let mc_max = if a_once { m.next_multiple_of(mr) } else { m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr) };
     let bbuf = bufs.b.get(kc_max * nc_max);
     let abuf = bufs.a.get(mc_max / mr * panel);
 
@@ -550,7 +632,10 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) 
     let b_src = |g: &Gemm, pc: usize, jc: usize| {
         let (kc, nc) = (kc_max.min(g.k - pc), nc_max.min(g.n - jc));
         let p = g.b.wrapping_offset(pc as isize * g.rsb + jc as isize * g.csb);
-        if g.csb == 1 {
+        if g.csb == 1 && g.rsb as usize == nc {
+            // One contiguous run: the hardware prefetcher streams it without help.
+            Prefetch::none()
+        } else if g.csb == 1 {
             Prefetch::new(p, kc, g.rsb, nc)
         } else if g.rsb == 1 {
             Prefetch::new(p, nc, g.csb, kc)
@@ -558,41 +643,52 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) 
             Prefetch::none()
         }
     };
-
-    let mut jc = 0;
-    while jc < n {
-        let nc = nc_max.min(n - jc);
-        let tiles_n = nc.div_ceil(nr);
-        let mut pc = 0;
-        while pc < k {
-            let kc = kc_max.min(k - pc);
-            pack::pack_b::<G::S>(nr, kc, nc, g.b.offset(pc as isize * g.rsb + jc as isize * g.csb), g.rsb, g.csb, bbuf);
-            let mut next_b = if pc + kc < k {
-                b_src(g, pc + kc, jc)
-            } else if jc + nc < n {
-                b_src(g, 0, jc + nc)
+    let mut pc = 0;
+    while pc < k {
+        let kc = kc_max.min(k - pc);
+        let beta = if pc == 0 { g.beta } else { 1.0 };
+        if a_once {
+            pack_a::<G>(g, kmajor, panel, mr, 0, m, pc, kc, abuf);
+        }
+        let mut jc = 0;
+        while jc < n {
+            let nc = nc_max.min(n - jc);
+            let tiles_n = nc.div_ceil(nr);
+            pack::pack_b::<G::S>(
+                nr,
+                kc,
+                nc,
+                g.b.offset(pc as isize * g.rsb + jc as isize * g.csb),
+                g.rsb,
+                g.csb,
+                bbuf,
+                dot_edge,
+            );
+            let mut next_b = if jc + nc < n {
+                b_src(g, pc, jc + nc)
+            } else if pc + kc < k {
+                b_src(g, pc + kc, 0)
             } else if let Some(ng) = next {
                 b_src(ng, 0, 0)
             } else {
                 Prefetch::none()
             };
             let b_per_tile = next_b.lines().div_ceil(m.div_ceil(mr) * tiles_n);
-            let beta = if pc == 0 { g.beta } else { 1.0 };
             let mut ic = 0;
             while ic < m {
                 let mc = mc_max.min(m - ic);
-                let a = g.a.offset(ic as isize * g.rsa + pc as isize * g.csa);
-                if kmajor {
-                    pack::pack_a_kmajor::<G::S>(panel, mc, mr, kc, a, g.rsa, g.csa, abuf);
-                } else {
-                    pack::pack_a_rows::<G::S>(G::KCP, mc, mr, kc, a, g.rsa, abuf);
+                if !a_once {
+                    pack_a::<G>(g, kmajor, panel, mr, ic, mc, pc, kc, abuf);
                 }
-                let mut next_a = if ic + mc < m {
+                let last_jc = jc + nc >= n;
+                let mut next_a = if !a_once && ic + mc < m {
                     a_src(g, ic + mc, pc)
+                } else if !a_once && !last_jc {
+                    a_src(g, 0, pc)
+                } else if !last_jc {
+                    Prefetch::none()
                 } else if pc + kc < k {
                     a_src(g, 0, pc + kc)
-                } else if jc + nc < n {
-                    a_src(g, 0, 0)
                 } else if let Some(ng) = next {
                     a_src(ng, 0, 0)
                 } else {
@@ -620,16 +716,41 @@ unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) 
                             alpha: g.alpha,
                             beta,
                         };
-                        kernels[nrc.div_ceil(lanes) - 1](&tile);
+                        match dot {
+                            Some(f) if nrc <= dot_edge => f(&tile),
+                            _ => kernels[nrc.div_ceil(lanes) - 1](&tile),
+                        }
                         jr += nr;
                     }
                     ir += mr;
                 }
                 ic += mc;
             }
-            pc += kc;
+            jc += nc;
         }
-        jc += nc;
+        pc += kc;
+    }
+}
+
+/// Packs rows `ic..ic + mc`, depths `pc..pc + kc` of A into micro-panels at `abuf`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_a<G: GemmArch>(
+    g: &Gemm,
+    kmajor: bool,
+    panel: usize,
+    mr: usize,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    abuf: *mut f32,
+) {
+    let a = g.a.offset(ic as isize * g.rsa + pc as isize * g.csa);
+    if kmajor {
+        pack::pack_a_kmajor::<G::S>(panel, mc, mr, kc, a, g.rsa, g.csa, abuf);
+    } else {
+        pack::pack_a_rows::<G::S>(G::KCP, mc, mr, kc, a, g.rsa, abuf);
     }
 }
 
@@ -673,4 +794,3 @@ impl Prefetch {
         }
     }
 }
-

@@ -42,9 +42,11 @@ pub(super) unsafe fn zero<S: Simd>(dst: *mut f32, n: usize) {
     }
 }
 
-/// Packs `B[0..kc, 0..nc]` (strides `rsb`, `csb`) into `NR`-wide panels at `dst`.
+/// Packs `B[0..kc, 0..nc]` (strides `rsb`, `csb`) into `NR`-wide panels at `dst`. A last
+/// panel of at most `dot_edge` columns is packed column-major instead (`j * kc + k`), for the
+/// dot-product edge kernel.
 #[inline(always)]
-#[allow(non_snake_case)]
+#[allow(non_snake_case, clippy::too_many_arguments)]
 pub(super) unsafe fn pack_b<S: Simd>(
     NR: usize,
     kc: usize,
@@ -53,13 +55,25 @@ pub(super) unsafe fn pack_b<S: Simd>(
     rsb: isize,
     csb: isize,
     dst: *mut f32,
+    dot_edge: usize,
 ) {
     let panels = nc.div_ceil(NR);
     for p in 0..panels {
         let j0 = p * NR;
         let w = NR.min(nc - j0);
         let d = dst.add(p * kc * NR);
-        if csb == 1 {
+        if w <= dot_edge {
+            for jj in 0..w {
+                let s = b.offset((j0 + jj) as isize * csb);
+                if rsb == 1 {
+                    copy::<S>(s, d.add(jj * kc), kc);
+                } else {
+                    for k in 0..kc {
+                        *d.add(jj * kc + k) = *s.offset(k as isize * rsb);
+                    }
+                }
+            }
+        } else if csb == 1 {
             for k in 0..kc {
                 let s = b.offset(k as isize * rsb).add(j0);
                 if w == NR {
@@ -136,7 +150,7 @@ pub(super) unsafe fn pack_a_rows<S: Simd>(
 
 /// Packs the `mc x kc` block of A (any strides) into k-major micro-panels of `mr` rows, each
 /// `panel` floats apart (`kc * mr` used, the last panel zero-padded); `mr` must be below the
-/// vector width.
+/// vector width, and `panel` at least `kc * mr + LANES`.
 /// A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -157,8 +171,10 @@ pub(super) unsafe fn pack_a_kmajor<S: Simd>(
             let src = a.offset(k as isize * csa);
             for p in 0..panels {
                 let rows = mr.min(mc - p * mr);
+                // A full-width store: the lanes past `mr` (zeros) spill into the next depth's
+                // slot, rewritten right after, or past the panel's end, into its padding.
                 let v = S::load_partial(src.add(p * mr), rows);
-                S::store_partial(dst.add(p * panel + k * mr), mr, v);
+                S::store(dst.add(p * panel + k * mr), v);
             }
         }
     } else {

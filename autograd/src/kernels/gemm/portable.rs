@@ -3,8 +3,8 @@
 //! each `f32x8` is two 128-bit registers: 24 accumulators of NEON's 32), which makes it the
 //! aarch64 kernel as well as the fallback everywhere else.
 
-use super::kernel::{kernel, kernel_table, KernelFn, Tile};
-use super::GemmArch;
+use super::kernel::{dot_kernel, dot_table, kernel, kernel_table, KernelFn, Tile};
+use super::{Buffers, Gemm, GemmArch};
 use crate::kernels::simd::Portable;
 
 const NR: usize = 16;
@@ -13,6 +13,14 @@ const KCP: usize = KC + 16;
 
 unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool>(t: &Tile) {
     kernel::<Portable, MR, NV, KMAJOR, NR, KCP>(t)
+}
+
+unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+    super::block::<Arch>(g, bufs, next)
+}
+
+unsafe fn d<const MR: usize>(t: &Tile) {
+    dot_kernel::<Portable, MR, KCP>(t)
 }
 
 pub(crate) struct Arch;
@@ -30,7 +38,11 @@ impl GemmArch for Arch {
         kernel_table!(k, mr, nv, kmajor; 1 2 3 4 5 6)
     }
 
-    unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-        f()
+    fn dot_kernel(mr: usize) -> KernelFn {
+        dot_table!(d, mr; 1 2 3 4 5 6)
+    }
+
+    unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+        block(g, bufs, next)
     }
 }

@@ -2,7 +2,7 @@
 //! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
-use super::math::{exp, gelu_tanh_gate, normal_cdf, normal_pdf};
+use super::math::{gelu_tanh_gate, normal_cdf, normal_pdf};
 use super::{AdamW, Gelu};
 use crate::kernels::simd::Simd;
 
@@ -107,19 +107,27 @@ pub(super) unsafe fn softmax_forward<S: Simd>(x: *const f32, y: *mut f32, rows: 
         let mx = S::splat(max::<S>(x, n));
         let mut acc = S::zero();
         let mut tail = 0.0f32;
-        each::<S>(n, |i, l| {
-            let e = exp::<S>(S::sub(load::<S>(x.add(i), l), mx));
-            store::<S>(y.add(i), l, e);
-            if l == S::LANES {
-                acc = S::add(acc, e);
-            } else {
-                for j in 0..l {
-                    tail += *y.add(i + j);
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let e = super::math::exp::<S>(S::sub(load::<S>(x.add(i), l), mx));
+                store::<S>(y.add(i), l, e);
+                if l == S::LANES {
+                    acc = S::add(acc, e);
+                } else {
+                    for j in 0..l {
+                        tail += *y.add(i + j);
+                    }
                 }
-            }
-        });
+            },
+        );
         let inv = S::splat(1.0 / (S::hsum(acc) + tail));
-        each::<S>(n, |i, l| store::<S>(y.add(i), l, S::mul(load::<S>(y.add(i), l), inv)));
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| store::<S>(y.add(i), l, S::mul(load::<S>(y.add(i), l), inv)),
+        );
     }
 }
 
@@ -129,10 +137,14 @@ pub(super) unsafe fn softmax_backward<S: Simd>(y: *const f32, dy: *const f32, dx
     for r in 0..rows {
         let (y, dy, dx) = (y.add(r * n), dy.add(r * n), dx.add(r * n));
         let s = S::splat(dot::<S>(y, dy, n));
-        each::<S>(n, |i, l| {
-            let yv = load::<S>(y.add(i), l);
-            store::<S>(dx.add(i), l, S::mul(yv, S::sub(load::<S>(dy.add(i), l), s)));
-        });
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let yv = load::<S>(y.add(i), l);
+                store::<S>(dx.add(i), l, S::mul(yv, S::sub(load::<S>(dy.add(i), l), s)));
+            },
+        );
     }
 }
 
@@ -158,25 +170,33 @@ pub(super) unsafe fn layer_norm_forward<S: Simd>(
         let muv = S::splat(mu);
         let mut acc = S::zero();
         let mut tail = 0.0f32;
-        each::<S>(n, |i, l| {
-            if l == S::LANES {
-                let d = S::sub(S::load(x.add(i)), muv);
-                acc = S::fma(d, d, acc);
-            } else {
-                for j in 0..l {
-                    let d = *x.add(i + j) - mu;
-                    tail += d * d;
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                if l == S::LANES {
+                    let d = S::sub(S::load(x.add(i)), muv);
+                    acc = S::fma(d, d, acc);
+                } else {
+                    for j in 0..l {
+                        let d = *x.add(i + j) - mu;
+                        tail += d * d;
+                    }
                 }
-            }
-        });
+            },
+        );
         let rs = 1.0 / ((S::hsum(acc) + tail) * inv_n + eps).sqrt();
         *mean.add(r) = mu;
         *rstd.add(r) = rs;
         let rsv = S::splat(rs);
-        each::<S>(n, |i, l| {
-            let xhat = S::mul(S::sub(load::<S>(x.add(i), l), muv), rsv);
-            store::<S>(y.add(i), l, S::fma(xhat, load::<S>(w.add(i), l), load::<S>(b.add(i), l)));
-        });
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xhat = S::mul(S::sub(load::<S>(x.add(i), l), muv), rsv);
+                store::<S>(y.add(i), l, S::fma(xhat, load::<S>(w.add(i), l), load::<S>(b.add(i), l)));
+            },
+        );
     }
 }
 
@@ -203,25 +223,33 @@ pub(super) unsafe fn layer_norm_backward<S: Simd>(
         let (mu, rs) = (S::splat(*mean.add(r)), S::splat(*rstd.add(r)));
         // Pass 1: mean(g) and mean(g xhat). Padded lanes load zeros and add nothing.
         let (mut a1, mut a2) = (S::zero(), S::zero());
-        each::<S>(n, |i, l| {
-            let xv = load::<S>(x.add(i), l);
-            let xhat = S::mul(S::sub(xv, mu), rs);
-            let g = S::mul(load::<S>(dy.add(i), l), load::<S>(w.add(i), l));
-            a1 = S::add(a1, g);
-            a2 = S::fma(g, xhat, a2);
-        });
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                let xhat = S::mul(S::sub(xv, mu), rs);
+                let g = S::mul(load::<S>(dy.add(i), l), load::<S>(w.add(i), l));
+                a1 = S::add(a1, g);
+                a2 = S::fma(g, xhat, a2);
+            },
+        );
         let c1 = S::splat(S::hsum(a1) * inv_n);
         let c2 = S::splat(S::hsum(a2) * inv_n);
         // Pass 2: dx, and the parameter gradients.
-        each::<S>(n, |i, l| {
-            let xhat = S::mul(S::sub(load::<S>(x.add(i), l), mu), rs);
-            let dyv = load::<S>(dy.add(i), l);
-            let g = S::mul(dyv, load::<S>(w.add(i), l));
-            let d = S::fnma(xhat, c2, S::sub(g, c1));
-            store::<S>(dx.add(i), l, S::mul(d, rs));
-            store::<S>(dw.add(i), l, S::fma(dyv, xhat, load::<S>(dw.add(i), l)));
-            store::<S>(db.add(i), l, S::add(dyv, load::<S>(db.add(i), l)));
-        });
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xhat = S::mul(S::sub(load::<S>(x.add(i), l), mu), rs);
+                let dyv = load::<S>(dy.add(i), l);
+                let g = S::mul(dyv, load::<S>(w.add(i), l));
+                let d = S::fnma(xhat, c2, S::sub(g, c1));
+                store::<S>(dx.add(i), l, S::mul(d, rs));
+                store::<S>(dw.add(i), l, S::fma(dyv, xhat, load::<S>(dw.add(i), l)));
+                store::<S>(db.add(i), l, S::add(dyv, load::<S>(db.add(i), l)));
+            },
+        );
     }
 }
 
@@ -229,14 +257,22 @@ pub(super) unsafe fn layer_norm_backward<S: Simd>(
 #[inline(always)]
 pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f32, n: usize) {
     match kind {
-        Gelu::Erf => each::<S>(n, |i, l| {
-            let xv = load::<S>(x.add(i), l);
-            store::<S>(y.add(i), l, S::mul(xv, normal_cdf::<S>(xv)));
-        }),
-        Gelu::Tanh => each::<S>(n, |i, l| {
-            let xv = load::<S>(x.add(i), l);
-            store::<S>(y.add(i), l, S::mul(xv, gelu_tanh_gate::<S>(xv).0));
-        }),
+        Gelu::Erf => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                store::<S>(y.add(i), l, S::mul(xv, normal_cdf::<S>(xv)));
+            },
+        ),
+        Gelu::Tanh => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                store::<S>(y.add(i), l, S::mul(xv, gelu_tanh_gate::<S>(xv).0));
+            },
+        ),
     }
 }
 
@@ -245,19 +281,37 @@ pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f3
 #[inline(always)]
 pub(super) unsafe fn gelu_backward<S: Simd>(kind: Gelu, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
     match kind {
-        Gelu::Erf => each::<S>(n, |i, l| {
-            let xv = load::<S>(x.add(i), l);
-            let d = S::fma(xv, normal_pdf::<S>(xv), normal_cdf::<S>(xv));
-            store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
-        }),
-        Gelu::Tanh => each::<S>(n, |i, l| {
-            let xv = load::<S>(x.add(i), l);
-            let (s, du) = gelu_tanh_gate::<S>(xv);
-            let ds = S::mul(S::mul(s, S::sub(S::splat(1.0), s)), S::add(du, du));
-            let d = S::fma(xv, ds, s);
-            store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
-        }),
+        Gelu::Erf => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                let d = S::fma(xv, normal_pdf::<S>(xv), normal_cdf::<S>(xv));
+                store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
+            },
+        ),
+        Gelu::Tanh => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                let (s, one_minus_s, du) = gelu_tanh_gate::<S>(xv);
+                let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
+                let d = S::fma(xv, ds, s);
+                store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
+            },
+        ),
     }
+}
+
+/// `y = e^x` on `n` elements.
+#[inline(always)]
+pub(super) unsafe fn exp<S: Simd>(x: *const f32, y: *mut f32, n: usize) {
+    each::<S>(
+        n,
+        #[inline(always)]
+        |i, l| store::<S>(y.add(i), l, super::math::exp::<S>(load::<S>(x.add(i), l))),
+    );
 }
 
 /// `x[r, :] += bias` for each row.
@@ -265,7 +319,11 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: Gelu, x: *const f32, dy: *cons
 pub(super) unsafe fn bias_add<S: Simd>(x: *mut f32, bias: *const f32, rows: usize, n: usize) {
     for r in 0..rows {
         let x = x.add(r * n);
-        each::<S>(n, |i, l| store::<S>(x.add(i), l, S::add(load::<S>(x.add(i), l), load::<S>(bias.add(i), l))));
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| store::<S>(x.add(i), l, S::add(load::<S>(x.add(i), l), load::<S>(bias.add(i), l))),
+        );
     }
 }
 
@@ -274,7 +332,11 @@ pub(super) unsafe fn bias_add<S: Simd>(x: *mut f32, bias: *const f32, rows: usiz
 pub(super) unsafe fn sum_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize, n: usize) {
     for r in 0..rows {
         let x = x.add(r * n);
-        each::<S>(n, |i, l| store::<S>(out.add(i), l, S::add(load::<S>(out.add(i), l), load::<S>(x.add(i), l))));
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| store::<S>(out.add(i), l, S::add(load::<S>(out.add(i), l), load::<S>(x.add(i), l))),
+        );
     }
 }
 
@@ -289,14 +351,18 @@ pub(super) unsafe fn adamw<S: Simd>(p: *mut f32, g: *const f32, m: *mut f32, v: 
     let step = S::splat(h.lr / h.bias_correction1);
     let inv_sqrt_bc2 = S::splat(1.0 / h.bias_correction2.sqrt());
     let eps = S::splat(h.eps);
-    each::<S>(n, |i, l| {
-        let gv = load::<S>(g.add(i), l);
-        let mv = S::fma(b1, load::<S>(m.add(i), l), S::mul(c1, gv));
-        let vv = S::fma(b2, load::<S>(v.add(i), l), S::mul(c2, S::mul(gv, gv)));
-        let denom = S::fma(S::sqrt(vv), inv_sqrt_bc2, eps);
-        let pv = S::mul(load::<S>(p.add(i), l), decay);
-        store::<S>(p.add(i), l, S::fnma(step, S::div(mv, denom), pv));
-        store::<S>(m.add(i), l, mv);
-        store::<S>(v.add(i), l, vv);
-    });
+    each::<S>(
+        n,
+        #[inline(always)]
+        |i, l| {
+            let gv = load::<S>(g.add(i), l);
+            let mv = S::fma(b1, load::<S>(m.add(i), l), S::mul(c1, gv));
+            let vv = S::fma(b2, load::<S>(v.add(i), l), S::mul(c2, S::mul(gv, gv)));
+            let denom = S::fma(S::sqrt(vv), inv_sqrt_bc2, eps);
+            let pv = S::mul(load::<S>(p.add(i), l), decay);
+            store::<S>(p.add(i), l, S::fnma(step, S::div(mv, denom), pv));
+            store::<S>(m.add(i), l, mv);
+            store::<S>(v.add(i), l, vv);
+        },
+    );
 }

@@ -1,13 +1,15 @@
 //! Vectorised `exp` and the two GELU forms, written once over [`Simd`].
 //!
-//! Accuracy (measured against f64 over dense sweeps in `tests/row_kernels.rs`, which asserts
-//! these bounds on every ISA):
+//! Accuracy, measured against f64 over dense sweeps by `tests/row_kernels.rs`
+//! (`transcendental_accuracy`, which asserts bounds a little above these on every ISA; figures
+//! from AVX-512, the other ISAs agree to within an ulp or two):
 //!
-//! | function | method | max error |
+//! | function | method | max error measured |
 //! |---|---|---|
-//! | `exp(x)`, `x` in [-87.3, 88.3] | Cody-Waite reduction `x = n ln2 + r`, degree-6 minimax polynomial (Cephes `expf`), `2^n` built in the exponent field | 2 ulp-ish: relative 3e-7 |
-//! | `Phi(x) = 0.5 erfc(-x / sqrt 2)` | Numerical Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7), with `z^2` split exactly by an FMA | relative 1e-6 on `x Phi(x)` |
-//! | `sigmoid(2u)` for the tanh form | `0.5 (1 + tanh u) = 1 / (1 + exp(-2u))` exactly, so only `exp` is approximated | relative 1e-6 on the GELU |
+//! | `exp(x)` on [-87, 88] | Cody-Waite reduction `x = n ln2 + r`, degree-6 minimax polynomial (Cephes `expf`), `2^n` built in the exponent field | 1.2e-7 relative |
+//! | GELU erf form `x Phi(x)`, `Phi(x) = 0.5 erfc(-x / sqrt 2)` | Numerical Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7) with `x^2` split exactly by an FMA | 5e-7 relative on [-10, 10] |
+//! | GELU tanh form `x sigmoid(2u)` | `0.5 (1 + tanh u) = 1 / (1 + exp(-2u))` exactly, so only `exp` is approximated | 3e-6 relative on [-6, 10] (the f32 rounding of `2u`), 1.3e-5 below -6 (values < 1e-8) |
+//! | both GELU derivatives | same pieces, `1 - s` formed as `e^(-2u) s` | 2e-7 absolute (relative above 1); the derivative crosses 0 near -0.75 by cancellation |
 //!
 //! `exp` saturates: below -87.34 it returns 0, above 88.3 it returns `exp(88.3)` (≈ 2.2e38), so
 //! `1 / (1 + exp(-2u))` goes cleanly to 0 and 1 at the tails.
@@ -45,42 +47,63 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
 }
 
 /// The standard normal CDF `Phi(x) = 0.5 erfc(-x / sqrt 2)`.
+///
+/// `erfc(z) = t exp(-z^2 + P(t))`, `t = 1 / (1 + z / 2)`, `z = |x| / sqrt 2`. In the tails the
+/// result's relative error is the absolute error of the exponent, which is dominated by `z^2`
+/// (about 50 at `x = -10`), so `z^2 = (hi + lo) / 2` is split exactly with an FMA from `x^2` and
+/// applied as `exp(-hi / 2) exp(P) (1 - lo / 2)`: both exponentials see exact or small inputs.
 #[inline(always)]
 pub(crate) unsafe fn normal_cdf<S: Simd>(x: S::V) -> S::V {
     let z = S::mul(S::abs(x), S::splat(FRAC_1_SQRT_2));
     let t = S::div(S::splat(1.0), S::fma(z, S::splat(0.5), S::splat(1.0)));
     let mut p = S::splat(0.170_872_77);
-    for c in [-0.822_152_23f32, 1.488_515_9, -1.135_203_98, 0.278_868_07, -0.186_288_06, 0.096_784_18, 0.374_091_96, 1.000_023_7]
-    {
+    for c in [
+        -0.822_152_23f32,
+        1.488_515_9,
+        -1.135_204,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_7,
+    ] {
         p = S::fma(p, t, S::splat(c));
     }
     p = S::fma(p, t, S::splat(-1.265_512_2));
-    // -z^2 = -(hi + lo) exactly.
-    let hi = S::mul(z, z);
-    let lo = S::fma(z, z, S::sub(S::zero(), hi));
-    let arg = S::sub(S::sub(p, hi), lo);
+    let (e_hi, half_lo) = exp_neg_half_square::<S>(x);
+    let a = S::mul(e_hi, exp::<S>(p));
+    let e = S::fnma(a, half_lo, a);
     // q = 0.5 erfc(|x| / sqrt 2): the tail mass; Phi is q for x < 0 and 1 - q otherwise.
-    let q = S::mul(S::mul(t, exp::<S>(arg)), S::splat(0.5));
+    let q = S::mul(S::mul(t, e), S::splat(0.5));
     S::select_neg(x, q, S::sub(S::splat(1.0), q))
 }
 
-/// The standard normal density `phi(x) = exp(-x^2 / 2) / sqrt(2 pi)`.
+/// `(exp(-hi / 2), lo / 2)` with `x^2 = hi + lo` exactly.
 #[inline(always)]
-pub(crate) unsafe fn normal_pdf<S: Simd>(x: S::V) -> S::V {
+unsafe fn exp_neg_half_square<S: Simd>(x: S::V) -> (S::V, S::V) {
     let hi = S::mul(x, x);
     let lo = S::fma(x, x, S::sub(S::zero(), hi));
-    let arg = S::mul(S::add(hi, lo), S::splat(-0.5));
-    S::mul(exp::<S>(arg), S::splat(FRAC_1_SQRT_2PI))
+    (exp::<S>(S::mul(hi, S::splat(-0.5))), S::mul(lo, S::splat(0.5)))
 }
 
-/// `sigmoid(2u)` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, and `u'(x)`.
+/// The standard normal density `phi(x) = exp(-x^2 / 2) / sqrt(2 pi)`, with `x^2` split exactly
+/// as in [`normal_cdf`]: `exp(-hi / 2) (1 - lo / 2)`.
 #[inline(always)]
-pub(crate) unsafe fn gelu_tanh_gate<S: Simd>(x: S::V) -> (S::V, S::V) {
+pub(crate) unsafe fn normal_pdf<S: Simd>(x: S::V) -> S::V {
+    let (e_hi, half_lo) = exp_neg_half_square::<S>(x);
+    S::mul(S::fnma(e_hi, half_lo, e_hi), S::splat(FRAC_1_SQRT_2PI))
+}
+
+/// `(s, 1 - s, u'(x))` with `s = sigmoid(2u) = 1 / (1 + e^(-2u))`,
+/// `u = sqrt(2/pi) (x + 0.044715 x^3)`; `1 - s = e^(-2u) s` is formed directly, not by a
+/// subtraction that would cancel as `s -> 1`.
+#[inline(always)]
+pub(crate) unsafe fn gelu_tanh_gate<S: Simd>(x: S::V) -> (S::V, S::V, S::V) {
     let x2 = S::mul(x, x);
     let inner = S::fma(S::mul(x2, S::splat(GELU_CUBIC)), x, x);
     let u = S::mul(inner, S::splat(SQRT_2_OVER_PI));
     let e = exp::<S>(S::mul(u, S::splat(-2.0)));
     let s = S::div(S::splat(1.0), S::add(S::splat(1.0), e));
     let du = S::mul(S::fma(x2, S::splat(3.0 * GELU_CUBIC), S::splat(1.0)), S::splat(SQRT_2_OVER_PI));
-    (s, du)
+    (s, S::mul(e, s), du)
 }
