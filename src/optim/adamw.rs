@@ -1,7 +1,7 @@
 //! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
+use autograd::kernels::rows;
 use autograd::Tensor;
-use rayon::prelude::*;
 
 use super::{load_buffers, Optimizer};
 use crate::nn::ParamStore;
@@ -37,43 +37,6 @@ impl AdamW {
     }
 }
 
-/// The update of one parameter tensor; all slices have the same length.
-#[allow(clippy::too_many_arguments)]
-fn adamw_update(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    lr: f32,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    decay: f32,
-    bc1: f32,
-    bc2: f32,
-) {
-    const GRAIN: usize = 1 << 14;
-    let body = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        for i in 0..p.len() {
-            let gi = g[i];
-            m[i] = b1 * m[i] + (1.0 - b1) * gi;
-            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-            let mhat = m[i] / bc1;
-            let vhat = v[i] / bc2;
-            p[i] = p[i] * (1.0 - lr * decay) - lr * mhat / (vhat.sqrt() + eps);
-        }
-    };
-    if p.len() >= 2 * GRAIN {
-        p.par_chunks_mut(GRAIN)
-            .zip(g.par_chunks(GRAIN))
-            .zip(m.par_chunks_mut(GRAIN))
-            .zip(v.par_chunks_mut(GRAIN))
-            .for_each(|(((p, g), m), v)| body(p, g, m, v));
-    } else {
-        body(p, g, m, v);
-    }
-}
-
 impl Optimizer for AdamW {
     fn step(&mut self, params: &mut ParamStore<f32>, grads: &[Tensor<f32>], lr: f64) {
         assert_eq!(grads.len(), params.len(), "AdamW: {} gradients for {} parameters", grads.len(), params.len());
@@ -82,20 +45,17 @@ impl Optimizer for AdamW {
         let bc1 = (1.0 - self.beta1.powi(t)) as f32;
         let bc2 = (1.0 - self.beta2.powi(t)) as f32;
         for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            let decay = if p.weight_decay { self.weight_decay as f32 } else { 0.0 };
-            adamw_update(
-                p.value.data_mut(),
-                g.data(),
-                m.data_mut(),
-                v.data_mut(),
-                lr as f32,
-                self.beta1 as f32,
-                self.beta2 as f32,
-                self.eps as f32,
-                decay,
-                bc1,
-                bc2,
-            );
+            let h = rows::AdamW {
+                lr: lr as f32,
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                eps: self.eps as f32,
+                weight_decay: if p.weight_decay { self.weight_decay as f32 } else { 0.0 },
+                bias_correction1: bc1,
+                bias_correction2: bc2,
+            };
+            // One SIMD pass per tensor (parallel over chunks for the large ones).
+            rows::adamw(p.value.data_mut(), g.data(), m.data_mut(), v.data_mut(), &h);
         }
     }
 

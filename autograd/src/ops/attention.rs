@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::{as_f32_mut, rows};
 use rand::RngCore;
 
 use crate::rng::Rng;
@@ -100,6 +101,11 @@ impl Dims {
 }
 
 fn softmax_rows_in_place<T: Float>(s: &mut [T], n: usize) {
+    if let Some(s32) = as_f32_mut(s) {
+        // f32: the SIMD kernel (it reads and writes separate rows, so go through a copy).
+        let x: Vec<f32> = s32.to_vec();
+        return rows::softmax_forward(&x, s32, n);
+    }
     for row in s.chunks_exact_mut(n) {
         let m = row.iter().fold(row[0], |a, &b| a.max(b));
         let mut sum = T::ZERO;

@@ -16,6 +16,7 @@
 use super::softmax::for_each_row;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::{as_f32, as_f32_mut, rows};
 use crate::tensor::Tensor;
 
 /// Which GELU formula to use. The two differ by up to about 5e-4, enough to move a pretrained
@@ -65,9 +66,20 @@ impl<T: Float> Op<T> for Gelu {
     }
 }
 
-/// `y = gelu(x)` elementwise, over chunks in parallel (shared by [`Graph::gelu`] and the fused
+/// The SIMD kernels' name for the same formula.
+fn simd_kind(kind: GeluKind) -> rows::Gelu {
+    match kind {
+        GeluKind::Erf => rows::Gelu::Erf,
+        GeluKind::Tanh => rows::Gelu::Tanh,
+    }
+}
+
+/// `y = gelu(x)` elementwise (f32: the SIMD kernel; otherwise over chunks in parallel) (shared by [`Graph::gelu`] and the fused
 /// Linear + GELU op).
 pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
+    if let (Some(x32), Some(y32)) = (as_f32(xd), as_f32_mut(y)) {
+        return rows::gelu_forward(simd_kind(kind), x32, y32);
+    }
     let half = T::from_f64(0.5);
     match kind {
         GeluKind::Erf => {
@@ -91,6 +103,9 @@ pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
 
 /// `dx = g * gelu'(x)` elementwise, over chunks in parallel. `dx` may hold anything on entry.
 pub(crate) fn gelu_backward<T: Float>(kind: GeluKind, x: &[T], g: &[T], dx: &mut [T]) {
+    if let (Some(x32), Some(g32), Some(dx32)) = (as_f32(x), as_f32(g), as_f32_mut(dx)) {
+        return rows::gelu_backward(simd_kind(kind), x32, g32, dx32);
+    }
     let half = T::from_f64(0.5);
     match kind {
         GeluKind::Erf => {

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::softmax::{last_axis, rows_per_task};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::{as_f32, as_f32_mut, rows};
 use crate::tensor::Tensor;
 
 /// `y = LN(x) * w + b` over the last axis; see the module documentation for the gradients.
@@ -61,6 +62,24 @@ impl<T: Float> Op<T> for LayerNorm<T> {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
         let (rows, d) = last_axis(c.inputs[0].shape(), "layer_norm backward");
+        if let (Some(x32), Some(w32), Some(g32), Some(m32), Some(r32)) =
+            (as_f32(x), as_f32(w), as_f32(g), as_f32(&self.mean), as_f32(&self.rstd))
+        {
+            // f32: the SIMD kernel, same formulas.
+            let (mut dx, mut dw, mut db) = (crate::pool::take::<T>(x.len()), vec![T::ZERO; d], vec![T::ZERO; d]);
+            if d > 0 {
+                let (dx32, dw32, db32) =
+                    (as_f32_mut(&mut dx).unwrap(), as_f32_mut(&mut dw).unwrap(), as_f32_mut(&mut db).unwrap());
+                rows::layer_norm_backward(x32, w32, m32, r32, g32, dx32, dw32, db32);
+            } else {
+                dx.fill(T::ZERO);
+            }
+            return vec![
+                Some(Tensor::from_vec(dx, c.inputs[0].shape())),
+                Some(Tensor::from_vec(dw, &[d])),
+                Some(Tensor::from_vec(db, &[d])),
+            ];
+        }
         // Rows go in fixed blocks, each summing its own share of dw and db; the blocks are then
         // added in block order, so the result does not depend on how many threads ran them.
         let block = rows_per_task(d);
@@ -126,7 +145,13 @@ impl<T: Float> Graph<T> {
         let mut y = crate::pool::zeros(xd.len());
         let mut mean = crate::pool::zeros(rows);
         let mut rstd = crate::pool::zeros(rows);
-        if d > 0 {
+        let fast = (as_f32(xd), as_f32(w), as_f32(b));
+        if let (Some(x32), Some(w32), Some(b32), true) = (fast.0, fast.1, fast.2, d > 0) {
+            // f32: the SIMD kernel (one pass for the mean, one for the variance, one to write y).
+            let (y32, m32, r32) =
+                (as_f32_mut(&mut y).unwrap(), as_f32_mut(&mut mean).unwrap(), as_f32_mut(&mut rstd).unwrap());
+            rows::layer_norm_forward(x32, w32, b32, eps as f32, y32, m32, r32);
+        } else if d > 0 {
             y.par_chunks_mut(d)
                 .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
                 .with_min_len(rows_per_task(d))
