@@ -46,9 +46,9 @@ impl Mlp {
     /// The hidden activations `dropout(GELU(fc1(x)))`: everything before `fc2`, which a block
     /// fuses with its residual sum.
     pub fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
-        // fc1 and GELU are one op that keeps the pre-activation for its backward and recomputes
-        // the activation (cheaply) if it was released: with a hidden width of 4D these are the
-        // largest tensors a block has, and only one of them is kept.
+        // fc1 and GELU are one op that keeps neither its pre-activation nor (once released) its
+        // output for backward, recomputing them with one more product: with a hidden width of
+        // 4D these are the largest tensors a block has.
         let b1 = self.fc1.bias.expect("mlp layers have biases");
         let h = g.linear_gelu(x, p.get(self.fc1.weight), p.get(b1), self.gelu);
         g.dropout(h, self.dropout, rng)

@@ -199,22 +199,34 @@ impl<T: Float> Op<T> for Linear<T> {
     }
 }
 
-/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps the pre-activation `h` and lets the
-/// model [`release`](Graph::release) its output `a`:
+/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps neither `h` nor (once the model
+/// [`release`](Graph::release)s it) `a` from forward to backward:
 ///
 /// ```text
-///     dh = g * gelu'(h),   then dx, dW, db as for a Linear with gradient dh
-///     a  = gelu(h)         recomputed (elementwise, cheap) if a consumer's backward needs it
+///     h = x W^T + b                recomputed: one more product, the price of the memory
+///     dh = g * gelu'(h),           then dx, dW, db as for a Linear with gradient dh
+///     a  = gelu(h)                 recomputed when the next layer's backward needs it
 /// ```
 ///
-/// Backward needs `h` for `gelu'` and the next layer needs `a` for its weight gradient; keeping
-/// only `h` and recomputing `a` means a ViT MLP keeps one `[..., 4D]` tensor instead of two.
+/// In a ViT MLP (`N = 4D`) these are the largest tensors of a block; keeping neither halves what
+/// a block holds for backward. The next layer's backward asks for `a` right before this op's
+/// backward runs, so the `h` recomputed for it is cached briefly and used again here: one extra
+/// product per step, not two.
 struct LinearGelu<T: Float> {
     rows: usize,
     k: usize,
     n: usize,
     kind: GeluKind,
-    h: Tensor<T>,
+    /// `h`, from a recent [`Op::recompute`], for [`Op::backward`] to take.
+    cached_h: std::sync::Mutex<Option<Vec<T>>>,
+}
+
+impl<T: Float> LinearGelu<T> {
+    fn pre_activation(&self, inputs: &[&Tensor<T>]) -> Vec<T> {
+        let mut h = crate::pool::take(self.rows * self.n);
+        affine(self.rows, self.k, self.n, inputs[0].data(), inputs[1].data(), Some(inputs[2].data()), &mut h);
+        h
+    }
 }
 
 impl<T: Float> Op<T> for LinearGelu<T> {
@@ -226,17 +238,24 @@ impl<T: Float> Op<T> for LinearGelu<T> {
         true
     }
 
-    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
-        let mut a = crate::pool::take(self.h.numel());
-        gelu_forward(self.kind, self.h.data(), &mut a);
-        Some(Tensor::from_vec(a, self.h.shape()))
+    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+        let h = self.pre_activation(inputs);
+        let mut a = crate::pool::take(h.len());
+        gelu_forward(self.kind, &h, &mut a);
+        *self.cached_h.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+        let mut shape = inputs[0].shape().to_vec();
+        *shape.last_mut().unwrap() = self.n;
+        Some(Tensor::from_vec(a, &shape))
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w) = (c.inputs[0], c.inputs[1]);
         let (rows, k, n) = (self.rows, self.k, self.n);
+        let cached = self.cached_h.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let h = cached.unwrap_or_else(|| self.pre_activation(c.inputs));
         let mut dh = crate::pool::take(rows * n);
-        gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
+        gelu_backward(self.kind, &h, c.grad.data(), &mut dh);
+        crate::pool::give(h);
         let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
         crate::pool::give(dh);
         vec![dx, dw, db]
@@ -274,9 +293,8 @@ impl<T: Float> Graph<T> {
         self.linear_ex(x, w, b, Some(residual), scale)
     }
 
-    /// `gelu(x W^T + b)` in one op that keeps the pre-activation for backward and can recompute
-    /// its output from it (so a model may release the output); see [`LinearGelu`]. A ViT MLP's
-    /// first layer.
+    /// `gelu(x W^T + b)` in one op that keeps no pre-activation and can recompute its output (so
+    /// a model may release it); see [`LinearGelu`]. A ViT MLP's first layer.
     pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
@@ -290,10 +308,11 @@ impl<T: Float> Graph<T> {
         affine(rows, k, n, self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
         let mut y = crate::pool::take(rows * n);
         gelu_forward(kind, &h, &mut y);
+        crate::pool::give(h);
         let mut shape = xs;
         *shape.last_mut().unwrap() = n;
-        let h = Tensor::from_vec(h, &shape);
-        self.push(Tensor::from_vec(y, &shape), LinearGelu { rows, k, n, kind, h }, &[x, w, b])
+        let op = LinearGelu { rows, k, n, kind, cached_h: std::sync::Mutex::new(None) };
+        self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
 
     fn linear_ex(&mut self, x: Var, w: Var, b: Option<Var>, residual: Option<Var>, scale: Option<Vec<T>>) -> Var {
