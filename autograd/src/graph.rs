@@ -60,6 +60,12 @@ pub trait Op<T: Float>: Send + Sync {
         false
     }
 
+    /// Whether [`Op::backward`] reads `ctx.output`. A released output is recomputed for backward
+    /// only if it does; otherwise `ctx.output` is an empty placeholder.
+    fn reads_output(&self) -> bool {
+        true
+    }
+
     /// The output again, from the inputs (and whatever the op saved). Cheap ops (layer norm,
     /// elementwise maps) implement it so their outputs need not be kept from forward to backward.
     fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
@@ -276,7 +282,11 @@ impl<T: Float> Graph<T> {
                 // Shared handles (no copies); released values are recomputed for this op only.
                 let owned: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
                 let inputs: Vec<&Tensor<T>> = owned.iter().collect();
-                let output = self.materialize(i);
+                let output = match &node.value {
+                    Some(v) => v.clone(),
+                    None if op.reads_output() => self.materialize(i),
+                    None => Tensor::zeros(&[0]),
+                };
                 let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
                 let ctx = BackwardCtx { inputs: &inputs, output: &output, grad: &grad, needs_grad: &needs_grad };
                 let input_grads = op.backward(&ctx);

@@ -38,6 +38,10 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         format!("layer_norm(eps={:e})", self.eps)
     }
 
+    fn reads_output(&self) -> bool {
+        false
+    }
+
     fn can_recompute(&self) -> bool {
         true
     }

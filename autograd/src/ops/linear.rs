@@ -234,6 +234,10 @@ impl<T: Float> Op<T> for LinearGelu<T> {
         format!("linear_gelu({}x{} -> {}, {:?})", self.rows, self.k, self.n, self.kind)
     }
 
+    fn reads_output(&self) -> bool {
+        false
+    }
+
     fn can_recompute(&self) -> bool {
         true
     }
