@@ -1,7 +1,7 @@
 //! gradcheck itself: it must pass a correct gradient, and catch and report a wrong one.
 
 mod common;
-use autograd::{gradcheck, BackwardCtx, Graph, GradcheckOptions, Op, Tensor, Var};
+use autograd::{gradcheck, BackwardCtx, GradcheckOptions, Graph, Op, Tensor, Var};
 use common::*;
 use proptest::prelude::*;
 
@@ -12,7 +12,10 @@ impl Op<f64> for BrokenSquare {
         "broken_square".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, f64>) -> Vec<Option<Tensor<f64>>> {
-        let dx = Tensor::from_vec(c.grad.data().iter().zip(c.inputs[0].data()).map(|(g, x)| g * x).collect(), c.grad.shape());
+        let dx = Tensor::from_vec(
+            c.grad.data().iter().zip(c.inputs[0].data()).map(|(g, x)| g * x).collect(),
+            c.grad.shape(),
+        );
         vec![Some(dx)]
     }
 }
@@ -25,7 +28,10 @@ impl Op<f64> for Square {
         "square".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, f64>) -> Vec<Option<Tensor<f64>>> {
-        let dx = Tensor::from_vec(c.grad.data().iter().zip(c.inputs[0].data()).map(|(g, x)| 2.0 * g * x).collect(), c.grad.shape());
+        let dx = Tensor::from_vec(
+            c.grad.data().iter().zip(c.inputs[0].data()).map(|(g, x)| 2.0 * g * x).collect(),
+            c.grad.shape(),
+        );
         vec![Some(dx)]
     }
 }
