@@ -135,6 +135,7 @@ fn resume_continues_exactly_where_it_stopped() {
     assert!(lines.lines().all(|l| l.starts_with("{\"epoch\":") && l.contains("\"test_acc\":")));
     // It learned something: the bands are easy.
     assert!(straight.best_test_acc > 0.6, "best test accuracy {}", straight.best_test_acc);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -153,6 +154,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint() {
     assert!(err.contains("is inf") || err.contains("is NaN"), "{err}");
     assert!(err.contains("intact") && err.contains("last.safetensors"), "{err}");
     assert_eq!(std::fs::read(&last).unwrap(), before, "the last good checkpoint changed");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -168,6 +170,7 @@ fn bad_training_configs_are_errors() {
     let cfg = TrainConfig { resume: true, ..config(&dir.join("nothing")) };
     let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
     assert!(err.contains("no checkpoint"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
