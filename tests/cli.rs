@@ -9,13 +9,15 @@
 //! - `vit eval` prints the accuracy report, `vit predict` classifies PNG images of any size and
 //!   colour type, and corrupt inputs give errors, never panics.
 
+mod common;
+use common::TempDir;
+
 use std::borrow::BorrowMut;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,34 +32,6 @@ use vit::data::{idx, Split};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vit-cli-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What a run of the binary produced.
 struct Run {
@@ -222,7 +196,7 @@ fn best_checkpoint_is_written_even_at_zero_accuracy() {
     cifar_data(tmp.path());
     let mut scores = Vec::new();
     for seed in 0..6 {
-        let out = tmp.join(&format!("run{seed}"));
+        let out = tmp.join(format!("run{seed}"));
         run(train_cmd(tmp.path(), &out, &["--test-subset", "1", "--seed", &seed.to_string()])).expect_ok();
         scores.push(metrics(&out)[0]["test_acc"].as_f64().unwrap());
         assert!(out.join("best.safetensors").is_file(), "seed {seed}: no best.safetensors (scores so far {scores:?})");

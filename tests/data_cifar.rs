@@ -1,44 +1,13 @@
 //! CIFAR-10/100 binary loaders on generated files in the exact format, and on corrupt ones.
 
+mod common;
+use common::{data_err, TempDir};
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use vit::data::cifar::{self, CIFAR100_RECORD, CIFAR10_RECORD, IMAGE_BYTES};
 use vit::data::{self, Dataset, DatasetKind, ImageShape, Split};
-use vit::Error;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vit-data-cifar-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn data_err(r: vit::Result<Dataset>) -> String {
-    match r {
-        Err(Error::Data(msg)) => msg,
-        Err(e) => panic!("expected Error::Data, found {e}"),
-        Ok(d) => panic!("expected an error, loaded {} images", d.len()),
-    }
-}
 
 #[test]
 fn cifar10_tree_round_trips_every_byte_and_label() {

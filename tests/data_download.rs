@@ -1,11 +1,13 @@
 //! The CIFAR-10 download against a loopback HTTP server serving a generated, format-exact archive:
 //! success unpacks a dataset the loader reads; every failure leaves the data dir as it was.
 
+mod common;
+use common::TempDir;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,30 +18,6 @@ use vit::data::cifar;
 use vit::data::download::{self, DownloadOptions, CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL};
 use vit::data::{self, DatasetKind, Split};
 use vit::Error;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vit-data-dl-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The names in a directory, sorted.
 fn entries(dir: &Path) -> Vec<String> {

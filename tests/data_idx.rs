@@ -1,45 +1,14 @@
 //! IDX loaders (MNIST, Fashion-MNIST) on generated files, raw and gzipped, on corrupt ones, and
 //! on the real Fashion-MNIST from the Debian package when it is installed.
 
+mod common;
+use common::{data_err, TempDir};
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use vit::data::idx::{self, SYSTEM_FASHION_MNIST_DIR};
-use vit::data::{self, Dataset, DatasetKind, ImageShape, Split};
-use vit::Error;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vit-data-idx-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn data_err(r: vit::Result<Dataset>) -> String {
-    match r {
-        Err(Error::Data(msg)) => msg,
-        Err(e) => panic!("expected Error::Data, found {e}"),
-        Ok(d) => panic!("expected an error, loaded {} images", d.len()),
-    }
-}
+use vit::data::{self, DatasetKind, ImageShape, Split};
 
 /// Writes a split of `n` images of `rows x cols` (pixel p of image i = (i * 13 + p) mod 256,
 /// label i mod 10) into `dir`; returns (pixels, labels).

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+mod common;
+use common::TempDir;
+
 use autograd::{Rng, Tensor};
 use vit::data::{AugmentConfig, Batch, Dataset, DatasetKind, ImageShape};
 use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
@@ -111,7 +114,8 @@ fn tiny_vit_overfits_a_small_batch() {
 
 #[test]
 fn resume_continues_exactly_where_it_stopped() {
-    let dir = tempdir("resume");
+    let tmp = TempDir::new("resume");
+    let dir = tmp.path();
     let (train, test) = (banded_dataset(96, 3, 8, 1), banded_dataset(48, 3, 8, 2));
 
     let whole = config(&dir.join("whole"));
@@ -135,14 +139,14 @@ fn resume_continues_exactly_where_it_stopped() {
     assert!(lines.lines().all(|l| l.starts_with("{\"epoch\":") && l.contains("\"test_acc\":")));
     // It learned something: the bands are easy.
     assert!(straight.best_test_acc > 0.6, "best test accuracy {}", straight.best_test_acc);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint() {
-    let dir = tempdir("nan");
+    let tmp = TempDir::new("nan");
+    let dir = tmp.path();
     let (train, test) = (banded_dataset(32, 3, 8, 3), banded_dataset(8, 3, 8, 4));
-    let mut cfg = config(&dir);
+    let mut cfg = config(dir);
     cfg.epochs = 1;
     train_on(&cfg, train.clone(), test.clone()).unwrap();
     let last = dir.join("last.safetensors");
@@ -154,28 +158,20 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint() {
     assert!(err.contains("is inf") || err.contains("is NaN"), "{err}");
     assert!(err.contains("intact") && err.contains("last.safetensors"), "{err}");
     assert_eq!(std::fs::read(&last).unwrap(), before, "the last good checkpoint changed");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_training_configs_are_errors() {
-    let dir = tempdir("badcfg");
-    let mut cfg = config(&dir);
+    let tmp = TempDir::new("badcfg");
+    let dir = tmp.path();
+    let mut cfg = config(dir);
     cfg.model.heads = 3; // 16 is not divisible by 3
     let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
     assert!(err.contains("not divisible by heads"), "{err}");
-    let cfg = TrainConfig { batch_size: 64, ..config(&dir) };
+    let cfg = TrainConfig { batch_size: 64, ..config(dir) };
     let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
     assert!(err.contains("smaller than one batch"), "{err}");
     let cfg = TrainConfig { resume: true, ..config(&dir.join("nothing")) };
     let err = train_on(&cfg, banded_dataset(16, 3, 8, 5), banded_dataset(8, 3, 8, 6)).err().unwrap().to_string();
     assert!(err.contains("no checkpoint"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("vit-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
