@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
-use crate::kernels::{as_f32_mut, rows};
+use crate::kernels::{as_f32, as_f32_mut, rows};
 use rand::RngCore;
 
 use crate::rng::Rng;
@@ -100,22 +100,21 @@ impl Dims {
     }
 }
 
-fn softmax_rows_in_place<T: Float>(s: &mut [T], n: usize) {
-    if let Some(s32) = as_f32_mut(s) {
-        // f32: the SIMD kernel (it reads and writes separate rows, so go through a copy).
-        let x: Vec<f32> = s32.to_vec();
-        return rows::softmax_forward(&x, s32, n);
+/// Row-wise `p = softmax(s)` for `N`-wide rows (f32: the SIMD kernel).
+fn softmax_rows<T: Float>(s: &[T], p: &mut [T], n: usize) {
+    if let (Some(s32), Some(p32)) = (as_f32(s), as_f32_mut(p)) {
+        return rows::softmax_forward(s32, p32, n);
     }
-    for row in s.chunks_exact_mut(n) {
+    for (row, out) in s.chunks_exact(n).zip(p.chunks_exact_mut(n)) {
         let m = row.iter().fold(row[0], |a, &b| a.max(b));
         let mut sum = T::ZERO;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            sum += *v;
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = (v - m).exp();
+            sum += *o;
         }
         let inv = T::ONE / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
+        for o in out.iter_mut() {
+            *o *= inv;
         }
     }
 }
@@ -131,16 +130,17 @@ fn head_mask<T: Float>(seed: u64, bh: usize, p: f64, out: &mut [T]) {
     }
 }
 
-/// `P = softmax(s q k^T)` for head `(b, h)` into the `N x N` buffer `p`.
-fn head_probs<T: Float>(x: &[T], d: &Dims, bh: usize, scale: T, p: &mut [T]) {
+/// `P = softmax(s q k^T)` for head `(b, h)`: the scores go into `scores`, the probabilities
+/// into `p` (both `N x N`).
+fn head_probs<T: Float>(x: &[T], d: &Dims, bh: usize, scale: T, scores: &mut [T], p: &mut [T]) {
     let (n, dh, dd) = (d.n, d.dh, d.d());
     let qo = d.q_off(bh / d.heads, bh % d.heads);
-    // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; p is N x N.
+    // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; scores is N x N.
     unsafe {
         let (q, k) = (x.as_ptr().add(qo), x.as_ptr().add(qo + dd));
-        gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (p.as_mut_ptr(), n, 1));
+        gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (scores.as_mut_ptr(), n, 1));
     }
-    softmax_rows_in_place(p, n);
+    softmax_rows(scores, p, n);
 }
 
 /// The recorded half.
@@ -183,7 +183,8 @@ impl<T: Float> Op<T> for Attention<T> {
                     Some(pr) => &pr.data()[bh * n * n..(bh + 1) * n * n],
                     None => {
                         p_buf = vec![T::ZERO; n * n];
-                        head_probs(qkv, &d, bh, self.scale, &mut p_buf);
+                        let mut scores = vec![T::ZERO; n * n];
+                        head_probs(qkv, &d, bh, self.scale, &mut scores, &mut p_buf);
                         &p_buf
                     }
                 };
@@ -275,8 +276,8 @@ impl<T: Float> Graph<T> {
             (0..d.b * heads).into_par_iter().for_each(|bh| {
                 let (b, h) = (bh / heads, bh % heads);
                 let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
-                let mut p = vec![T::ZERO; n * n];
-                head_probs(x, &d, bh, scale, &mut p);
+                let (mut scores, mut p) = (vec![T::ZERO; n * n], vec![T::ZERO; n * n]);
+                head_probs(x, &d, bh, scale, &mut scores, &mut p);
                 if let Some(pr) = pr {
                     // SAFETY: head bh owns elements bh*N*N..(bh+1)*N*N of the probabilities.
                     unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.get().add(bh * n * n), n * n) };
