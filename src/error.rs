@@ -28,6 +28,9 @@ pub enum Error {
     /// A download failed or produced an archive that does not verify.
     #[error("download: {0}")]
     Download(String),
+    /// A figure could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
 }
 
 impl Error {

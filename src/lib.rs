@@ -3,6 +3,7 @@
 //! The Vision Transformer of "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021),
 //! written from first principles on the [`autograd`] crate.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -31,6 +31,8 @@ enum Command {
     Eval(EvalArgs),
     /// Classify PNG images with a checkpoint.
     Predict(PredictArgs),
+    /// Draw the training curves of a run (or overlay several) from their metrics.jsonl.
+    Plot(PlotArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,6 +171,10 @@ struct EvalArgs {
     /// width is not a standard variant's.
     #[arg(long)]
     heads: Option<usize>,
+    /// Where to draw the confusion matrix (default: CHECKPOINT's directory, STEM-confusion.png;
+    /// its counts go beside it as .csv).
+    #[arg(long)]
+    confusion_png: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -185,6 +191,16 @@ struct PredictArgs {
     /// width is not a standard variant's.
     #[arg(long)]
     heads: Option<usize>,
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Run directories (each holding the metrics.jsonl that `vit train` writes).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where to write the PNG (default: RUN_DIR/curves.png for one run, ./curves.png for several).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
@@ -345,6 +361,18 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     let metrics = train::evaluate(&model, &params, &loader);
     println!("{} on the {} test set", a.checkpoint.display(), dataset);
     print!("{}", metrics.report(&names));
+    // The picture beside the table: a failure at the default place (a read-only checkpoint
+    // directory) only warns, since the report is out; a path the user chose must work.
+    let default_png = || {
+        let stem = a.checkpoint.file_stem().unwrap_or_default().to_string_lossy();
+        a.checkpoint.with_file_name(format!("{stem}-confusion.png"))
+    };
+    let png = a.confusion_png.clone().unwrap_or_else(default_png);
+    match vit::analysis::confusion::write_confusion(&metrics, &names, &png) {
+        Ok(()) => eprintln!("confusion matrix: {}", png.display()),
+        Err(e) if a.confusion_png.is_none() => eprintln!("warning: {e}; pass --confusion-png PATH"),
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
@@ -396,6 +424,8 @@ fn main() -> ExitCode {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Predict(a) => run_predict(a),
+        Command::Plot(a) => vit::analysis::curves::plot_runs(&a.runs, a.out.as_deref())
+            .map(|path| eprintln!("wrote {}", path.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

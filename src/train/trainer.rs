@@ -244,6 +244,10 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
         // interrupted start loses nothing) rather than appending to another run's lines.
         let fresh_file = !cfg.resume && records.is_empty();
         append_metrics(&metrics_path, &record, fresh_file)?;
+        // The curves are a view of metrics.jsonl: failing to draw them never stops training.
+        if let Err(e) = crate::analysis::curves::write_run_curves(&cfg.out_dir) {
+            eprintln!("warning: could not draw the training curves: {e}");
+        }
         let improved = !have_best || record.test_acc > pos.best_test_acc;
         if improved {
             pos.best_test_acc = record.test_acc;
