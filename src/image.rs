@@ -1,4 +1,4 @@
-//! Reading PNG images into the model's input layout (for `vit predict`).
+//! Reading PNG images into the model's input layout (for `vit predict` and `vit analyze`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -6,10 +6,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Reads a PNG as `chans x size x size` floats in `[0, 1]` (CHW), converting colour to grey
-/// (ITU-R 601 luma) or grey to colour as the model needs, and resizing bilinearly (pixel
-/// centres aligned, as `align_corners=False`) when the image is another size.
-pub fn read_png(path: &Path, chans: usize, size: usize) -> Result<Vec<f32>> {
+/// Decodes a PNG to 8-bit samples: `(samples, width, height, samples per pixel)`.
+fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
     let bad = |m: String| Error::Data(format!("{}: {m}", path.display()));
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut decoder = png::Decoder::new(BufReader::new(file));
@@ -17,8 +15,31 @@ pub fn read_png(path: &Path, chans: usize, size: usize) -> Result<Vec<f32>> {
     let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
     let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?];
     let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("corrupt PNG: {e}")))?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let src_chans = info.color_type.samples();
+    Ok((buf, info.width as usize, info.height as usize, info.color_type.samples()))
+}
+
+/// [`read_png`] for an image that must already be `size x size` (where resizing would change
+/// what a figure claims about the image): another size is an error naming both.
+pub fn read_png_exact(path: &Path, chans: usize, size: usize) -> Result<Vec<f32>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = png::Decoder::new(BufReader::new(file))
+        .read_info()
+        .map_err(|e| Error::Data(format!("{}: not a readable PNG: {e}", path.display())))?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    if (w, h) != (size, size) {
+        return Err(Error::Data(format!(
+            "{}: the image is {w}x{h} pixels but the model takes {size}x{size}",
+            path.display()
+        )));
+    }
+    read_png(path, chans, size)
+}
+
+/// Reads a PNG as `chans x size x size` floats in `[0, 1]` (CHW), converting colour to grey
+/// (ITU-R 601 luma) or grey to colour as the model needs, and resizing bilinearly (pixel
+/// centres aligned, as `align_corners=False`) when the image is another size.
+pub fn read_png(path: &Path, chans: usize, size: usize) -> Result<Vec<f32>> {
+    let (buf, w, h, src_chans) = decode(path)?;
     let px = |x: usize, y: usize, c: usize| buf[(y * w + x) * src_chans + c] as f32 / 255.0;
     // The source as `chans` planes, ignoring alpha.
     let colour = src_chans >= 3;

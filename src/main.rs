@@ -33,6 +33,10 @@ enum Command {
     Predict(PredictArgs),
     /// Draw the training curves of a run (or overlay several) from their metrics.jsonl.
     Plot(PlotArgs),
+    /// Draw what a trained model learned (the paper's section 4.5): attention rollout and
+    /// per-layer attention maps, mean attention distance, position-embedding similarity and
+    /// patch-embedding filters, each PNG with its numbers as CSV/JSON.
+    Analyze(AnalyzeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -201,6 +205,31 @@ struct PlotArgs {
     /// Where to write the PNG (default: RUN_DIR/curves.png for one run, ./curves.png for several).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// A checkpoint written by `vit train` (or any with its config in the metadata).
+    checkpoint: PathBuf,
+    /// PNG images of the model's input size to show (default: test images, one per class).
+    images: Vec<PathBuf>,
+    /// Directory for the figures.
+    #[arg(long, default_value = "analysis")]
+    out: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Test images the mean attention distance averages over.
+    #[arg(long, default_value_t = 128)]
+    samples: usize,
+    /// Test images to show when no image is given.
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+    /// Number of heads, for a checkpoint without a stored config.
+    #[arg(long)]
+    heads: Option<usize>,
 }
 
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
@@ -401,6 +430,27 @@ fn run_predict(a: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_analyze(a: &AnalyzeArgs) -> Result<()> {
+    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
+    let dataset: DatasetKind = match &a.dataset {
+        Some(d) => d.parse()?,
+        None => trained_on
+            .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
+    };
+    let test = data::load(dataset, &a.data_dir, Split::Test)?;
+    let opts = vit::analysis::AnalyzeOptions {
+        out_dir: a.out.clone(),
+        images: a.images.clone(),
+        shown: a.show,
+        samples: a.samples,
+        ..Default::default()
+    };
+    for path in vit::analysis::analyze(&model, &params, &test, &opts)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn softmax(x: &[f32]) -> Vec<f64> {
     let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
@@ -424,6 +474,7 @@ fn main() -> ExitCode {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Predict(a) => run_predict(a),
+        Command::Analyze(a) => run_analyze(a),
         Command::Plot(a) => vit::analysis::curves::plot_runs(&a.runs, a.out.as_deref())
             .map(|path| eprintln!("wrote {}", path.display())),
     };

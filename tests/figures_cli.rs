@@ -99,3 +99,160 @@ fn train_draws_curves_eval_draws_confusion_plot_overlays_runs() {
     let err = expect_error(vit().arg("plot").arg(tmp.join("no-such-run")));
     assert!(err.contains("metrics.jsonl"), "{err}");
 }
+
+/// A 32x32 RGB PNG (or of another size) with a gradient.
+fn write_png(path: &Path, width: u32, height: u32) {
+    let data: Vec<u8> = (0..width * height * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+const FIGURES: [&str; 10] = [
+    "rollout.png",
+    "rollout.json",
+    "attention_layers.png",
+    "attention_layers.json",
+    "attention_distance.png",
+    "attention_distance.csv",
+    "pos_embed_similarity.png",
+    "pos_embed_similarity.csv",
+    "patch_embed_pca.png",
+    "patch_embed_pca.json",
+];
+
+#[test]
+fn analyze_a_model_trained_for_a_few_steps_end_to_end() {
+    use vit::analysis::{distance, filters, layers, pos_embed, rollout};
+    let tmp = TempDir::new("analyze");
+    cifar::write_cifar10_tree(tmp.path(), 8, 3).unwrap();
+    let run = train_tiny(tmp.path(), &tmp.join("run"), 2, &[]);
+    let out = tmp.join("figures");
+    let (stdout, _) = expect_ok(
+        vit().arg("analyze").arg(run.join("last.safetensors")).arg("--data-dir").arg(tmp.path()).arg("--out").arg(&out),
+    );
+    for name in FIGURES {
+        assert!(stdout.contains(&out.join(name).display().to_string()), "lists {name}:\n{stdout}");
+    }
+    // The generated test split has 8 images of 8 classes: all are shown, one per class. The
+    // model: 32x32 images, patch 8 (a 4x4 grid), 2 layers of 2 heads, dim 16, RGB filters 3x8x8.
+    assert_eq!(rollout::rollout_size(8, 32), (1404, 420));
+    assert_eq!(png_size(&out.join("rollout.png")), (1404, 420));
+    assert_eq!(png_size(&out.join("attention_layers.png")), layers::layers_size(8, 2, 32));
+    assert_eq!(layers::layers_size(8, 2, 32), (576, 912));
+    assert_eq!(png_size(&out.join("attention_distance.png")), distance::DISTANCE_SIZE);
+    assert_eq!(png_size(&out.join("pos_embed_similarity.png")), pos_embed::pos_embed_size(4));
+    assert_eq!(pos_embed::pos_embed_size(4), (424, 464));
+    // 16 filters of 192 values: 16 components.
+    assert_eq!(png_size(&out.join("patch_embed_pca.png")), filters::filters_size(16, 8));
+    assert_eq!(filters::filters_size(16, 8), (548, 336));
+
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("rollout.json")).unwrap()).unwrap();
+    assert_eq!(json["pooling"], "class token row");
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), 8);
+    for image in images {
+        let map: Vec<f64> = image["rollout"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().clone())
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // The class token's rollout row over 16 patches: positive, and less than the whole row.
+        assert_eq!(map.len(), 16);
+        let sum: f64 = map.iter().sum();
+        assert!(map.iter().all(|&v| v > 0.0) && sum < 1.0, "{map:?}");
+    }
+    // One line per head of every layer, each distance between 0 and the grid's diagonal.
+    let csv = fs::read_to_string(out.join("attention_distance.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for row in rows {
+        let d: f64 = row.split(',').nth(2).unwrap().parse().unwrap();
+        assert!(d > 0.0 && d < 24.0 * 2f64.sqrt(), "{row}");
+    }
+    // The similarity matrix: 16 x 16 with ones on the diagonal.
+    let csv = fs::read_to_string(out.join("pos_embed_similarity.csv")).unwrap();
+    let matrix: Vec<Vec<f64>> =
+        csv.lines().skip(1).map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(matrix.len(), 16);
+    assert!((0..16).all(|i| matrix[i].len() == 16 && (matrix[i][i] - 1.0).abs() < 1e-4));
+
+    // Images given on the command line replace the test images.
+    let image = tmp.join("mine.png");
+    write_png(&image, 32, 32);
+    let mine = tmp.join("mine");
+    expect_ok(
+        vit()
+            .arg("analyze")
+            .arg(run.join("last.safetensors"))
+            .arg(&image)
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .arg("--out")
+            .arg(&mine),
+    );
+    assert_eq!(png_size(&mine.join("rollout.png")), rollout::rollout_size(1, 32));
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(mine.join("rollout.json")).unwrap()).unwrap();
+    assert_eq!(json["images"][0]["image"], "mine.png");
+}
+
+#[test]
+fn analyze_rejects_other_models_other_image_sizes_and_unwritable_output() {
+    let tmp = TempDir::new("analyze-bad");
+    cifar::write_cifar10_tree(tmp.path(), 8, 3).unwrap();
+    let run = train_tiny(tmp.path(), &tmp.join("run"), 1, &[]);
+    let ckpt = run.join("last.safetensors");
+    let analyze = |ckpt: &Path, args: &[&std::ffi::OsStr]| {
+        let mut cmd = vit();
+        cmd.arg("analyze").arg(ckpt).arg("--data-dir").arg(tmp.path()).args(args);
+        cmd
+    };
+
+    // An image of another size: named with both sizes, and nothing written.
+    let big = tmp.join("big.png");
+    write_png(&big, 40, 40);
+    let out = tmp.join("never");
+    let err = expect_error(&mut analyze(&ckpt, &[big.as_os_str(), "--out".as_ref(), out.as_os_str()]));
+    assert!(err.contains("big.png") && err.contains("40x40") && err.contains("32x32"), "{err}");
+    assert!(!out.exists(), "no output directory for a failed analysis");
+
+    // An output directory that cannot be created (its parent is a file).
+    let blocked = ckpt.join("figures");
+    let err = expect_error(&mut analyze(&ckpt, &["--out".as_ref(), blocked.as_os_str()]));
+    assert!(err.contains(&blocked.display().to_string()) && err.contains("Not a directory"), "{err}");
+
+    // A checkpoint of another model: tensors of something that is not a ViT.
+    let mut store = vit::nn::ParamStore::<f32>::new();
+    store.add("conv1.weight", autograd::Tensor::from_vec(vec![0.5; 27], &[1, 3, 3, 3]), true);
+    let resnet = tmp.join("resnet.safetensors");
+    vit::checkpoint::save(&resnet, &store, &[], &Default::default()).unwrap();
+    let err = expect_error(&mut analyze(&resnet, &[]));
+    assert!(err.contains("resnet.safetensors") || err.contains("patch_embed"), "{err}");
+
+    // A ViT checkpoint whose recorded config is another model's (width 32, not 16).
+    let ck = vit::checkpoint::Checkpoint::open(&ckpt).unwrap();
+    let mut config = ck.config().unwrap().unwrap();
+    let (_, params) = vit::nn::VisionTransformer::init::<f32>(&config, 0).unwrap();
+    config.dim = 32;
+    let other = tmp.join("other.safetensors");
+    vit::checkpoint::save(&other, &params, &[], &vit::checkpoint::config_metadata(&config)).unwrap();
+    let err = expect_error(&mut analyze(&other, &[]));
+    assert!(err.contains("checkpoint"), "{err}");
+
+    // The model's data set of another shape: a CIFAR model asked about 28x28 digits.
+    let digits = tmp.join("mnist");
+    fs::create_dir_all(&digits).unwrap();
+    let (images, labels) = vit::data::idx::file_names(vit::data::Split::Test);
+    vit::data::idx::write_idx_images(&digits.join(images), 2, 28, 28, &[7u8; 2 * 28 * 28], false).unwrap();
+    vit::data::idx::write_idx_labels(&digits.join(labels), &[0, 1], false).unwrap();
+    let err = expect_error(&mut analyze(&ckpt, &["--dataset".as_ref(), "mnist".as_ref()]));
+    assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
+}

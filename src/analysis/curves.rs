@@ -190,10 +190,10 @@ fn draw_panel(area: &Area, panel: &Panel) -> Result<()> {
             .draw()
             .map_err(plot_err)?;
         for s in &panel.series {
-            let mut drawn = chart
+            let drawn = chart
                 .draw_series(LineSeries::new(s.points.iter().copied(), s.color.stroke_width(2)))
                 .map_err(plot_err)?;
-            legend(&mut drawn, &s.label, s.color, s.dashed);
+            legend(drawn, &s.label, s.color, s.dashed);
         }
         return finish_legend(&mut chart, panel);
     }
@@ -211,13 +211,13 @@ fn draw_panel(area: &Area, panel: &Panel) -> Result<()> {
     for s in &panel.series {
         let style = s.color.stroke_width(2);
         let pts = s.points.iter().copied();
-        let mut drawn = if s.dashed {
+        let drawn = if s.dashed {
             chart.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style)).map_err(plot_err)?;
             chart.draw_series(pts.map(|p| Circle::new(p, 3, s.color.filled()))).map_err(plot_err)?
         } else {
             chart.draw_series(LineSeries::new(pts, style)).map_err(plot_err)?
         };
-        legend(&mut drawn, &s.label, s.color, s.dashed);
+        legend(drawn, &s.label, s.color, s.dashed);
     }
     finish_legend(&mut chart, panel)
 }
