@@ -9,7 +9,9 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -31,6 +33,10 @@ pub enum Error {
     /// A figure could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
+    /// Training was stopped by a signal (SIGINT, SIGTERM) after writing a checkpoint at the exact
+    /// position reached, from which `--resume` continues.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -40,4 +46,5 @@ impl Error {
     }
 }
 
+/// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,20 +1,39 @@
 //! The `vit` command: `train`, `eval` and `predict`.
+//!
+//! The flags' defaults are the default recipe, [`TrainConfig::default`]: one source for both.
+//! Every numeric flag is checked (finite, in range) before anything is allocated, with an error
+//! naming the flag.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use vit::checkpoint::{self, Checkpoint, LoadOptions};
-use vit::data::augment::{RandAugment, RandomErasing};
+use vit::checkpoint::{self, Checkpoint, LoadedModel};
+use vit::data::augment::{RandAugment, RandomErasing, MAX_MAGNITUDE};
 use vit::data::{self, AugmentConfig, DatasetKind, Loader, Split};
-use vit::nn::{Classifier, Variant, ViTConfig, VisionTransformer};
+use vit::nn::{Classifier, Variant, ViTConfig};
 use vit::optim::Decay;
-use vit::train::{self, OptimizerKind, TrainConfig, META_DATASET};
+use vit::train::{self, interrupt, OptimizerKind, TrainConfig};
 use vit::{Error, Result};
 
+/// The default recipe, which the flags' defaults show.
+static DEFAULT: LazyLock<TrainConfig> = LazyLock::new(TrainConfig::default);
+/// The SGD momentum when `--optimizer sgd` is given without `--momentum`.
+const DEFAULT_MOMENTUM: f64 = 0.9;
+/// The largest `--mlp-ratio`.
+const MAX_MLP_RATIO: f64 = 64.0;
+/// The most RandAugment operations per image.
+const MAX_RANDAUGMENT_OPS: usize = 16;
+
 #[derive(Parser)]
-#[command(name = "vit", version, about = "Train, evaluate and run Vision Transformers (Dosovitskiy et al., 2021)")]
+#[command(
+    name = "vit",
+    version,
+    about = "Train, evaluate and run Vision Transformers (Dosovitskiy et al., 2021)",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else every core).
     #[arg(long, global = true)]
@@ -29,7 +48,7 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint: top-1/top-5 accuracy, per-class accuracy, confusion matrix.
     Eval(EvalArgs),
-    /// Classify PNG images with a checkpoint.
+    /// Classify PNG or JPEG images with a checkpoint.
     Predict(PredictArgs),
     /// Draw the training curves of a run (or overlay several) from their metrics.jsonl.
     Plot(PlotArgs),
@@ -63,17 +82,21 @@ enum AugmentArg {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// Dataset: cifar10, cifar100, mnist, fashion-mnist.
-    #[arg(long, default_value = "cifar10")]
+    #[arg(long, default_value_t = DEFAULT.dataset.to_string())]
     dataset: String,
-    /// Where datasets live (CIFAR-10 is downloaded here if missing).
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    /// Where datasets live (default: data/, where CIFAR-10 is downloaded if missing; Fashion-MNIST
+    /// also comes from the system copy when data/ lacks it). A directory given here is the only
+    /// place looked in.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Model size: ti, s, b, l, h.
     #[arg(long, default_value = "ti")]
     model: String,
-    #[arg(long, default_value_t = 4)]
+    /// Patch size in pixels.
+    #[arg(long, default_value_t = DEFAULT.model.patch_size)]
     patch: usize,
     /// Override the variant's width.
     #[arg(long)]
@@ -84,63 +107,76 @@ struct TrainArgs {
     /// Override the variant's number of heads.
     #[arg(long)]
     heads: Option<usize>,
-    /// MLP hidden width as a multiple of the width.
-    #[arg(long, default_value_t = 4.0)]
+    /// MLP hidden width as a multiple of the width, in (0, 64].
+    #[arg(long, default_value_t = DEFAULT.model.mlp_dim as f64 / DEFAULT.model.dim as f64)]
     mlp_ratio: f64,
     /// Pool with the mean of the patch tokens instead of a class token.
     #[arg(long)]
     gap: bool,
-    #[arg(long, default_value_t = 50)]
+    /// Epochs in all (on --resume: more to extend the run).
+    #[arg(long, default_value_t = DEFAULT.epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Images per step.
+    #[arg(long, default_value_t = DEFAULT.batch_size)]
     batch_size: usize,
+    /// Optimizer.
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: OptimizerArg,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (> 0).
+    #[arg(long, default_value_t = DEFAULT.lr)]
     lr: f64,
-    #[arg(long, default_value_t = 1e-5)]
+    /// Learning rate at the end of the decay, in [0, --lr].
+    #[arg(long, default_value_t = DEFAULT.min_lr)]
     min_lr: f64,
-    /// Warmup length in epochs.
-    #[arg(long, default_value_t = 5.0)]
+    /// Warmup length in epochs (>= 0).
+    #[arg(long, default_value_t = DEFAULT.warmup_epochs)]
     warmup: f64,
+    /// Decay after warmup.
     #[arg(long, value_enum, default_value = "cosine")]
     decay: DecayArg,
-    #[arg(long, default_value_t = 0.05)]
+    /// Weight decay (>= 0; not on biases, norms, pos_embed, cls_token).
+    #[arg(long, default_value_t = DEFAULT.weight_decay)]
     weight_decay: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    /// SGD momentum, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT_MOMENTUM)]
     momentum: f64,
-    #[arg(long, default_value_t = 0.1)]
+    /// Label smoothing, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT.label_smoothing)]
     label_smoothing: f64,
-    /// Global gradient-norm clipping threshold (0 disables).
-    #[arg(long, default_value_t = 1.0)]
+    /// Global gradient-norm clipping threshold (>= 0; 0 disables).
+    #[arg(long, default_value_t = DEFAULT.clip_grad.unwrap_or(0.0))]
     clip_grad: f64,
+    /// Augmentation preset.
     #[arg(long, value_enum, default_value = "light")]
     augment: AugmentArg,
-    /// Mixup alpha (0 disables; overrides the augmentation preset).
+    /// Mixup alpha (>= 0; 0 disables; overrides the augmentation preset).
     #[arg(long)]
     mixup: Option<f32>,
-    /// CutMix alpha (0 disables; overrides the augmentation preset).
+    /// CutMix alpha (>= 0; 0 disables; overrides the augmentation preset).
     #[arg(long)]
     cutmix: Option<f32>,
-    /// RandAugment as N,M (e.g. 2,9; overrides the preset).
+    /// RandAugment as N,M (e.g. 2,9; N in 0..=16, M in 0..=30; overrides the preset).
     #[arg(long)]
     randaugment: Option<String>,
-    /// Random-erasing probability (overrides the preset).
+    /// Random-erasing probability, in [0, 1] (overrides the preset).
     #[arg(long)]
     erasing: Option<f32>,
-    #[arg(long, default_value_t = 0.0)]
+    /// Dropout rate, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT.model.dropout)]
     dropout: f64,
-    /// Stochastic depth rate of the last block.
-    #[arg(long, default_value_t = 0.1)]
+    /// Stochastic depth rate of the last block, in [0, 1).
+    #[arg(long, default_value_t = DEFAULT.model.drop_path)]
     drop_path: f64,
-    #[arg(long, default_value_t = 0)]
+    /// Seed of every random choice (initialisation, order, augmentation, dropout).
+    #[arg(long, default_value_t = DEFAULT.seed)]
     seed: u64,
     /// Output directory for checkpoints and metrics.
-    #[arg(long, default_value = "runs/vit")]
+    #[arg(long, default_value_os_t = DEFAULT.out_dir.clone())]
     out: PathBuf,
-    /// Continue from OUT/last.safetensors (with the same flags).
+    /// Continue from OUT/last.safetensors, exactly where it stopped, with the run's flags. Safe
+    /// to change: --epochs (to extend or shorten a run: the learning-rate schedule is re-planned
+    /// over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet
+    /// and --threads; any other changed flag is refused with the list of differences.
     #[arg(long)]
     resume: bool,
     /// Train on the first N training images only.
@@ -149,7 +185,7 @@ struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     test_subset: Option<usize>,
-    /// Stop after N optimizer steps (a checkpoint is written; --resume continues).
+    /// Stop after N optimizer steps in all (a checkpoint is written; --resume continues).
     #[arg(long)]
     max_steps: Option<u64>,
     /// No progress bar.
@@ -164,8 +200,10 @@ struct EvalArgs {
     /// Dataset (default: the one the checkpoint was trained on).
     #[arg(long)]
     dataset: Option<String>,
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    /// Where datasets live (default: data/, and for Fashion-MNIST the system copy).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Images per batch.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     /// Evaluate on the first N test images only.
@@ -185,7 +223,8 @@ struct EvalArgs {
 struct PredictArgs {
     /// A checkpoint written by `vit train`.
     checkpoint: PathBuf,
-    /// PNG images (resized to the model's input size).
+    /// PNG or JPEG images (resized to the model's input size); one that cannot be read is
+    /// reported and the others are still classified.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// How many classes to list per image.
@@ -219,8 +258,9 @@ struct AnalyzeArgs {
     /// Dataset (default: the one the checkpoint was trained on).
     #[arg(long)]
     dataset: Option<String>,
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    /// Where datasets live (default: data/, and for Fashion-MNIST the system copy).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Test images the mean attention distance averages over.
     #[arg(long, default_value_t = 128)]
     samples: usize,
@@ -232,9 +272,29 @@ struct AnalyzeArgs {
     heads: Option<usize>,
 }
 
+/// An error unless `ok`, naming the flag, the accepted range and the value.
+fn flag(ok: bool, name: &str, range: &str, value: impl std::fmt::Display) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{name} must be {range}, got {value}")))
+    }
+}
+
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let dataset: DatasetKind = a.dataset.parse()?;
     let shape = dataset.shape();
+    // The flags that become other numbers below are checked here, under their own names; the
+    // rest in `TrainConfig::validate`.
+    for (name, value) in [("--patch", Some(a.patch)), ("--dim", a.dim), ("--depth", a.depth), ("--heads", a.heads)] {
+        if let Some(v) = value {
+            flag(v >= 1, name, "at least 1", v)?;
+        }
+    }
+    let r = a.mlp_ratio;
+    flag(r.is_finite() && r > 0.0 && r <= MAX_MLP_RATIO, "--mlp-ratio", &format!("in (0, {MAX_MLP_RATIO}]"), r)?;
+    let c = a.clip_grad;
+    flag(c.is_finite() && c >= 0.0, "--clip-grad", "a finite number >= 0 (0 disables clipping)", c)?;
     let mut model = ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h);
     model.in_chans = shape.c;
     model.num_classes = dataset.classes();
@@ -247,7 +307,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(h) = a.heads {
         model.heads = h;
     }
-    model.mlp_dim = (a.mlp_ratio * model.dim as f64).round() as usize;
+    model.mlp_dim = ((r * model.dim as f64).round() as usize).max(1);
     if a.gap {
         model.classifier = Classifier::Gap;
     }
@@ -264,18 +324,28 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         }
     };
     if let Some(m) = a.mixup {
+        flag(m.is_finite() && m >= 0.0, "--mixup", "a finite alpha >= 0 (0 disables it)", m)?;
         augment.mixup_alpha = m;
     }
     if let Some(c) = a.cutmix {
+        flag(c.is_finite() && c >= 0.0, "--cutmix", "a finite alpha >= 0 (0 disables it)", c)?;
         augment.cutmix_alpha = c;
     }
     if let Some(p) = a.erasing {
+        flag((0.0..=1.0).contains(&p), "--erasing", "a probability in [0, 1]", p)?;
         augment.erasing = (p > 0.0).then(|| RandomErasing { prob: p, ..RandomErasing::default() });
     }
     if let Some(s) = &a.randaugment {
         let parsed = s.split_once(',').and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
-        let (ops, magnitude) =
+        let (ops, magnitude): (usize, f32) =
             parsed.ok_or_else(|| Error::Config(format!("--randaugment expects N,M (e.g. 2,9), got {s:?}")))?;
+        flag(ops <= MAX_RANDAUGMENT_OPS, "--randaugment N", &format!("in 0..={MAX_RANDAUGMENT_OPS}"), ops)?;
+        flag(
+            (0.0..=MAX_MAGNITUDE).contains(&magnitude),
+            "--randaugment M",
+            &format!("in 0..={MAX_MAGNITUDE}"),
+            magnitude,
+        )?;
         augment.randaugment = (ops > 0).then_some(RandAugment { ops, magnitude });
     }
 
@@ -288,7 +358,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         epochs: a.epochs,
         batch_size: a.batch_size,
         optimizer: match a.optimizer {
-            OptimizerArg::Adamw => OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            OptimizerArg::Adamw => DEFAULT.optimizer.clone(),
             OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: a.momentum, nesterov: false },
         },
         lr: a.lr,
@@ -301,7 +371,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         },
         weight_decay: a.weight_decay,
         label_smoothing: a.label_smoothing,
-        clip_grad: (a.clip_grad > 0.0).then_some(a.clip_grad),
+        clip_grad: (c > 0.0).then_some(c),
         augment,
         seed: a.seed,
         out_dir: a.out.clone(),
@@ -328,6 +398,7 @@ fn run_train(a: &TrainArgs) -> Result<()> {
         cfg.batch_size,
         rayon::current_num_threads()
     );
+    interrupt::install_handler()?;
     let report = train::train(&cfg)?;
     eprintln!(
         "best test accuracy {:.2}%; checkpoint: {}",
@@ -337,29 +408,39 @@ fn run_train(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// A checkpoint's model, parameters and dataset.
-fn open_model(
-    path: &PathBuf,
-    heads: Option<usize>,
-) -> Result<(VisionTransformer, vit::nn::ParamStore<f32>, Option<DatasetKind>)> {
-    let ckpt = Checkpoint::open(path)?;
-    let config = match ckpt.config()? {
-        Some(c) => c,
-        None => checkpoint::infer_config(&ckpt, heads).map_err(|e| match e {
-            Error::Checkpoint(m) if heads.is_none() && m.contains("number of heads") => {
-                Error::Checkpoint(format!("{m} with --heads N"))
-            }
-            e => e,
-        })?,
+/// The command line that resumes this one: the same arguments, with `--resume`.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = "vit".into();
+    }
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    let quote = |a: &String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+".contains(c)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
     };
-    let (model, mut params) = VisionTransformer::init::<f32>(&config, 0)?;
-    checkpoint::load_params(&ckpt, &config, &mut params, &LoadOptions::default())?;
-    let dataset = ckpt.meta(META_DATASET).map(str::parse).transpose()?;
-    Ok((model, params, dataset))
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// A checkpoint's model, parameters and dataset (see [`checkpoint::load_model`]).
+fn open_model(path: &PathBuf, heads: Option<usize>) -> Result<LoadedModel> {
+    if let Some(h) = heads {
+        flag(h >= 1, "--heads", "at least 1", h)?;
+    }
+    checkpoint::load_model(&Checkpoint::open(path)?, heads)
 }
 
 fn run_eval(a: &EvalArgs) -> Result<()> {
-    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
+    flag(a.batch_size >= 1, "--batch-size", "at least 1", a.batch_size)?;
+    if let Some(n) = a.subset {
+        flag(n >= 1, "--subset", "at least 1", n)?;
+    }
+    let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
     let dataset = match &a.dataset {
         Some(d) => d.parse()?,
         None => trained_on
@@ -381,7 +462,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
             dataset.classes()
         )));
     }
-    let mut test = data::load(dataset, &a.data_dir, Split::Test)?;
+    let mut test = data::load_from(dataset, a.data_dir.as_deref(), Split::Test)?;
     if let Some(n) = a.subset {
         test = test.take(n);
     }
@@ -406,13 +487,22 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn run_predict(a: &PredictArgs) -> Result<()> {
-    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
+    flag(a.top >= 1, "--top", "at least 1", a.top)?;
+    let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
     let c = &model.config;
     let norm = trained_on.map(|d| d.normalization());
     let names = trained_on.map(|d| d.class_names()).unwrap_or_default();
+    let mut failed = 0;
     for path in &a.images {
-        let image = vit::image::read_png(path, c.in_chans, c.image_size)?;
-        let mut x = image;
+        // A bad image is reported and skipped: the others are still classified.
+        let mut x = match vit::image::read_image(path, c.in_chans, c.image_size) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("vit: {e}");
+                failed += 1;
+                continue;
+            }
+        };
         if let Some(n) = &norm {
             n.normalize(&mut x, data::ImageShape::new(c.in_chans, c.image_size, c.image_size));
         }
@@ -427,17 +517,20 @@ fn run_predict(a: &PredictArgs) -> Result<()> {
             .collect();
         println!("{}: {}", path.display(), top.join(", "));
     }
+    if failed > 0 {
+        return Err(Error::Data(format!("{failed} of {} images could not be read (see above)", a.images.len())));
+    }
     Ok(())
 }
 
 fn run_analyze(a: &AnalyzeArgs) -> Result<()> {
-    let (model, params, trained_on) = open_model(&a.checkpoint, a.heads)?;
+    let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
     let dataset: DatasetKind = match &a.dataset {
         Some(d) => d.parse()?,
         None => trained_on
             .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
     };
-    let test = data::load(dataset, &a.data_dir, Split::Test)?;
+    let test = data::load_from(dataset, a.data_dir.as_deref(), Split::Test)?;
     let opts = vit::analysis::AnalyzeOptions {
         out_dir: a.out.clone(),
         images: a.images.clone(),
@@ -461,7 +554,12 @@ fn softmax(x: &[f32]) -> Vec<f64> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
+        let pool = if t == 0 {
+            Err("--threads must be at least 1, got 0".to_string())
+        } else {
+            rayon::ThreadPoolBuilder::new().num_threads(t).build_global().map_err(|e| e.to_string())
+        };
+        if let Err(e) = pool {
             eprintln!("vit: cannot set {t} threads: {e}");
             return ExitCode::FAILURE;
         }
@@ -480,6 +578,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Interrupted(_)) => {
+            eprintln!("vit: {e}\nto continue: {}", resume_command());
+            ExitCode::from(interrupt::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("vit: {e}");
             ExitCode::FAILURE

@@ -626,3 +626,19 @@ fn config_inferred_from_shapes() {
     assert_eq!(infer_config(&Checkpoint::open(&path).unwrap(), None).unwrap(), ti);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 9, item 13: a tensor whose header claims 4 TiB is the one named, not the tensor after it.
+#[test]
+fn a_tensor_claiming_more_data_than_the_file_holds_is_named() {
+    let tib4: u64 = 1 << 42;
+    let header = format!(
+        "{{\"a.weight\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[0,{tib4}]}},\
+         \"b.weight\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]}}}}",
+        tib4 / 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 32]);
+    let msg = checkpoint_error(Checkpoint::from_bytes(bytes, "big.safetensors"));
+    assert!(msg.contains("a.weight") && !msg.contains("b.weight"), "{msg}");
+}

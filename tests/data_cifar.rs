@@ -242,3 +242,14 @@ fn dataset_checks_its_parts_and_subsets_keep_metadata() {
     let stats = ds.channel_stats();
     assert!((stats.mean[0] - 0.5).abs() < 1e-6 && (stats.std[0] - 0.5).abs() < 1e-6, "{stats:?}");
 }
+
+/// Issue 9, item 13: a directory where a batch file should be is called that, not a truncated file.
+#[test]
+fn a_directory_in_place_of_a_batch_is_named_as_such() {
+    let tmp = TempDir::new("cifar-dir");
+    let root = cifar::write_cifar10_tree(tmp.path(), 2, 1).unwrap();
+    fs::remove_file(root.join("test_batch.bin")).unwrap();
+    fs::create_dir(root.join("test_batch.bin")).unwrap();
+    let msg = data_err(data::load(DatasetKind::Cifar10, tmp.path(), Split::Test));
+    assert!(msg.contains("is a directory") && !msg.contains("truncated"), "{msg}");
+}

@@ -74,8 +74,11 @@ fn the_fashion_mnist_subdir_is_preferred_over_the_data_dir() {
     assert_eq!(data::load(DatasetKind::FashionMnist, tmp.path(), Split::Test).unwrap().len(), 6);
     // MNIST looks in data_dir/mnist then data_dir, never in the fashion-mnist subdir.
     assert_eq!(data::load(DatasetKind::Mnist, tmp.path(), Split::Test).unwrap().len(), 4);
-    let dirs = idx::search_dirs(DatasetKind::FashionMnist, tmp.path());
+    // The system copy is looked at only when no data dir is given.
+    let dirs = idx::search_dirs(DatasetKind::FashionMnist, None);
     assert_eq!(dirs.last().unwrap(), Path::new(SYSTEM_FASHION_MNIST_DIR));
+    let dirs = idx::search_dirs(DatasetKind::FashionMnist, Some(tmp.path()));
+    assert!(!dirs.iter().any(|d| d == Path::new(SYSTEM_FASHION_MNIST_DIR)), "{dirs:?}");
 }
 
 #[test]
@@ -166,10 +169,11 @@ fn real_fashion_mnist_from_the_debian_package() {
         );
         return;
     }
-    // An empty data dir: the loader must fall through to the system directory.
-    let tmp = TempDir::new("real");
-    let train = data::load(DatasetKind::FashionMnist, tmp.path(), Split::Train).unwrap();
-    let test = data::load(DatasetKind::FashionMnist, tmp.path(), Split::Test).unwrap();
+    // No data dir given (and none at the default `data/`): the loader falls through to the system
+    // directory, and says so.
+    let train = data::load_from(DatasetKind::FashionMnist, None, Split::Train).unwrap();
+    let test = data::load_from(DatasetKind::FashionMnist, None, Split::Test).unwrap();
+    assert!(train.sources().iter().all(|p| p.starts_with(system)), "{:?}", train.sources());
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     assert_eq!(train.shape(), ImageShape::new(1, 28, 28));
     assert_eq!(train.class_counts(), vec![6000; 10]);

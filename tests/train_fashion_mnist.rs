@@ -4,7 +4,6 @@
 //! Without the data the test says it is skipped; under CI (`CI=true`) missing data is a failure,
 //! since `.ci/run` installs the package.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use vit::data::{self, AugmentConfig, DatasetKind, Split};
@@ -14,8 +13,7 @@ use vit::train::{train_on, OptimizerKind, TrainConfig};
 
 #[test]
 fn small_vit_reaches_85_percent_on_fashion_mnist() {
-    let data_dir = PathBuf::from("data");
-    let train = match data::load(DatasetKind::FashionMnist, &data_dir, Split::Train) {
+    let train = match data::load_from(DatasetKind::FashionMnist, None, Split::Train) {
         Ok(d) => d,
         Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("CI=true but Fashion-MNIST is missing ({e}); .ci/run installs dataset-fashion-mnist")
@@ -27,7 +25,7 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
             return;
         }
     };
-    let test = data::load(DatasetKind::FashionMnist, &data_dir, Split::Test).unwrap();
+    let test = data::load_from(DatasetKind::FashionMnist, None, Split::Test).unwrap();
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
 
     let model = ViTConfig {
@@ -45,7 +43,7 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
     let cfg = TrainConfig {
         model,
         dataset: DatasetKind::FashionMnist,
-        data_dir,
+        data_dir: None,
         train_subset: None,
         test_subset: None,
         epochs: 3,

@@ -40,7 +40,7 @@ pub fn from_files(paths: &[PathBuf], config: &ViTConfig) -> Result<Vec<ShownImag
     paths
         .iter()
         .map(|p| {
-            let pixels = crate::image::read_png_exact(p, config.in_chans, config.image_size)?;
+            let pixels = crate::image::read_image_exact(p, config.in_chans, config.image_size)?;
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok(ShownImage { name, pixels, label: None, caption: String::new() })
         })

@@ -136,6 +136,19 @@ pub fn config_metadata(config: &ViTConfig) -> BTreeMap<String, String> {
     BTreeMap::from([(CONFIG_KEY.to_string(), config_to_json(config))])
 }
 
+impl Checkpoint {
+    /// The model config stored under [`CONFIG_KEY`], if any; an error if it does not parse or
+    /// does not validate.
+    pub fn config(&self) -> Result<Option<ViTConfig>> {
+        match self.meta(CONFIG_KEY) {
+            None => Ok(None),
+            Some(json) => {
+                config_from_json(json).map(Some).map_err(|e| self.error(format!("metadata {CONFIG_KEY:?}: {e}")))
+            }
+        }
+    }
+}
+
 /// A config read off a checkpoint's tensor shapes, for files that carry none (e.g. a timm state
 /// dict): width, channels and patch size from `patch_embed.proj.weight`, depth from the
 /// `blocks.{i}` present, MLP width, qkv bias, class token, image size from `pos_embed`'s square

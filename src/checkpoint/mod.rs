@@ -22,7 +22,10 @@
 //!   and bicubic as PyTorch's `F.interpolate(align_corners=False)`, and their antialiased forms
 //!   (timm resamples with the antialiased bicubic).
 //! - `config`: [`ViTConfig`](crate::nn::ViTConfig) to and from the JSON string stored in the
-//!   metadata, and a config inferred from a file's tensor shapes (for timm files).
+//!   metadata ([`Checkpoint::config`]), and a config inferred from a file's tensor shapes (for
+//!   timm files).
+//! - `model`: a whole model out of a file ([`load_model`]), its config checked against the
+//!   tensors and the size limits before anything is allocated.
 //!
 //! ```no_run
 //! use vit::checkpoint::{self, Checkpoint, LoadOptions};
@@ -44,10 +47,12 @@
 
 pub mod config;
 pub mod load;
+pub mod model;
 pub mod resize;
 pub mod safetensors;
 
 pub use config::{config_from_json, config_metadata, config_to_json, infer_config, CONFIG_KEY};
 pub use load::{load, load_params, LoadOptions, LoadReport, OPTIM_PREFIX};
+pub use model::{check_config_against_file, check_finite, load_model, LoadedModel, DATASET_KEY};
 pub use resize::{interpolate_grid, resize_pos_embed, square_side, Interpolation};
-pub use safetensors::{save, write_tensors, Checkpoint, Dtype};
+pub use safetensors::{remove_stale_temporaries, save, write_tensors, Checkpoint, Dtype};

@@ -11,25 +11,28 @@
 //! `safetensors` crate; the data is streamed here, straight from the tensors, so saving a model
 //! never holds a second copy of it in memory.
 //!
+//! The header is written in one fixed order (metadata keys sorted, tensors in data order), so the
+//! same tensors and metadata always give the same bytes.
+//!
 //! Writes are atomic: the file is written to a temporary sibling (same directory, hence same file
 //! system), flushed to disk (`fsync`), and renamed over the target; the directory is synced after
 //! the rename. A crash or an error at any point leaves either the old file or the new one, never
-//! a torn mix, and the temporary file is removed on error.
+//! a torn mix, and the temporary file is removed on error. The temporary file has one fixed name
+//! per target (`.NAME.tmp`), so a write cut short by a kill leaves at most one, which the next
+//! write replaces (and [`remove_stale_temporaries`] clears).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::safetensors::tensor::{Metadata, TensorInfo};
+use ::safetensors::tensor::Metadata;
 pub use ::safetensors::Dtype;
 use ::safetensors::{SafeTensorError, SafeTensors};
 use autograd::{DType, Float, Tensor};
 
-use super::config::{config_from_json, CONFIG_KEY};
 use crate::error::{Error, Result};
-use crate::nn::{ParamStore, ViTConfig};
+use crate::nn::ParamStore;
 
 /// The metadata key Hugging Face loaders look at; set to `"pt"` (PyTorch layout) unless given.
 const FORMAT_KEY: &str = "format";
@@ -75,8 +78,8 @@ pub fn write_tensors<T: Float>(
     }
 
     let (dtype, elem_bytes) = match T::DTYPE {
-        DType::F32 => (Dtype::F32, 4),
-        DType::F64 => (Dtype::F64, 8),
+        DType::F32 => ("F32", 4),
+        DType::F64 => ("F64", 8),
     };
     assert_eq!(
         std::mem::size_of::<T>(),
@@ -84,22 +87,23 @@ pub fn write_tensors<T: Float>(
         "write_tensors: {:?} elements must be {elem_bytes} bytes",
         T::DTYPE
     );
-    let mut offset = 0;
-    let infos = tensors
-        .iter()
-        .map(|(name, t)| {
-            let n = t.numel() * elem_bytes;
-            let info = TensorInfo { dtype, shape: t.shape().to_vec(), data_offsets: (offset, offset + n) };
-            offset += n;
-            (name.to_string(), info)
-        })
-        .collect();
-    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut meta = metadata.clone();
     meta.entry(FORMAT_KEY.into()).or_insert_with(|| "pt".into());
-    let header = Metadata::new(Some(meta), infos).map_err(|e| fail(format!("cannot build the header: {e}")))?;
-    let mut header = serde_json::to_vec(&header).map_err(|e| fail(format!("cannot encode the header: {e}")))?;
+    let mut header =
+        header_json(&meta, tensors.iter().map(|(name, t)| (*name, t.shape(), t.numel() * elem_bytes)), dtype)
+            .map_err(|e| fail(format!("cannot encode the header: {e}")))?;
     // Pad with spaces so the data starts 8-byte aligned (as the reference writer does).
     header.resize(header.len().next_multiple_of(8), b' ');
+    // What we write must be what we read: validate the header as the reader will.
+    let mut probe = (header.len() as u64).to_le_bytes().to_vec();
+    probe.extend_from_slice(&header);
+    if let Err(e) = SafeTensors::read_metadata(&probe).map(|_| ()).or_else(|e| match e {
+        // The data is not in the probe: only its absence may be reported.
+        SafeTensorError::MetadataIncompleteBuffer => Ok(()),
+        e => Err(e),
+    }) {
+        return Err(fail(format!("cannot build the header: {e}")));
+    }
 
     write_atomic(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
@@ -109,6 +113,30 @@ pub fn write_tensors<T: Float>(
         }
         Ok(())
     })
+}
+
+/// The header JSON: `__metadata__` first (keys sorted), then each tensor in data order with its
+/// keys in the reference writer's order. Built by hand so the bytes never depend on a hash order.
+fn header_json<'a>(
+    metadata: &BTreeMap<String, String>,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], usize)>,
+    dtype: &str,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = String::from("{\"__metadata__\":");
+    out.push_str(&serde_json::to_string(metadata)?);
+    let mut offset = 0;
+    for (name, shape, n) in tensors {
+        out.push(',');
+        out.push_str(&serde_json::to_string(name)?);
+        out.push_str(&format!(
+            ":{{\"dtype\":\"{dtype}\",\"shape\":{},\"data_offsets\":[{offset},{}]}}",
+            serde_json::to_string(shape)?,
+            offset + n
+        ));
+        offset += n;
+    }
+    out.push('}');
+    Ok(out.into_bytes())
 }
 
 /// Writes `data` as little-endian bytes.
@@ -133,7 +161,6 @@ fn write_le<T: Float>(w: &mut dyn Write, data: &[T]) -> io::Result<()> {
 /// to disk, then renamed over `path` (and the directory synced). On any error the temporary file
 /// is removed and `path` is left as it was.
 pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::Checkpoint(format!("{}: not a file path", path.display())))?
@@ -142,11 +169,11 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{file_name}.tmp"));
 
     let result = (|| -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // One writer per target: a leftover of an interrupted write is simply replaced.
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -165,6 +192,22 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Removes what interrupted writes of `dir/file_name` left behind: its temporary file (and those
+/// of older versions, named `.NAME.<pid>.<n>.tmp`). Returns how many were removed. Call it only
+/// where no other process is writing that file.
+pub fn remove_stale_temporaries(dir: &Path, file_name: &str) -> usize {
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// A safetensors file read into memory: its tensors by name, decoded on request, and its string
@@ -222,14 +265,17 @@ impl Checkpoint {
         &self.names
     }
 
+    /// Number of tensors.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// True when the file holds no tensor.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
 
+    /// Whether the file holds a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.header.info(name).is_some()
     }
@@ -271,15 +317,10 @@ impl Checkpoint {
         self.metadata.get(key).map(String::as_str)
     }
 
-    /// The model config stored under [`CONFIG_KEY`], if any; an error if it does not parse or
-    /// does not validate.
-    pub fn config(&self) -> Result<Option<ViTConfig>> {
-        match self.meta(CONFIG_KEY) {
-            None => Ok(None),
-            Some(json) => {
-                config_from_json(json).map(Some).map_err(|e| self.error(format!("metadata {CONFIG_KEY:?}: {e}")))
-            }
-        }
+    /// The number of elements of tensor `name` (the product of its shape).
+    pub fn numel(&self, name: &str) -> Option<u64> {
+        // Validated on open: the product fits, and its bytes are in the file.
+        self.shape(name).map(|s| s.iter().map(|&d| d as u64).product())
     }
 
     /// The names under `prefix`, with the prefix removed, in file order (e.g. the parameter names
@@ -346,9 +387,14 @@ fn explain(bytes: &[u8], e: &SafeTensorError) -> String {
             ),
             None => format!("corrupt file: the tensors' data does not cover the file's {len} bytes exactly"),
         },
-        SafeTensorError::InvalidOffset(name) => {
-            format!("corrupt file: tensor {name} has data offsets that do not follow the previous tensor's")
-        }
+        // A tensor whose offsets reach past the data is the cause: the tensor after it only looks
+        // misplaced because of it.
+        SafeTensorError::InvalidOffset(name) => match past_end(bytes) {
+            Some((big, end, have)) => format!(
+                "corrupt file: tensor {big} claims data up to byte {end}, but the data section has only {have} bytes"
+            ),
+            None => format!("corrupt file: tensor {name} has data offsets that do not follow the previous tensor's"),
+        },
         _ => format!("corrupt file: {e}"),
     }
 }

@@ -35,8 +35,9 @@ pub const CIFAR10_TRAIN_FILES: [&str; 5] =
 pub const CIFAR10_TEST_FILE: &str = "test_batch.bin";
 /// The CIFAR-10 class names file, one name per line.
 pub const CIFAR10_META: &str = "batches.meta.txt";
-/// The CIFAR-100 training and test files.
+/// The CIFAR-100 training file.
 pub const CIFAR100_TRAIN_FILE: &str = "train.bin";
+/// The CIFAR-100 test file.
 pub const CIFAR100_TEST_FILE: &str = "test.bin";
 /// The CIFAR-100 fine class names file, one name per line.
 pub const CIFAR100_META: &str = "fine_label_names.txt";
@@ -148,11 +149,12 @@ pub fn load_cifar10(data_dir: &Path, split: Split) -> Result<Dataset> {
         Split::Test => vec![CIFAR10_TEST_FILE],
     };
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    for f in files {
+    for f in &files {
         read_records(&dir.join(f), Format::Cifar10, &mut images, &mut labels)?;
     }
     let names = read_names(&dir.join(CIFAR10_META), DatasetKind::Cifar10)?;
-    Dataset::new(images, labels, ImageShape::new(3, 32, 32), names)
+    let sources = files.iter().map(|f| dir.join(f)).collect();
+    Ok(Dataset::new(images, labels, ImageShape::new(3, 32, 32), names)?.with_sources(sources))
 }
 
 /// Loads one split of CIFAR-100 (fine labels) from `data_dir` (see [`cifar100_dir`]).
@@ -171,7 +173,7 @@ pub fn load_cifar100(data_dir: &Path, split: Split) -> Result<Dataset> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     read_records(&dir.join(file), Format::Cifar100, &mut images, &mut labels)?;
     let names = read_names(&dir.join(CIFAR100_META), DatasetKind::Cifar100)?;
-    Dataset::new(images, labels, ImageShape::new(3, 32, 32), names)
+    Ok(Dataset::new(images, labels, ImageShape::new(3, 32, 32), names)?.with_sources(vec![dir.join(file)]))
 }
 
 /// Reads one CIFAR-10 batch file: (images as n x 3072 bytes, labels).
@@ -203,18 +205,46 @@ fn check_size(path: &Path, len: u64, format: Format) -> Result<()> {
 fn read_records(path: &Path, format: Format, images: &mut Vec<u8>, labels: &mut Vec<u8>) -> Result<()> {
     let file = File::open(path)
         .map_err(|e| Error::Data(format!("{}: cannot open {} batch file: {e}", path.display(), format.name())))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    check_size(path, len, format)?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Data(format!(
+            "{}: is a directory (or not a file), expected a {} binary batch file",
+            path.display(),
+            format.name()
+        )));
+    }
+    check_size(path, meta.len(), format)?;
     // SAFETY: the map is only read, and only within this function. Mutating the file while it is
     // mapped would be undefined behaviour; dataset files are written once (by the downloader, via
     // an atomic rename) and never modified while training reads them, which is the contract here.
     // The length was checked above, and a file truncated concurrently would fault, not misread.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    parse_records(path, &map, format, images, labels)
+}
+
+/// Parses a CIFAR-10 batch file's bytes: (images as n x 3072 bytes, labels). `path` is used in
+/// error messages only.
+pub fn parse_cifar10(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    parse_records(path, bytes, Format::Cifar10, &mut images, &mut labels)?;
+    Ok((images, labels))
+}
+
+/// Parses a CIFAR-100 file's bytes: (images as n x 3072 bytes, fine labels).
+pub fn parse_cifar100(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    parse_records(path, bytes, Format::Cifar100, &mut images, &mut labels)?;
+    Ok((images, labels))
+}
+
+/// Appends the records in `bytes` to `images` and `labels`, checking the size and every label.
+fn parse_records(path: &Path, bytes: &[u8], format: Format, images: &mut Vec<u8>, labels: &mut Vec<u8>) -> Result<()> {
+    check_size(path, bytes.len() as u64, format)?;
     let record = format.record();
-    let n = map.len() / record;
+    let n = bytes.len() / record;
     images.reserve(n * IMAGE_BYTES);
     labels.reserve(n);
-    for (i, rec) in map.chunks_exact(record).enumerate() {
+    for (i, rec) in bytes.chunks_exact(record).enumerate() {
         let (label, pixels) = match format {
             Format::Cifar10 => {
                 if rec[0] >= 10 {

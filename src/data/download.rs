@@ -39,7 +39,9 @@ pub const MD5_ENV: &str = "VIT_CIFAR10_MD5";
 /// ([`URL_ENV`], [`MD5_ENV`]), then to the official values.
 #[derive(Clone, Debug, Default)]
 pub struct DownloadOptions {
+    /// The archive's URL.
     pub url: Option<String>,
+    /// The archive's expected MD5, hex.
     pub md5: Option<String>,
     /// Draw a progress bar on stderr (indicatif hides it when stderr is not a terminal).
     pub progress: bool,
@@ -100,7 +102,18 @@ pub fn ensure_cifar10(data_dir: &Path, opts: &DownloadOptions) -> Result<PathBuf
 /// against `md5` (hex). Uses a local `data_dir/cifar-10-binary.tar.gz` instead if there is one
 /// (it is verified too, and left in place). Returns the batches directory.
 pub fn fetch_cifar10(data_dir: &Path, url: &str, md5: &str, progress: bool) -> Result<PathBuf> {
+    // A data dir made for this download goes again if the download fails.
+    let created = !data_dir.exists();
     fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let result = fetch_into(data_dir, url, md5, progress);
+    if result.is_err() && created {
+        // Only if still empty: `remove_dir` refuses a directory with anything in it.
+        let _ = fs::remove_dir(data_dir);
+    }
+    result
+}
+
+fn fetch_into(data_dir: &Path, url: &str, md5: &str, progress: bool) -> Result<PathBuf> {
     let md5 = md5.trim().to_ascii_lowercase();
     let local = data_dir.join(CIFAR10_ARCHIVE);
     if local.is_file() {

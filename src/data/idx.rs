@@ -41,36 +41,61 @@ pub fn file_names(split: Split) -> (&'static str, &'static str) {
     }
 }
 
-/// The directories searched for `kind`, in order.
-pub fn search_dirs(kind: DatasetKind, data_dir: &Path) -> Vec<PathBuf> {
-    match kind {
-        DatasetKind::Mnist => vec![data_dir.join("mnist"), data_dir.to_path_buf()],
-        DatasetKind::FashionMnist => {
-            vec![data_dir.join("fashion-mnist"), data_dir.to_path_buf(), PathBuf::from(SYSTEM_FASHION_MNIST_DIR)]
-        }
+/// The directories searched for `kind`, in order: under an explicit `data_dir`, only there
+/// (`data_dir/mnist` or `data_dir/fashion-mnist`, then `data_dir`); with `None`, the default
+/// [`super::DEFAULT_DATA_DIR`] the same way, and for Fashion-MNIST then the system copy
+/// [`SYSTEM_FASHION_MNIST_DIR`].
+pub fn search_dirs(kind: DatasetKind, data_dir: Option<&Path>) -> Vec<PathBuf> {
+    let dir = data_dir.unwrap_or(Path::new(super::DEFAULT_DATA_DIR));
+    let sub = match kind {
+        DatasetKind::Mnist => "mnist",
+        DatasetKind::FashionMnist => "fashion-mnist",
         _ => panic!("idx::search_dirs: {kind} is not an IDX dataset"),
+    };
+    let mut dirs = vec![dir.join(sub), dir.to_path_buf()];
+    if kind == DatasetKind::FashionMnist && data_dir.is_none() {
+        dirs.push(PathBuf::from(SYSTEM_FASHION_MNIST_DIR));
     }
+    dirs
 }
 
-/// `dir/name`, or `dir/name.gz`, whichever exists.
-fn existing(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
+/// `dir/name`, or `dir/name.gz`, whichever exists; an error when something that is not a file
+/// (a directory) stands in its place, rather than silently looking elsewhere.
+fn existing(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    for path in [dir.join(name), dir.join(format!("{name}.gz"))] {
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => return Ok(Some(path)),
+            Ok(_) => {
+                return Err(Error::Data(format!(
+                    "{}: is a directory (or not a file), expected an IDX file",
+                    path.display()
+                )))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
-/// The (images, labels) files of a split: the first searched directory that holds both.
-pub fn find_files(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<(PathBuf, PathBuf)> {
+/// The (images, labels) files of a split: the first searched directory that holds both (see
+/// [`search_dirs`]).
+pub fn find_files(kind: DatasetKind, data_dir: Option<&Path>, split: Split) -> Result<(PathBuf, PathBuf)> {
     let (images, labels) = file_names(split);
     let dirs = search_dirs(kind, data_dir);
     for dir in &dirs {
-        if let (Some(i), Some(l)) = (existing(dir, images), existing(dir, labels)) {
+        if let (Some(i), Some(l)) = (existing(dir, images)?, existing(dir, labels)?) {
             return Ok((i, l));
         }
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    let hint = if kind == DatasetKind::FashionMnist {
-        "; install them with `apt-get install dataset-fashion-mnist` or copy them into the data dir"
-    } else {
-        "; copy them into the data dir"
+    let hint = match (kind, data_dir) {
+        (DatasetKind::FashionMnist, None) => {
+            "; install them with `apt-get install dataset-fashion-mnist` or copy them into the data dir"
+        }
+        (DatasetKind::FashionMnist, Some(_)) => {
+            "; copy them there, or leave out --data-dir to use the system copy (`apt-get install dataset-fashion-mnist`)"
+        }
+        _ => "; copy them into the data dir",
     };
     Err(Error::Data(format!(
         "{kind} {split} split not found: expected {images}[.gz] and {labels}[.gz] in one of {}{hint}",
@@ -79,7 +104,7 @@ pub fn find_files(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<(P
 }
 
 /// Loads one split of MNIST or Fashion-MNIST (see [`search_dirs`] for where it looks).
-pub fn load(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<Dataset> {
+pub fn load(kind: DatasetKind, data_dir: Option<&Path>, split: Split) -> Result<Dataset> {
     let (images, labels) = find_files(kind, data_dir, split)?;
     load_files(&images, &labels, kind.class_names())
 }
@@ -87,41 +112,109 @@ pub fn load(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<Dataset>
 /// Loads an images file and a labels file, checking that they describe the same number of items
 /// and that every label names one of `class_names`.
 pub fn load_files(images_path: &Path, labels_path: &Path, class_names: Vec<String>) -> Result<Dataset> {
-    let image_bytes = read_idx(images_path)?;
-    let (n, rows, cols) = parse_images(images_path, &image_bytes)?;
-    let label_bytes = read_idx(labels_path)?;
-    let labels = parse_labels(labels_path, &label_bytes)?;
-    if labels.len() != n {
+    let images = read_idx(images_path)?;
+    let labels = read_idx(labels_path)?;
+    let dataset = from_bytes(images_path, images, labels_path, labels, class_names)?;
+    Ok(dataset.with_sources(vec![images_path.to_path_buf(), labels_path.to_path_buf()]))
+}
+
+/// A dataset from the (already gunzipped, see [`decode_idx`]) bytes of an images file and a
+/// labels file; the paths are used in error messages only.
+pub fn from_bytes(
+    images_path: &Path,
+    images: Vec<u8>,
+    labels_path: &Path,
+    labels: Vec<u8>,
+    class_names: Vec<String>,
+) -> Result<Dataset> {
+    let (n, rows, cols) = parse_images(images_path, &images)?;
+    let label_values = parse_labels(labels_path, &labels)?;
+    if label_values.len() != n {
         return Err(Error::Data(format!(
             "{} holds {n} images but {} holds {} labels: expected the same count (files from different splits?)",
             images_path.display(),
             labels_path.display(),
-            labels.len()
+            label_values.len()
         )));
     }
-    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= class_names.len()) {
+    if let Some((i, &l)) = label_values.iter().enumerate().find(|&(_, &l)| l as usize >= class_names.len()) {
         return Err(Error::Data(format!(
             "{}: label {i} is {l}, expected 0..={}",
             labels_path.display(),
             class_names.len() - 1
         )));
     }
-    let header = 4 + 4 * 3;
-    let pixels = image_bytes[header..].to_vec();
-    let labels = labels.to_vec();
+    // Drop the headers in place: no second copy of the pixels.
+    let (mut pixels, mut labels) = (images, labels);
+    pixels.drain(..IMAGES_HEADER);
+    labels.drain(..LABELS_HEADER);
     Dataset::new(pixels, labels, ImageShape::new(1, rows, cols), class_names)
 }
+
+/// Bytes of an images file's header: magic and three dimensions.
+const IMAGES_HEADER: usize = 4 + 4 * 3;
+/// Bytes of a labels file's header: magic and one dimension.
+const LABELS_HEADER: usize = 4 + 4;
+/// The most a deflate stream can expand: 258 bytes from 2 bits, 1032 to 1.
+const MAX_DEFLATE_RATIO: usize = 1032;
 
 /// The contents of an IDX file, gunzipped if it starts with the gzip magic.
 pub fn read_idx(path: &Path) -> Result<Vec<u8>> {
     let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_idx(path, raw)
+}
+
+/// An IDX file's bytes, gunzipped if they start with the gzip magic; `path` is used in error
+/// messages only.
+///
+/// A gzipped file is inflated only as far as its header says: the header is inflated first and
+/// checked (element type u8, at most 4 dimensions, a payload a gzip stream of this length can
+/// hold at all, deflate expanding at most 1032:1), then the payload, and one byte more to tell a
+/// longer file. So a small file claiming a huge payload, or a huge stream behind a small header,
+/// costs no more memory than the header can honestly describe.
+pub fn decode_idx(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| Error::Data(format!("{}: gzip stream is corrupt or truncated: {e}", path.display())))?;
+    let corrupt =
+        |e: std::io::Error| Error::Data(format!("{}: gzip stream is corrupt or truncated: {e}", path.display()));
+    let mut stream = MultiGzDecoder::new(raw.as_slice());
+    let mut magic = [0u8; 4];
+    stream.read_exact(&mut magic).map_err(corrupt)?;
+    let ndims = magic[3] as usize;
+    if magic[..3] != [0, 0, 0x08] || !(1..=4).contains(&ndims) {
+        return Err(Error::Data(format!(
+            "{}: expected an IDX file of bytes (magic 00 00 08 0n, n = 1..4), found {:02x} {:02x} {:02x} {:02x}",
+            path.display(),
+            magic[0],
+            magic[1],
+            magic[2],
+            magic[3]
+        )));
+    }
+    let mut dims = vec![0u8; 4 * ndims];
+    stream.read_exact(&mut dims).map_err(corrupt)?;
+    let header = 4 + 4 * ndims;
+    let payload = dims
+        .chunks_exact(4)
+        .try_fold(1usize, |n, d| n.checked_mul(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize));
+    let limit = raw.len().saturating_mul(MAX_DEFLATE_RATIO);
+    let payload = match payload {
+        Some(p) if p <= limit => p,
+        _ => {
+            return Err(Error::Data(format!(
+                "{}: the IDX header claims {} bytes, more than a gzip file of {} bytes can hold",
+                path.display(),
+                payload.map_or("more than 2^64".to_string(), |p| p.to_string()),
+                raw.len()
+            )))
+        }
+    };
+    let mut out = Vec::with_capacity(header + payload);
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&dims);
+    // One byte past the payload, so parse_header can tell a file longer than its header says.
+    (&mut stream).take(payload as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
     Ok(out)
 }
 
@@ -152,7 +245,7 @@ fn parse_header(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result<Vec
     }
     let dims: Vec<usize> =
         (0..ndims).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
-    let expected = dims.iter().product::<usize>();
+    let expected = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX);
     let payload = bytes.len() - header;
     if payload != expected {
         return Err(Error::Data(format!(
@@ -182,7 +275,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize)> 
 /// Parses a labels file's bytes: the labels.
 pub fn parse_labels<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
     parse_header(path, bytes, LABELS_MAGIC, "labels")?;
-    Ok(&bytes[8..])
+    Ok(&bytes[LABELS_HEADER..])
 }
 
 fn write_idx(path: &Path, magic: u32, dims: &[usize], data: &[u8], gzip: bool) -> Result<()> {

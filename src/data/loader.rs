@@ -45,6 +45,7 @@ impl Batch {
         self.labels.len()
     }
 
+    /// True for a batch of no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -53,12 +54,15 @@ impl Batch {
 /// How a [`Loader`] batches a dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoaderConfig {
+    /// Images per batch.
     pub batch_size: usize,
+    /// The seed of the order, augmentation and mixing streams.
     pub seed: u64,
     /// Draw a new order every epoch; otherwise dataset order.
     pub shuffle: bool,
     /// Drop the last, partial batch of an epoch (training), rather than yield it (evaluation).
     pub drop_last: bool,
+    /// What is done to each image and batch.
     pub augment: AugmentConfig,
     /// Batches prepared ahead by the background thread (1 or 2; 0 is taken as 1).
     pub prefetch: usize,
@@ -128,10 +132,12 @@ impl Loader {
         Loader::new(dataset, LoaderConfig::eval(batch_size))
     }
 
+    /// The dataset batched.
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.dataset
     }
 
+    /// How it is batched.
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
     }

@@ -15,7 +15,7 @@ pub mod idx;
 pub mod loader;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::{Error, Result};
@@ -26,7 +26,9 @@ pub use loader::{Batch, Loader, LoaderConfig, Mix};
 /// Which half of a dataset: the one to learn from or the one to report accuracy on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The training split.
     Train,
+    /// The test split.
     Test,
 }
 
@@ -139,12 +141,16 @@ impl FromStr for DatasetKind {
 /// The (C, H, W) of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ImageShape {
+    /// Channels.
     pub c: usize,
+    /// Height in pixels.
     pub h: usize,
+    /// Width in pixels.
     pub w: usize,
 }
 
 impl ImageShape {
+    /// The shape `c x h x w`.
     pub const fn new(c: usize, h: usize, w: usize) -> Self {
         ImageShape { c, h, w }
     }
@@ -182,6 +188,7 @@ pub struct Dataset {
     shape: ImageShape,
     class_names: Vec<String>,
     normalization: Normalization,
+    sources: Vec<PathBuf>,
 }
 
 impl Dataset {
@@ -215,7 +222,18 @@ impl Dataset {
             )));
         }
         let normalization = Normalization { mean: vec![0.5; shape.c], std: vec![0.5; shape.c] };
-        Ok(Dataset { images, labels, shape, class_names, normalization })
+        Ok(Dataset { images, labels, shape, class_names, normalization, sources: Vec::new() })
+    }
+
+    /// Records the files the dataset was read from (see [`Dataset::sources`]).
+    pub fn with_sources(mut self, sources: Vec<PathBuf>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// The files the dataset was read from (empty for one built in memory).
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
     }
 
     /// Replaces the per-channel normalisation statistics.
@@ -230,6 +248,7 @@ impl Dataset {
         self.labels.len()
     }
 
+    /// True when the dataset holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -244,6 +263,7 @@ impl Dataset {
         self.class_names.len()
     }
 
+    /// The class names, in label order.
     pub fn class_names(&self) -> &[String] {
         &self.class_names
     }
@@ -315,6 +335,7 @@ impl Dataset {
             shape: self.shape,
             class_names: self.class_names.clone(),
             normalization: self.normalization.clone(),
+            sources: self.sources.clone(),
         }
     }
 
@@ -343,29 +364,42 @@ impl Dataset {
     }
 }
 
-/// Loads one split of a dataset from `data_dir`. Never touches the network: see
-/// [`load_or_download`] for CIFAR-10's download.
+/// Where datasets are looked for when no directory is given.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Loads one split of a dataset from `data_dir` and nowhere else (see [`load_from`]).
+pub fn load(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<Dataset> {
+    load_from(kind, Some(data_dir), split)
+}
+
+/// Loads one split of a dataset. Never touches the network: see [`load_or_download`] for
+/// CIFAR-10's download. `data_dir` is the directory the user named; `None` means the default
+/// [`DEFAULT_DATA_DIR`], where Fashion-MNIST may also come from the system copy.
 ///
 /// Where each kind is looked for:
 /// - CIFAR-10: `data_dir/cifar-10-batches-bin/` (or `data_dir` itself if it holds the batches);
 /// - CIFAR-100: `data_dir/cifar-100-binary/` (or `data_dir` itself);
 /// - MNIST: `data_dir/mnist/`, then `data_dir`;
-/// - Fashion-MNIST: `data_dir/fashion-mnist/`, then `data_dir`, then
-///   [`idx::SYSTEM_FASHION_MNIST_DIR`] (the Debian package `dataset-fashion-mnist`).
-pub fn load(kind: DatasetKind, data_dir: &Path, split: Split) -> Result<Dataset> {
+/// - Fashion-MNIST: `data_dir/fashion-mnist/`, then `data_dir`, then, only when no directory was
+///   given, [`idx::SYSTEM_FASHION_MNIST_DIR`] (the Debian package `dataset-fashion-mnist`).
+///
+/// [`Dataset::sources`] says which files were read.
+pub fn load_from(kind: DatasetKind, data_dir: Option<&Path>, split: Split) -> Result<Dataset> {
+    let dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
     let dataset = match kind {
-        DatasetKind::Cifar10 => cifar::load_cifar10(data_dir, split)?,
-        DatasetKind::Cifar100 => cifar::load_cifar100(data_dir, split)?,
+        DatasetKind::Cifar10 => cifar::load_cifar10(dir, split)?,
+        DatasetKind::Cifar100 => cifar::load_cifar100(dir, split)?,
         DatasetKind::Mnist | DatasetKind::FashionMnist => idx::load(kind, data_dir, split)?,
     };
     dataset.with_normalization(kind.normalization())
 }
 
-/// Like [`load`], but first fetches CIFAR-10 into `data_dir` if it is not there (see
+/// Like [`load_from`], but first fetches CIFAR-10 into the data dir if it is not there (see
 /// [`download::ensure_cifar10`]; the URL and checksum come from the environment or the defaults).
-pub fn load_or_download(kind: DatasetKind, data_dir: &Path, split: Split, progress: bool) -> Result<Dataset> {
+pub fn load_or_download(kind: DatasetKind, data_dir: Option<&Path>, split: Split, progress: bool) -> Result<Dataset> {
     if kind == DatasetKind::Cifar10 {
-        download::ensure_cifar10(data_dir, &download::DownloadOptions { progress, ..Default::default() })?;
+        let dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+        download::ensure_cifar10(dir, &download::DownloadOptions { progress, ..Default::default() })?;
     }
-    load(kind, data_dir, split)
+    load_from(kind, data_dir, split)
 }

@@ -24,14 +24,27 @@ pub fn predict_logits(
 /// Runs the model over every batch of `loader` (an evaluation loader) and accumulates metrics;
 /// the loss is plain cross-entropy (no smoothing).
 pub fn evaluate(model: &VisionTransformer, params: &ParamStore<f32>, loader: &Loader) -> Metrics {
+    evaluate_until(model, params, loader, || false).expect("never stopped")
+}
+
+/// [`evaluate`], giving up (`None`) as soon as `stop` says so between two batches.
+pub fn evaluate_until(
+    model: &VisionTransformer,
+    params: &ParamStore<f32>,
+    loader: &Loader,
+    stop: impl Fn() -> bool,
+) -> Option<Metrics> {
     let classes = model.config.num_classes;
     let mut metrics = Metrics::new(classes);
     for batch in loader.epoch(0) {
+        if stop() {
+            return None;
+        }
         let logits = predict_logits(model, params, batch.images, &batch.shape);
         let loss = mean_cross_entropy(logits.data(), &batch.labels, classes);
         metrics.add_batch(logits.data(), &batch.labels, loss);
     }
-    metrics
+    Some(metrics)
 }
 
 /// `-mean_i log softmax(logits_i)[y_i]`, computed stably in f64.

@@ -5,19 +5,31 @@ use std::fmt::Write;
 /// Accumulates predictions over an evaluation pass.
 #[derive(Clone, Debug)]
 pub struct Metrics {
+    /// Number of classes.
     pub classes: usize,
-    /// `confusion[true * classes + predicted]` counts.
+    /// `confusion[true * classes + predicted]` counts (samples with non-finite logits left out).
     pub confusion: Vec<u64>,
     /// Samples whose label is among the 5 highest logits.
     pub top5_correct: u64,
     /// Sum of per-sample losses (for the mean loss).
     pub loss_sum: f64,
+    /// Samples seen.
     pub count: u64,
+    /// Samples with a NaN or infinite logit: no prediction, counted as wrong (a broken model).
+    pub non_finite: u64,
 }
 
 impl Metrics {
+    /// Nothing counted yet, for `classes` classes.
     pub fn new(classes: usize) -> Self {
-        Metrics { classes, confusion: vec![0; classes * classes], top5_correct: 0, loss_sum: 0.0, count: 0 }
+        Metrics {
+            classes,
+            confusion: vec![0; classes * classes],
+            top5_correct: 0,
+            loss_sum: 0.0,
+            count: 0,
+            non_finite: 0,
+        }
     }
 
     /// Adds a batch: `logits` is row-major `[labels.len(), classes]`; `mean_loss` is the batch's
@@ -26,6 +38,11 @@ impl Metrics {
         let c = self.classes;
         assert_eq!(logits.len(), labels.len() * c, "Metrics: {} logits for {} labels", logits.len(), labels.len());
         for (row, &label) in logits.chunks(c).zip(labels) {
+            // NaN compares false with everything: such a row would "rank" its label first.
+            if row.iter().any(|v| !v.is_finite()) {
+                self.non_finite += 1;
+                continue;
+            }
             let pred = argmax(row);
             self.confusion[label * c + pred] += 1;
             // The label is in the top 5 iff fewer than 5 classes score strictly higher.
@@ -38,18 +55,22 @@ impl Metrics {
         self.count += labels.len() as u64;
     }
 
+    /// Samples predicted correctly (top-1).
     pub fn correct(&self) -> u64 {
         (0..self.classes).map(|i| self.confusion[i * self.classes + i]).sum()
     }
 
+    /// Top-1 accuracy in `[0, 1]`.
     pub fn top1(&self) -> f64 {
         self.correct() as f64 / self.count.max(1) as f64
     }
 
+    /// Top-5 accuracy in `[0, 1]`.
     pub fn top5(&self) -> f64 {
         self.top5_correct as f64 / self.count.max(1) as f64
     }
 
+    /// The mean loss per sample.
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.count.max(1) as f64
     }
@@ -72,6 +93,13 @@ impl Metrics {
         let _ = writeln!(s, "samples: {}   loss: {:.4}", self.count, self.mean_loss());
         let _ =
             writeln!(s, "top-1 accuracy: {:.2}%   top-5 accuracy: {:.2}%", 100.0 * self.top1(), 100.0 * self.top5());
+        if self.non_finite > 0 {
+            let _ = writeln!(
+                s,
+                "warning: {} of {} samples got non-finite logits (NaN or infinity) and count as wrong: the model is broken",
+                self.non_finite, self.count
+            );
+        }
         let _ = writeln!(s, "\nper-class accuracy:");
         for (i, acc) in self.per_class().into_iter().enumerate() {
             match acc {
@@ -134,5 +162,17 @@ mod tests {
         assert_eq!(m.per_class()[4], None);
         assert!((m.mean_loss() - 1.5).abs() < 1e-12);
         assert!(m.report(&[]).contains("top-1 accuracy: 33.33%"));
+    }
+
+    /// A model whose logits are NaN predicts nothing: 0% top-1 and top-5, not 100%.
+    #[test]
+    fn non_finite_logits_count_as_wrong() {
+        let mut m = Metrics::new(6);
+        let mut logits = [f32::NAN; 12];
+        logits[6..].copy_from_slice(&[0.0, 1.0, f32::INFINITY, 0.0, 0.0, 0.0]);
+        m.add_batch(&logits, &[0, 2], f64::NAN);
+        assert_eq!((m.correct(), m.top5_correct, m.non_finite, m.count), (0, 0, 2, 2));
+        assert_eq!((m.top1(), m.top5()), (0.0, 0.0));
+        assert!(m.report(&[]).contains("2 of 2 samples got non-finite logits"), "{}", m.report(&[]));
     }
 }

@@ -1,6 +1,7 @@
 //! One optimisation step.
 
 use autograd::{Graph, Rng, Tensor};
+use rayon::prelude::*;
 
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -22,7 +23,9 @@ pub struct StepOutput {
 /// cross-entropy `lambda CE(y_a) + (1 - lambda) CE(y_b)` — the same as cross-entropy against
 /// the mixed one-hot target, since CE is linear in the target.
 ///
-/// A non-finite loss or gradient is an error and leaves the parameters untouched.
+/// A non-finite loss or gradient is an error and leaves the parameters untouched. An update that
+/// leaves a non-finite parameter (a huge step, a NaN hyper-parameter) is an error too; the
+/// parameters are then broken, and the caller must not save them.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &VisionTransformer,
@@ -74,5 +77,13 @@ pub fn train_step(
         return Err(Error::Train(format!("the gradient norm is {grad_norm} (loss {loss_value})")));
     }
     opt.step(params, &grads, lr);
+    let broken =
+        params.iter().collect::<Vec<_>>().into_par_iter().find_first(|p| !p.value.data().iter().all(|v| v.is_finite()));
+    if let Some(p) = broken {
+        return Err(Error::Train(format!(
+            "the update (lr {lr:.3e}, gradient norm {grad_norm:.3e}) left non-finite values in {}",
+            p.name
+        )));
+    }
     Ok(StepOutput { loss: loss_value, correct, grad_norm })
 }

@@ -3,19 +3,26 @@
 //! Every source of randomness is derived from the run's seed and a position — the loader's
 //! shuffle and augmentation from `(seed, epoch, index)`, each step's dropout and stochastic
 //! depth from `(seed, global step)` — so the state a checkpoint needs to continue exactly is
-//! the parameters, the optimizer's moments and the position `(epoch, batch, global step)`.
+//! the parameters, the optimizer's moments and the position (see [`super::checkpointing`]).
+//!
+//! The order of the writes at the end of an epoch is what makes a kill at any instant lose
+//! nothing: the metrics line first (a resumed run drops lines its checkpoint does not cover),
+//! then `best.safetensors` when the epoch improved, then `last.safetensors`, which records the
+//! new best accuracy only once the best model is on disk.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::evaluate::evaluate;
+use super::checkpointing::{resume, save, Position};
+use super::evaluate::evaluate_until;
+use super::interrupt;
+use super::log::{self, EpochRecord};
 use super::step::train_step;
 use super::{OptimizerKind, TrainConfig};
-use crate::checkpoint::{self, Checkpoint, LoadOptions};
+use crate::checkpoint::{model::message, remove_stale_temporaries};
 use crate::data::loader::derive_rng;
 use crate::data::{self, Dataset, Loader, LoaderConfig, Split};
 use crate::error::{Error, Result};
@@ -23,65 +30,36 @@ use crate::nn::{ParamStore, VisionTransformer};
 use crate::optim::{AdamW, LrSchedule, Optimizer, Sgd};
 
 const STEP_STREAM: u64 = 0x7374_6570; // "step"
-const META_EPOCH: &str = "vit.epoch";
-const META_BATCH: &str = "vit.batch";
-const META_STEP: &str = "vit.global_step";
-const META_OPTIM: &str = "vit.optimizer";
-const META_OPTIM_STEP: &str = "vit.optimizer_step";
-const META_BEST: &str = "vit.best_test_acc";
-const META_SEED: &str = "vit.seed";
-/// The dataset a checkpoint was trained on (for its class names and normalisation).
-pub const META_DATASET: &str = "vit.dataset";
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub global_step: u64,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub test_loss: f64,
-    pub test_acc: f64,
-    pub test_top5: f64,
-    pub images_per_sec: f64,
-    pub seconds: f64,
-}
-
-impl EpochRecord {
-    fn to_json(&self) -> String {
-        format!(
-            "{{\"epoch\":{},\"step\":{},\"lr\":{:.6e},\"train_loss\":{:.6},\"train_acc\":{:.6},\"test_loss\":{:.6},\"test_acc\":{:.6},\"test_top5\":{:.6},\"images_per_sec\":{:.2},\"seconds\":{:.2}}}",
-            self.epoch,
-            self.global_step,
-            self.lr,
-            self.train_loss,
-            self.train_acc,
-            self.test_loss,
-            self.test_acc,
-            self.test_top5,
-            self.images_per_sec,
-            self.seconds
-        )
-    }
-}
+const LAST: &str = "last.safetensors";
+const BEST: &str = "best.safetensors";
 
 /// What a run produced.
 pub struct TrainReport {
+    /// The model trained.
     pub model: VisionTransformer,
+    /// Its parameters at the end.
     pub params: ParamStore<f32>,
     /// One record per epoch completed in this invocation.
     pub epochs: Vec<EpochRecord>,
+    /// The best test accuracy of any completed epoch of the run.
     pub best_test_acc: f64,
+    /// Optimizer steps taken in all.
     pub global_step: u64,
+    /// `last.safetensors`.
     pub last_checkpoint: PathBuf,
 }
 
-/// Loads the datasets named by `cfg` (downloading CIFAR-10 if needed) and trains.
+/// Loads the datasets named by `cfg` (downloading CIFAR-10 if needed), says which files it read,
+/// and trains.
 pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
     cfg.validate()?;
-    let mut train_set = data::load_or_download(cfg.dataset, &cfg.data_dir, Split::Train, cfg.progress)?;
-    let mut test_set = data::load(cfg.dataset, &cfg.data_dir, Split::Test)?;
+    let dir = cfg.data_dir.as_deref();
+    let mut train_set = data::load_or_download(cfg.dataset, dir, Split::Train, cfg.progress)?;
+    let mut test_set = data::load_from(cfg.dataset, dir, Split::Test)?;
+    for (split, set) in [(Split::Train, &train_set), (Split::Test, &test_set)] {
+        let files: Vec<String> = set.sources().iter().map(|p| p.display().to_string()).collect();
+        eprintln!("{} {split}: {} images from {}", cfg.dataset, set.len(), files.join(", "));
+    }
     if let Some(n) = cfg.train_subset {
         train_set = train_set.take(n);
     }
@@ -98,18 +76,14 @@ fn new_optimizer(cfg: &TrainConfig, params: &ParamStore<f32>) -> Box<dyn Optimiz
     }
 }
 
-/// Where a run stands.
-#[derive(Clone, Copy, Debug, Default)]
-struct Position {
-    epoch: usize,
-    batch: usize,
-    global_step: u64,
-    best_test_acc: f64,
-}
-
 /// Trains on the given datasets (the entry point for tests and for data from elsewhere).
+///
+/// Stops early, with `last.safetensors` written at the exact position reached, after
+/// `cfg.max_steps` steps (returning the report) or when [`interrupt::stop_requested`] (returning
+/// [`Error::Interrupted`]). A run that diverges stops with an error naming the step, writing
+/// nothing.
 pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Result<TrainReport> {
-    cfg.model.validate()?;
+    cfg.validate_recipe()?;
     let shape = train_set.shape();
     let m = &cfg.model;
     if (shape.c, shape.h, shape.w) != (m.in_chans, m.image_size, m.image_size) || train_set.classes() > m.num_classes {
@@ -126,8 +100,12 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
         )));
     }
     fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
-    let last_path = cfg.out_dir.join("last.safetensors");
-    let best_path = cfg.out_dir.join("best.safetensors");
+    // Leftovers of writes cut short by a kill (one run writes into a directory at a time).
+    for name in [LAST, BEST] {
+        remove_stale_temporaries(&cfg.out_dir, name);
+    }
+    let last_path = cfg.out_dir.join(LAST);
+    let best_path = cfg.out_dir.join(BEST);
 
     let (model, mut params) = VisionTransformer::init::<f32>(&cfg.model, cfg.seed)?;
     let mut opt = new_optimizer(cfg, &params);
@@ -155,7 +133,8 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
     // (even at 0% accuracy), so a fresh run never leaves an older run's file in its place.
     let mut have_best = cfg.resume && best_path.is_file();
     if cfg.resume {
-        pos = resume(&last_path, cfg, &mut params, opt.as_mut())?;
+        pos = resume(&last_path, cfg, &mut params, opt.as_mut(), steps_per_epoch)?;
+        log::keep_epochs(&metrics_path, pos.epoch)?;
         eprintln!(
             "resuming from {} at epoch {}, batch {} (step {})",
             last_path.display(),
@@ -164,6 +143,25 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
             pos.global_step
         );
     }
+    // Whether `last.safetensors` is this run's (what an error may call the last good checkpoint).
+    let mut wrote_last = cfg.resume;
+    let kept = |wrote_last: bool| {
+        if wrote_last {
+            format!("the last good checkpoint, {}, is intact", last_path.display())
+        } else {
+            "this run had written no checkpoint yet".to_string()
+        }
+    };
+    let interrupted = |pos: Position| {
+        Error::Interrupted(format!(
+            "stopped at epoch {}/{}, batch {}/{steps_per_epoch} (step {}); {} holds that exact position",
+            pos.epoch + 1,
+            cfg.epochs,
+            pos.batch,
+            pos.global_step,
+            last_path.display()
+        ))
+    };
 
     let mut records = Vec::new();
     let started = Instant::now();
@@ -171,12 +169,17 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
         let epoch = pos.epoch;
         let bar = progress_bar(cfg.progress, (steps_per_epoch - pos.batch) as u64, epoch, cfg.epochs);
         let t0 = Instant::now();
-        let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0usize, 0usize, schedule.lr(pos.global_step));
+        let mut seen_now = 0usize;
+        let mut lr = schedule.lr(pos.global_step.saturating_sub(1));
         for batch in loader.epoch_from(epoch as u64, pos.batch) {
-            if cfg.max_steps.is_some_and(|max| pos.global_step >= max) {
+            let max_reached = cfg.max_steps.is_some_and(|max| pos.global_step >= max);
+            if max_reached || interrupt::stop_requested() {
                 bar.finish_and_clear();
                 save(&last_path, cfg, &params, opt.as_ref(), pos)?;
-                break 'epochs;
+                if max_reached {
+                    break 'epochs;
+                }
+                return Err(interrupted(pos));
             }
             lr = schedule.lr(pos.global_step);
             let n = batch.len();
@@ -185,47 +188,56 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
                 train_step(&model, &mut params, opt.as_mut(), batch, lr, cfg.label_smoothing, cfg.clip_grad, &mut rng)
                     .map_err(|e| {
                         bar.abandon();
-                        let kept = if last_path.exists() {
-                            format!("the last good checkpoint, {}, is intact", last_path.display())
-                        } else {
-                            "no checkpoint had been written yet".to_string()
-                        };
                         Error::Train(format!(
-                    "{e} at epoch {}, step {}: stopping; {kept}. Try a lower --lr, a longer --warmup or --clip-grad 1",
+                    "{} at epoch {}, step {}: stopping; {}. Try a lower --lr, a longer --warmup or --clip-grad 1",
+                    message(&e),
                     epoch + 1,
-                    pos.global_step
+                    pos.global_step,
+                    kept(wrote_last)
                 ))
                     })?;
             pos.global_step += 1;
             pos.batch += 1;
-            loss_sum += out.loss * n as f64;
-            correct += out.correct;
-            seen += n;
-            let secs = t0.elapsed().as_secs_f64();
+            pos.loss_sum += out.loss * n as f64;
+            pos.correct += out.correct as u64;
+            pos.seen += n as u64;
+            seen_now += n;
             bar.set_message(format!(
                 "loss {:.4}  acc {:5.2}%  {:.0} img/s  lr {:.2e}",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64,
-                seen as f64 / secs,
+                pos.loss_sum / pos.seen as f64,
+                100.0 * pos.correct as f64 / pos.seen as f64,
+                seen_now as f64 / t0.elapsed().as_secs_f64(),
                 lr
             ));
             bar.inc(1);
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let metrics = evaluate(&model, &params, &eval_loader);
-        pos.epoch += 1;
-        pos.batch = 0;
+        let Some(metrics) = evaluate_until(&model, &params, &eval_loader, interrupt::stop_requested) else {
+            // Training of the epoch is done; its evaluation is redone on resume.
+            save(&last_path, cfg, &params, opt.as_ref(), pos)?;
+            return Err(interrupted(pos));
+        };
+        if !metrics.mean_loss().is_finite() {
+            return Err(Error::Train(format!(
+                "the test loss after epoch {} (step {}) is {}: the model diverged; stopping without saving it; {}. \
+                 Try a lower --lr, a longer --warmup or --clip-grad 1",
+                epoch + 1,
+                pos.global_step,
+                metrics.mean_loss(),
+                kept(wrote_last)
+            )));
+        }
         let record = EpochRecord {
-            epoch: pos.epoch,
+            epoch: epoch + 1,
             global_step: pos.global_step,
             lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
+            train_loss: pos.loss_sum / pos.seen as f64,
+            train_acc: pos.correct as f64 / pos.seen as f64,
             test_loss: metrics.mean_loss(),
             test_acc: metrics.top1(),
             test_top5: metrics.top5(),
-            images_per_sec: seen as f64 / train_secs,
+            images_per_sec: seen_now as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
         };
         println!(
@@ -243,20 +255,20 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
         // A fresh run in a used directory starts its own metrics file (at its first record, so an
         // interrupted start loses nothing) rather than appending to another run's lines.
         let fresh_file = !cfg.resume && records.is_empty();
-        append_metrics(&metrics_path, &record, fresh_file)?;
+        log::append(&metrics_path, &record, fresh_file)?;
         // The curves are a view of metrics.jsonl: failing to draw them never stops training.
         if let Err(e) = crate::analysis::curves::write_run_curves(&cfg.out_dir) {
             eprintln!("warning: could not draw the training curves: {e}");
         }
-        let improved = !have_best || record.test_acc > pos.best_test_acc;
-        if improved {
+        pos = Position { epoch: epoch + 1, batch: 0, loss_sum: 0.0, correct: 0, seen: 0, ..pos };
+        if !have_best || record.test_acc > pos.best_test_acc {
             pos.best_test_acc = record.test_acc;
-        }
-        save(&last_path, cfg, &params, opt.as_ref(), pos)?;
-        if improved {
+            // Best first: `last` may claim this accuracy only once its model is on disk.
             save(&best_path, cfg, &params, opt.as_ref(), pos)?;
             have_best = true;
         }
+        save(&last_path, cfg, &params, opt.as_ref(), pos)?;
+        wrote_last = true;
         records.push(record);
     }
     if cfg.progress {
@@ -284,89 +296,4 @@ fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBa
     );
     bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
     bar
-}
-
-fn append_metrics(path: &Path, record: &EpochRecord, truncate: bool) -> Result<()> {
-    let mut options = OpenOptions::new();
-    if truncate {
-        options.write(true).truncate(true);
-    } else {
-        options.append(true);
-    }
-    let mut f = options.create(true).open(path).map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{}", record.to_json()).map_err(|e| Error::io(path, e))
-}
-
-/// Writes the model, the optimizer's state and the run's position, atomically.
-fn save(path: &Path, cfg: &TrainConfig, params: &ParamStore<f32>, opt: &dyn Optimizer, pos: Position) -> Result<()> {
-    let (state, optim_step) = opt.state(params);
-    let extra: Vec<(String, &autograd::Tensor<f32>)> = state.iter().map(|(n, t)| (n.clone(), t)).collect();
-    let mut meta = checkpoint::config_metadata(&cfg.model);
-    meta.insert(META_EPOCH.into(), pos.epoch.to_string());
-    meta.insert(META_BATCH.into(), pos.batch.to_string());
-    meta.insert(META_STEP.into(), pos.global_step.to_string());
-    meta.insert(META_OPTIM.into(), cfg.optimizer.name().into());
-    meta.insert(META_OPTIM_STEP.into(), optim_step.to_string());
-    meta.insert(META_BEST.into(), pos.best_test_acc.to_string());
-    meta.insert(META_SEED.into(), cfg.seed.to_string());
-    meta.insert(META_DATASET.into(), cfg.dataset.name().into());
-    checkpoint::save(path, params, &extra, &meta)
-}
-
-/// Restores parameters, optimizer state and position from a training checkpoint.
-fn resume(path: &Path, cfg: &TrainConfig, params: &mut ParamStore<f32>, opt: &mut dyn Optimizer) -> Result<Position> {
-    if !path.exists() {
-        return Err(Error::Checkpoint(format!("--resume: no checkpoint at {}", path.display())));
-    }
-    let ckpt = Checkpoint::open(path)?;
-    if let Some(saved) = ckpt.config()? {
-        if saved != cfg.model {
-            return Err(Error::Checkpoint(format!(
-                "{}: was trained with another model configuration ({saved:?}); resume with the same flags",
-                path.display()
-            )));
-        }
-    }
-    let meta = |key: &str| -> Result<&str> {
-        ckpt.meta(key).ok_or_else(|| {
-            Error::Checkpoint(format!("{}: not a training checkpoint (no {key} metadata)", path.display()))
-        })
-    };
-    let num = |key: &str| -> Result<u64> {
-        meta(key)?.parse().map_err(|_| Error::Checkpoint(format!("{}: bad {key} metadata", path.display())))
-    };
-    if meta(META_OPTIM)? != cfg.optimizer.name() {
-        return Err(Error::Checkpoint(format!(
-            "{}: was trained with {}, not {}",
-            path.display(),
-            meta(META_OPTIM)?,
-            cfg.optimizer.name()
-        )));
-    }
-    if num(META_SEED)? != cfg.seed {
-        return Err(Error::Checkpoint(format!(
-            "{}: was trained with seed {}, not {}; resume with the same --seed",
-            path.display(),
-            num(META_SEED)?,
-            cfg.seed
-        )));
-    }
-    checkpoint::load_params(&ckpt, &cfg.model, params, &LoadOptions::default())?;
-    let optim_step = num(META_OPTIM_STEP)?;
-    let mut missing = None;
-    opt.load_state(params, optim_step, &mut |name| match ckpt.tensor::<f32>(name) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            missing.get_or_insert(e);
-            None
-        }
-    })?;
-    let best =
-        meta(META_BEST)?.parse().map_err(|_| Error::Checkpoint(format!("{}: bad {META_BEST}", path.display())))?;
-    Ok(Position {
-        epoch: num(META_EPOCH)? as usize,
-        batch: num(META_BATCH)? as usize,
-        global_step: num(META_STEP)?,
-        best_test_acc: best,
-    })
 }

@@ -1,0 +1,106 @@
+//! `metrics.jsonl`: one JSON object per completed epoch.
+//!
+//! Every line is valid JSON: a value that is not a finite number (a mean over no images) is
+//! written as `null`, never as `NaN`. A resumed run first drops the lines of epochs its
+//! checkpoint does not cover (written after the checkpoint, before a kill) and any torn line (a
+//! write cut short by a full disk), so each epoch appears once.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::checkpoint::safetensors::write_atomic;
+use crate::error::{Error, Result};
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// Epochs completed (1 for the first).
+    pub epoch: usize,
+    /// Optimizer steps taken in all.
+    pub global_step: u64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Training top-1 accuracy over the epoch (against the first labels of mixed batches).
+    pub train_acc: f64,
+    /// Mean test loss (plain cross-entropy).
+    pub test_loss: f64,
+    /// Test top-1 accuracy.
+    pub test_acc: f64,
+    /// Test top-5 accuracy.
+    pub test_top5: f64,
+    /// Training throughput of this invocation's part of the epoch.
+    pub images_per_sec: f64,
+    /// Wall time of this invocation's part of the epoch, evaluation included.
+    pub seconds: f64,
+}
+
+/// `x` with `decimals` digits, or `null` when it is not finite.
+fn number(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        "null".into()
+    }
+}
+
+impl EpochRecord {
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        let lr = if self.lr.is_finite() { format!("{:.6e}", self.lr) } else { "null".into() };
+        format!(
+            "{{\"epoch\":{},\"step\":{},\"lr\":{lr},\"train_loss\":{},\"train_acc\":{},\"test_loss\":{},\"test_acc\":{},\"test_top5\":{},\"images_per_sec\":{},\"seconds\":{}}}",
+            self.epoch,
+            self.global_step,
+            number(self.train_loss, 6),
+            number(self.train_acc, 6),
+            number(self.test_loss, 6),
+            number(self.test_acc, 6),
+            number(self.test_top5, 6),
+            number(self.images_per_sec, 2),
+            number(self.seconds, 2)
+        )
+    }
+}
+
+/// Appends `record` to the file at `path` (emptied first when `truncate`).
+pub fn append(path: &Path, record: &EpochRecord, truncate: bool) -> Result<()> {
+    let mut options = OpenOptions::new();
+    if truncate {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    let mut f = options.create(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{}", record.to_json()).map_err(|e| Error::io(path, e))
+}
+
+/// Keeps the lines of epochs `1..=epochs`, the first of each, dropping later epochs, repeats and
+/// lines that are not JSON objects with an `epoch`; rewrites the file (atomically) only if that
+/// changes it. Returns how many lines were dropped.
+pub fn keep_epochs(path: &Path, epochs: usize) -> Result<usize> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut next = 1;
+    let mut kept = String::new();
+    let mut dropped = 0;
+    for line in text.lines() {
+        let epoch = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("epoch")?.as_u64());
+        if epoch == Some(next as u64) && next <= epochs {
+            kept.push_str(line);
+            kept.push('\n');
+            next += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 || !text.ends_with('\n') && !text.is_empty() {
+        write_atomic(path, |w| w.write_all(kept.as_bytes()))?;
+    }
+    Ok(dropped)
+}
