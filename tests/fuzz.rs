@@ -91,8 +91,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The counters are global: one measured test at a time.
+/// The counters are global: one test at a time, each holding this from its first line (so no
+/// other test's set-up allocates while one measures).
 static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `f` and returns its result with the peak of live bytes above the level at the start.
 fn measure<R>(f: impl FnOnce() -> R) -> (R, usize) {
@@ -164,7 +169,6 @@ fn inputs(valid: Vec<u8>) -> BoxedStrategy<Vec<u8>> {
 /// Runs `cases` inputs through `parse`, which must not panic and must keep its allocations at or
 /// under `cap(input length)`; prints and records the tally.
 fn fuzz(name: &str, inputs: BoxedStrategy<Vec<u8>>, cap: impl Fn(usize) -> usize, parse: impl Fn(&[u8]) -> bool) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cases: u32 = std::env::var("VIT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     let ok = AtomicUsize::new(0);
@@ -231,6 +235,7 @@ fn parse_idx(images: &[u8], labels: &[u8]) -> bool {
 /// Raw IDX: the file's bytes, a copy at most, and the dataset (cap: 3 bytes per input byte).
 #[test]
 fn fuzz_idx_raw() {
+    let _serial = serial();
     let (images, labels) = idx_files();
     let l = labels.clone();
     fuzz("idx-raw-images", inputs(images.clone()), |n| 3 * n + (64 << 10), move |b| parse_idx(b, &l));
@@ -242,6 +247,7 @@ fn fuzz_idx_raw() {
 /// window and buffers.
 #[test]
 fn fuzz_idx_gzip() {
+    let _serial = serial();
     let (images, labels) = idx_files();
     let cap = |n: usize| 2 * 1032 * n + (256 << 10);
     let gz_labels = gzip(&labels);
@@ -258,7 +264,7 @@ fn fuzz_idx_gzip() {
 /// 4 x 10^9 images is refused before anything is inflated.
 #[test]
 fn a_gzip_bomb_behind_a_small_header_is_not_inflated() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let mut bomb = vec![0, 0, 8, 3, 0, 0, 0, 16, 0, 0, 0, 28, 0, 0, 0, 28];
     bomb.resize(50 << 20, 0);
     let gz = gzip(&bomb);
@@ -281,6 +287,7 @@ fn a_gzip_bomb_behind_a_small_header_is_not_inflated() {
 /// CIFAR batches: the records' copy (cap: 2 bytes per input byte).
 #[test]
 fn fuzz_cifar() {
+    let _serial = serial();
     let mut valid = Vec::new();
     for (i, label) in [3u8, 9, 0].into_iter().enumerate() {
         valid.push(label);
@@ -324,6 +331,7 @@ fn checkpoint_bytes(with_config: bool) -> Vec<u8> {
 /// than the file is refused before it is built).
 #[test]
 fn fuzz_safetensors_and_checkpoint_metadata() {
+    let _serial = serial();
     let parse = |b: &[u8]| {
         let Ok(ckpt) = Checkpoint::from_bytes(b.to_vec(), "fuzz.safetensors") else { return false };
         let a = checkpoint::load_model(&ckpt, None).is_ok();
@@ -365,6 +373,7 @@ fn fix_png_crcs(mut b: Vec<u8>) -> Vec<u8> {
 /// decoder's buffers.
 #[test]
 fn fuzz_png() {
+    let _serial = serial();
     let (w, h) = (12u32, 9u32);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 29 % 256) as u8).collect();
     let mut valid = Vec::new();
@@ -384,6 +393,7 @@ fn fuzz_png() {
 /// every 8 x 8 block in at least a bit), at a few bytes a pixel in the decoder's planes.
 #[test]
 fn fuzz_jpeg() {
+    let _serial = serial();
     let (w, h) = (24u16, 16u16);
     let data: Vec<u8> = (0..w as usize * h as usize * 3).map(|i| (i * 13 % 256) as u8).collect();
     let mut valid = Vec::new();
@@ -396,7 +406,7 @@ fn fuzz_jpeg() {
 /// metadata claims dim 16384 and depth 64 (item 4): errors, with no allocation of their size.
 #[test]
 fn huge_claims_are_refused_before_allocating() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let mut ihdr = b"IHDR".to_vec();
     ihdr.extend_from_slice(&100_000u32.to_be_bytes());
     ihdr.extend_from_slice(&100_000u32.to_be_bytes());
