@@ -1,31 +1,21 @@
 //! The `vit` command: `train`, `eval` and `predict`.
 //!
-//! The flags' defaults are the default recipe, [`TrainConfig::default`]: one source for both.
-//! Every numeric flag is checked (finite, in range) before anything is allocated, with an error
-//! naming the flag.
+//! The flags of `vit train` are in `cli/train_args.rs`. Every numeric flag is checked (finite, in
+//! range) before anything is allocated, with an error naming the flag.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::LazyLock;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use vit::checkpoint::{self, Checkpoint, LoadedModel};
-use vit::data::augment::{RandAugment, RandomErasing, MAX_MAGNITUDE};
-use vit::data::{self, AugmentConfig, DatasetKind, Loader, Split};
-use vit::nn::{Classifier, Variant, ViTConfig};
-use vit::optim::Decay;
-use vit::train::{self, interrupt, OptimizerKind, TrainConfig};
+use vit::data::{self, DatasetKind, Loader, Split};
+use vit::train::{self, interrupt};
 use vit::{Error, Result};
 
-/// The default recipe, which the flags' defaults show.
-static DEFAULT: LazyLock<TrainConfig> = LazyLock::new(TrainConfig::default);
-/// The SGD momentum when `--optimizer sgd` is given without `--momentum`.
-const DEFAULT_MOMENTUM: f64 = 0.9;
-/// The largest `--mlp-ratio`.
-const MAX_MLP_RATIO: f64 = 64.0;
-/// The most RandAugment operations per image.
-const MAX_RANDAUGMENT_OPS: usize = 16;
+#[path = "cli/train_args.rs"]
+mod train_args;
+use train_args::{flag, train_config, TrainArgs};
 
 #[derive(Parser)]
 #[command(
@@ -56,141 +46,6 @@ enum Command {
     /// per-layer attention maps, mean attention distance, position-embedding similarity and
     /// patch-embedding filters, each PNG with its numbers as CSV/JSON.
     Analyze(AnalyzeArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OptimizerArg {
-    Adamw,
-    Sgd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DecayArg {
-    Cosine,
-    Linear,
-    Constant,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum AugmentArg {
-    /// No augmentation.
-    None,
-    /// Random crop (pad 4 on CIFAR) and horizontal flip (not on digits).
-    Light,
-    /// Light + RandAugment(2, 9), mixup 0.8, cutmix 1.0, random erasing 0.25.
-    Strong,
-}
-
-#[derive(Args)]
-#[command(allow_negative_numbers = true)]
-struct TrainArgs {
-    /// Dataset: cifar10, cifar100, mnist, fashion-mnist.
-    #[arg(long, default_value_t = DEFAULT.dataset.to_string())]
-    dataset: String,
-    /// Where datasets live (default: data/, where CIFAR-10 is downloaded if missing; Fashion-MNIST
-    /// also comes from the system copy when data/ lacks it). A directory given here is the only
-    /// place looked in.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Model size: ti, s, b, l, h.
-    #[arg(long, default_value = "ti")]
-    model: String,
-    /// Patch size in pixels.
-    #[arg(long, default_value_t = DEFAULT.model.patch_size)]
-    patch: usize,
-    /// Override the variant's width.
-    #[arg(long)]
-    dim: Option<usize>,
-    /// Override the variant's depth.
-    #[arg(long)]
-    depth: Option<usize>,
-    /// Override the variant's number of heads.
-    #[arg(long)]
-    heads: Option<usize>,
-    /// MLP hidden width as a multiple of the width, in (0, 64].
-    #[arg(long, default_value_t = DEFAULT.model.mlp_dim as f64 / DEFAULT.model.dim as f64)]
-    mlp_ratio: f64,
-    /// Pool with the mean of the patch tokens instead of a class token.
-    #[arg(long)]
-    gap: bool,
-    /// Epochs in all (on --resume: more to extend the run).
-    #[arg(long, default_value_t = DEFAULT.epochs)]
-    epochs: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = DEFAULT.batch_size)]
-    batch_size: usize,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value = "adamw")]
-    optimizer: OptimizerArg,
-    /// Peak learning rate (> 0).
-    #[arg(long, default_value_t = DEFAULT.lr)]
-    lr: f64,
-    /// Learning rate at the end of the decay, in [0, --lr].
-    #[arg(long, default_value_t = DEFAULT.min_lr)]
-    min_lr: f64,
-    /// Warmup length in epochs (>= 0).
-    #[arg(long, default_value_t = DEFAULT.warmup_epochs)]
-    warmup: f64,
-    /// Decay after warmup.
-    #[arg(long, value_enum, default_value = "cosine")]
-    decay: DecayArg,
-    /// Weight decay (>= 0; not on biases, norms, pos_embed, cls_token).
-    #[arg(long, default_value_t = DEFAULT.weight_decay)]
-    weight_decay: f64,
-    /// SGD momentum, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_MOMENTUM)]
-    momentum: f64,
-    /// Label smoothing, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT.label_smoothing)]
-    label_smoothing: f64,
-    /// Global gradient-norm clipping threshold (>= 0; 0 disables).
-    #[arg(long, default_value_t = DEFAULT.clip_grad.unwrap_or(0.0))]
-    clip_grad: f64,
-    /// Augmentation preset.
-    #[arg(long, value_enum, default_value = "light")]
-    augment: AugmentArg,
-    /// Mixup alpha (>= 0; 0 disables; overrides the augmentation preset).
-    #[arg(long)]
-    mixup: Option<f32>,
-    /// CutMix alpha (>= 0; 0 disables; overrides the augmentation preset).
-    #[arg(long)]
-    cutmix: Option<f32>,
-    /// RandAugment as N,M (e.g. 2,9; N in 0..=16, M in 0..=30; overrides the preset).
-    #[arg(long)]
-    randaugment: Option<String>,
-    /// Random-erasing probability, in [0, 1] (overrides the preset).
-    #[arg(long)]
-    erasing: Option<f32>,
-    /// Dropout rate, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT.model.dropout)]
-    dropout: f64,
-    /// Stochastic depth rate of the last block, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT.model.drop_path)]
-    drop_path: f64,
-    /// Seed of every random choice (initialisation, order, augmentation, dropout).
-    #[arg(long, default_value_t = DEFAULT.seed)]
-    seed: u64,
-    /// Output directory for checkpoints and metrics.
-    #[arg(long, default_value_os_t = DEFAULT.out_dir.clone())]
-    out: PathBuf,
-    /// Continue from OUT/last.safetensors, exactly where it stopped, with the run's flags. Safe
-    /// to change: --epochs (to extend or shorten a run: the learning-rate schedule is re-planned
-    /// over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet
-    /// and --threads; any other changed flag is refused with the list of differences.
-    #[arg(long)]
-    resume: bool,
-    /// Train on the first N training images only.
-    #[arg(long)]
-    train_subset: Option<usize>,
-    /// Evaluate on the first N test images only.
-    #[arg(long)]
-    test_subset: Option<usize>,
-    /// Stop after N optimizer steps in all (a checkpoint is written; --resume continues).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
 }
 
 #[derive(Args)]
@@ -270,117 +125,6 @@ struct AnalyzeArgs {
     /// Number of heads, for a checkpoint without a stored config.
     #[arg(long)]
     heads: Option<usize>,
-}
-
-/// An error unless `ok`, naming the flag, the accepted range and the value.
-fn flag(ok: bool, name: &str, range: &str, value: impl std::fmt::Display) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!("{name} must be {range}, got {value}")))
-    }
-}
-
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let dataset: DatasetKind = a.dataset.parse()?;
-    let shape = dataset.shape();
-    // The flags that become other numbers below are checked here, under their own names; the
-    // rest in `TrainConfig::validate`.
-    for (name, value) in [("--patch", Some(a.patch)), ("--dim", a.dim), ("--depth", a.depth), ("--heads", a.heads)] {
-        if let Some(v) = value {
-            flag(v >= 1, name, "at least 1", v)?;
-        }
-    }
-    let r = a.mlp_ratio;
-    flag(r.is_finite() && r > 0.0 && r <= MAX_MLP_RATIO, "--mlp-ratio", &format!("in (0, {MAX_MLP_RATIO}]"), r)?;
-    let c = a.clip_grad;
-    flag(c.is_finite() && c >= 0.0, "--clip-grad", "a finite number >= 0 (0 disables clipping)", c)?;
-    let mut model = ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h);
-    model.in_chans = shape.c;
-    model.num_classes = dataset.classes();
-    if let Some(d) = a.dim {
-        model.dim = d;
-    }
-    if let Some(d) = a.depth {
-        model.depth = d;
-    }
-    if let Some(h) = a.heads {
-        model.heads = h;
-    }
-    model.mlp_dim = ((r * model.dim as f64).round() as usize).max(1);
-    if a.gap {
-        model.classifier = Classifier::Gap;
-    }
-    model.dropout = a.dropout;
-    model.drop_path = a.drop_path;
-
-    let mut augment = match a.augment {
-        AugmentArg::None => AugmentConfig::none(),
-        AugmentArg::Light => AugmentConfig::for_dataset(dataset),
-        AugmentArg::Strong => {
-            // The dataset's own crop and flip (no flip for digits), plus the strong extras.
-            let light = AugmentConfig::for_dataset(dataset);
-            AugmentConfig { crop_padding: light.crop_padding, hflip: light.hflip, ..AugmentConfig::strong() }
-        }
-    };
-    if let Some(m) = a.mixup {
-        flag(m.is_finite() && m >= 0.0, "--mixup", "a finite alpha >= 0 (0 disables it)", m)?;
-        augment.mixup_alpha = m;
-    }
-    if let Some(c) = a.cutmix {
-        flag(c.is_finite() && c >= 0.0, "--cutmix", "a finite alpha >= 0 (0 disables it)", c)?;
-        augment.cutmix_alpha = c;
-    }
-    if let Some(p) = a.erasing {
-        flag((0.0..=1.0).contains(&p), "--erasing", "a probability in [0, 1]", p)?;
-        augment.erasing = (p > 0.0).then(|| RandomErasing { prob: p, ..RandomErasing::default() });
-    }
-    if let Some(s) = &a.randaugment {
-        let parsed = s.split_once(',').and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)));
-        let (ops, magnitude): (usize, f32) =
-            parsed.ok_or_else(|| Error::Config(format!("--randaugment expects N,M (e.g. 2,9), got {s:?}")))?;
-        flag(ops <= MAX_RANDAUGMENT_OPS, "--randaugment N", &format!("in 0..={MAX_RANDAUGMENT_OPS}"), ops)?;
-        flag(
-            (0.0..=MAX_MAGNITUDE).contains(&magnitude),
-            "--randaugment M",
-            &format!("in 0..={MAX_MAGNITUDE}"),
-            magnitude,
-        )?;
-        augment.randaugment = (ops > 0).then_some(RandAugment { ops, magnitude });
-    }
-
-    let cfg = TrainConfig {
-        model,
-        dataset,
-        data_dir: a.data_dir.clone(),
-        train_subset: a.train_subset,
-        test_subset: a.test_subset,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        optimizer: match a.optimizer {
-            OptimizerArg::Adamw => DEFAULT.optimizer.clone(),
-            OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: a.momentum, nesterov: false },
-        },
-        lr: a.lr,
-        min_lr: a.min_lr,
-        warmup_epochs: a.warmup,
-        decay: match a.decay {
-            DecayArg::Cosine => Decay::Cosine,
-            DecayArg::Linear => Decay::Linear,
-            DecayArg::Constant => Decay::Constant,
-        },
-        weight_decay: a.weight_decay,
-        label_smoothing: a.label_smoothing,
-        clip_grad: (c > 0.0).then_some(c),
-        augment,
-        seed: a.seed,
-        out_dir: a.out.clone(),
-        resume: a.resume,
-        progress: !a.quiet,
-        max_steps: a.max_steps,
-    };
-    cfg.validate()?;
-    Ok(cfg)
 }
 
 fn run_train(a: &TrainArgs) -> Result<()> {

@@ -10,7 +10,7 @@
 //!   colour type, and corrupt inputs give errors, never panics.
 
 mod common;
-use common::TempDir;
+use common::{crc32, TempDir};
 
 use std::borrow::BorrowMut;
 use std::fs;
@@ -639,18 +639,6 @@ fn huge_header_png_of(side: u32) -> Vec<u8> {
     bytes.extend_from_slice(&ihdr);
     bytes.extend_from_slice(&crc32(&ihdr).to_be_bytes());
     bytes
-}
-
-/// The CRC-32 PNG chunks carry (ISO 3309, reflected, polynomial 0xEDB88320).
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[test]

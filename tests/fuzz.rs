@@ -22,6 +22,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use vit::checkpoint::{self, Checkpoint};
+
+mod common;
+use common::crc32;
 use vit::data::{cifar, idx};
 use vit::nn::{ViTConfig, VisionTransformer};
 
@@ -341,18 +344,6 @@ fn fuzz_safetensors_and_checkpoint_metadata() {
     let cap = |n: usize| 24 * n + (1 << 20);
     fuzz("safetensors-with-config", inputs(checkpoint_bytes(true)), cap, parse);
     fuzz("safetensors-shapes-only", inputs(checkpoint_bytes(false)), cap, parse);
-}
-
-/// The CRC-32 of PNG chunks.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// Recomputes every chunk's CRC, so mutated headers reach the decoder's checks past the CRC.

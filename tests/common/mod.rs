@@ -44,3 +44,15 @@ pub fn data_err(r: vit::Result<Dataset>) -> String {
         Ok(d) => panic!("expected an error, loaded {} images", d.len()),
     }
 }
+
+/// The CRC-32 PNG chunks carry (ISO 3309, reflected, polynomial 0xEDB88320).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
