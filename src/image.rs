@@ -173,21 +173,30 @@ fn resize(p: &Pixels, chans: usize, size: usize) -> Vec<f32> {
             (_, false) => px(x, y, 0),
         }
     };
-    let mut out = vec![0.0; chans * size * size];
-    let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
+    let mut out = Vec::with_capacity(chans * size * size);
     for c in 0..chans {
-        for oy in 0..size {
-            let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-            let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
-            let y1 = (y0 + 1).min(h - 1);
-            for ox in 0..size {
-                let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-                let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
-                let x1 = (x0 + 1).min(w - 1);
-                let top = plane(c, x0, y0) * (1.0 - tx) + plane(c, x1, y0) * tx;
-                let bottom = plane(c, x0, y1) * (1.0 - tx) + plane(c, x1, y1) * tx;
-                out[(c * size + oy) * size + ox] = top * (1.0 - ty) + bottom * ty;
-            }
+        out.extend(resize_bilinear(w, h, size, |x, y| plane(c, x, y)));
+    }
+    out
+}
+
+/// A `w x h` plane, read through `at(x, y)`, resized bilinearly to `size x size` with pixel
+/// centres aligned (`align_corners=False`): each output pixel samples the source at the position
+/// of its centre, clamped to the edge pixels.
+pub fn resize_bilinear(w: usize, h: usize, size: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
+    let mut out = Vec::with_capacity(size * size);
+    for oy in 0..size {
+        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
+        let y1 = (y0 + 1).min(h - 1);
+        for ox in 0..size {
+            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
+            let x1 = (x0 + 1).min(w - 1);
+            let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
+            let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
+            out.push(top * (1.0 - ty) + bottom * ty);
         }
     }
     out

@@ -79,13 +79,13 @@ fn rollout_of_identity_attentions_is_the_identity_and_of_uniform_ones_is_uniform
 
 #[test]
 fn upsampling_keeps_a_constant_map_and_the_patch_values_at_their_centres() {
-    assert!(upsample(&[0.25; 4], 2, 8).iter().all(|&v| (v - 0.25).abs() < 1e-12));
+    assert!(upsample(&[0.25; 4], 2, 8).iter().all(|&v| (v - 0.25).abs() < 1e-7));
     // A 2x2 map at 2x: each output pixel covers one patch exactly when the scale is 1 per patch.
     let up = upsample(&[0.0, 1.0, 2.0, 3.0], 2, 2);
-    assert!(close(&up, &[0.0, 1.0, 2.0, 3.0], 1e-12), "{up:?}");
+    assert!(close(&up, &[0.0, 1.0, 2.0, 3.0], 1e-7), "{up:?}");
     // At 4x, the pixels next to the middle interpolate half-way between the patches.
     let up = upsample(&[0.0, 1.0, 0.0, 1.0], 2, 4);
-    assert!(close(&up[..4], &[0.0, 0.25, 0.75, 1.0], 1e-12), "{up:?}");
+    assert!(close(&up[..4], &[0.0, 0.25, 0.75, 1.0], 1e-7), "{up:?}");
 }
 
 #[test]

@@ -106,23 +106,8 @@ pub fn image_maps(maps: &AttentionMaps, b: usize) -> ImageMaps {
 /// A patch-grid map (`grid x grid`) at the image's resolution (`size x size`), bilinear between
 /// patch centres (each patch's value sits at its centre, as the paper's upsampled overlays).
 pub fn upsample(map: &[f64], grid: usize, size: usize) -> Vec<f64> {
-    let scale = grid as f64 / size as f64;
-    let at = |y: usize, x: usize| map[y * grid + x];
-    let mut out = Vec::with_capacity(size * size);
-    for oy in 0..size {
-        let fy = ((oy as f64 + 0.5) * scale - 0.5).clamp(0.0, (grid - 1) as f64);
-        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
-        let y1 = (y0 + 1).min(grid - 1);
-        for ox in 0..size {
-            let fx = ((ox as f64 + 0.5) * scale - 0.5).clamp(0.0, (grid - 1) as f64);
-            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
-            let x1 = (x0 + 1).min(grid - 1);
-            let top = at(y0, x0) * (1.0 - tx) + at(y0, x1) * tx;
-            let bottom = at(y1, x0) * (1.0 - tx) + at(y1, x1) * tx;
-            out.push(top * (1.0 - ty) + bottom * ty);
-        }
-    }
-    out
+    let at = |x: usize, y: usize| map[y * grid + x] as f32;
+    crate::image::resize_bilinear(grid, grid, size, at).into_iter().map(f64::from).collect()
 }
 
 /// `values / max(values)` (all zeros stay zeros): maps are compared by shape, not scale.
