@@ -32,8 +32,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use autograd::kernels::gemm::{sgemm_batched_with, sgemm_with};
-use autograd::kernels::Isa;
+use autograd::kernels::gemm::sgemm_with;
+use autograd::kernels::{Isa, Layout, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Where an operand comes from: row-major, or a row-major matrix of the transposed shape read
@@ -154,74 +154,31 @@ fn operands(s: &Shape) -> Operands {
     }
 }
 
+impl Operands {
+    /// The layouts of A, B and C of one product.
+    fn layouts(&self, s: &Shape) -> (Layout, Layout, Layout) {
+        (
+            Layout::strided(s.m, s.k, self.rsa, self.csa),
+            Layout::strided(s.k, s.n, self.rsb, self.csb),
+            Layout::row_major(s.m, s.n),
+        )
+    }
+}
+
 fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
+    let (la, lb, lc) = o.layouts(s);
     if s.batch > 1 && std::env::var("BENCH_PER_PRODUCT").is_ok() {
-        // One `sgemm` per product from a rayon loop, as `ops::matmul` calls it.
+        // One `sgemm` per product from a rayon loop.
         let (a, b) = (&o.a, &o.b);
-        o.c.par_chunks_mut(o.sc).enumerate().for_each(|(p, c)| unsafe {
-            sgemm_with(
-                isa,
-                s.m,
-                s.k,
-                s.n,
-                1.0,
-                a[p * o.sa..].as_ptr(),
-                o.rsa,
-                o.csa,
-                b[p * o.sb..].as_ptr(),
-                o.rsb,
-                o.csb,
-                0.0,
-                c.as_mut_ptr(),
-                s.n as isize,
-                1,
-            );
+        o.c.par_chunks_mut(o.sc).enumerate().for_each(|(p, c)| {
+            let (a, b) = (MatRef::new(a, la.at(p * o.sa)), MatRef::new(b, lb.at(p * o.sb)));
+            sgemm_with(isa, 1.0, a, b, 0.0, MatMut::new(c, lc));
         });
         return;
     }
-    unsafe {
-        if s.batch == 1 {
-            sgemm_with(
-                isa,
-                s.m,
-                s.k,
-                s.n,
-                1.0,
-                o.a.as_ptr(),
-                o.rsa,
-                o.csa,
-                o.b.as_ptr(),
-                o.rsb,
-                o.csb,
-                0.0,
-                o.c.as_mut_ptr(),
-                s.n as isize,
-                1,
-            );
-        } else {
-            sgemm_batched_with(
-                isa,
-                s.batch,
-                s.m,
-                s.k,
-                s.n,
-                1.0,
-                o.a.as_ptr(),
-                o.sa as isize,
-                o.rsa,
-                o.csa,
-                o.b.as_ptr(),
-                o.sb as isize,
-                o.rsb,
-                o.csb,
-                0.0,
-                o.c.as_mut_ptr(),
-                o.sc as isize,
-                s.n as isize,
-                1,
-            );
-        }
-    }
+    let batched = |l: Layout, stride: usize| l.batched(s.batch, stride as isize);
+    let (a, b) = (MatRef::new(&o.a, batched(la, o.sa)), MatRef::new(&o.b, batched(lb, o.sb)));
+    sgemm_with(isa, 1.0, a, b, 0.0, MatMut::new(&mut o.c, batched(lc, o.sc)));
 }
 
 fn run_mm(s: &Shape, o: &mut Operands) {

@@ -1,9 +1,11 @@
 //! The element types a tensor can hold: `f32` to train, `f64` to check gradients.
 //!
 //! Every op is written once, generic over [`Float`]; the trait carries the handful of scalar
-//! functions the ops need and the GEMM entry point, so that f32 can take the fast kernels while
-//! f64 keeps a plain, exact path for finite differences.
+//! functions the ops need. Where f32 takes a fast kernel and f64 a plain, exact path (for finite
+//! differences), the code asks which type it has with [`is`]: this module depends on nothing
+//! else in the crate.
 
+use std::any::TypeId;
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -11,8 +13,15 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 /// Which element type a tensor holds (for printing and for checkpoint formats).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit floats: training.
     F32,
+    /// 64-bit floats: gradient checks.
     F64,
+}
+
+/// Whether `T` and `U` are the same type (how generic code picks a type-specific kernel).
+pub fn is<T: 'static, U: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<U>()
 }
 
 /// A floating-point element type: `f32` or `f64`.
@@ -57,45 +66,15 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
-
-    /// The buffer pool of this element type (see [`crate::pool`]).
-    fn pool() -> &'static crate::pool::Pool<Self>;
-
-    /// `C = alpha * A B + beta * C` on strided row/column layouts (see [`crate::kernels::gemm`]).
-    ///
-    /// # Safety
-    /// The pointers must address valid `m x k`, `k x n` and `m x n` matrices under the given
-    /// strides, and `c` must not alias `a` or `b`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:expr, $erf:path, $gemm:path) => {
+    ($t:ty, $dtype:expr, $erf:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const DTYPE: DType = $dtype;
 
-            fn pool() -> &'static crate::pool::Pool<Self> {
-                static POOL: crate::pool::Pool<$t> = crate::pool::Pool::new();
-                &POOL
-            }
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t
@@ -144,28 +123,9 @@ macro_rules! impl_float {
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
-            #[inline]
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-            }
         }
     };
 }
 
-impl_float!(f32, DType::F32, libm::erff, crate::kernels::gemm::sgemm);
-impl_float!(f64, DType::F64, libm::erf, crate::kernels::gemm::dgemm);
+impl_float!(f32, DType::F32, libm::erff);
+impl_float!(f64, DType::F64, libm::erf);

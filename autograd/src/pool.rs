@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::dtype::Float;
+use crate::dtype::{is, Float};
 
 /// Buffers shorter than this are not pooled.
 pub const MIN_POOLED: usize = 1 << 12;
@@ -23,21 +23,31 @@ pub const MIN_POOLED: usize = 1 << 12;
 pub const MAX_RETAINED_BYTES: usize = 1 << 30;
 
 /// Free buffers of one element type, by length.
-pub struct Pool<T> {
+struct Pool<T> {
     free: Mutex<BTreeMap<usize, Vec<Vec<T>>>>,
     retained: AtomicUsize,
 }
 
 impl<T> Pool<T> {
-    pub const fn new() -> Self {
+    const fn new() -> Self {
         Pool { free: Mutex::new(BTreeMap::new()), retained: AtomicUsize::new(0) }
     }
 }
 
-impl<T> Default for Pool<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+static POOL_F32: Pool<f32> = Pool::new();
+static POOL_F64: Pool<f64> = Pool::new();
+
+/// The pool of element type `T`.
+fn pool<T: Float>() -> &'static Pool<T> {
+    let p: *const () = if is::<T, f32>() {
+        (&POOL_F32 as *const Pool<f32>).cast()
+    } else if is::<T, f64>() {
+        (&POOL_F64 as *const Pool<f64>).cast()
+    } else {
+        panic!("pool: no buffer pool for element type {:?}", T::DTYPE)
+    };
+    // SAFETY: `p` is the static pool whose element type is `T` (checked by TypeId above).
+    unsafe { &*p.cast::<Pool<T>>() }
 }
 
 fn bytes<T>(n: usize) -> usize {
@@ -48,7 +58,7 @@ fn bytes<T>(n: usize) -> usize {
 /// or zeros): for ops that overwrite every element.
 pub fn take<T: Float>(n: usize) -> Vec<T> {
     if n >= MIN_POOLED {
-        let pool = T::pool();
+        let pool = pool::<T>();
         let reused = pool.free.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n).and_then(Vec::pop);
         if let Some(v) = reused {
             pool.retained.fetch_sub(bytes::<T>(n), Ordering::Relaxed);
@@ -71,7 +81,7 @@ pub fn give<T: Float>(v: Vec<T>) {
     if n < MIN_POOLED || v.capacity() != n {
         return;
     }
-    let pool = T::pool();
+    let pool = pool::<T>();
     if pool.retained.fetch_add(bytes::<T>(n), Ordering::Relaxed) + bytes::<T>(n) > MAX_RETAINED_BYTES {
         pool.retained.fetch_sub(bytes::<T>(n), Ordering::Relaxed);
         return;
@@ -81,15 +91,7 @@ pub fn give<T: Float>(v: Vec<T>) {
 
 /// Bytes held by the pool of element type `T`.
 pub fn retained_bytes<T: Float>() -> usize {
-    T::pool().retained.load(Ordering::Relaxed)
-}
-
-/// Hands every pooled buffer of type `T` back to the allocator.
-pub fn trim<T: Float>() {
-    let pool = T::pool();
-    let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
-    free.clear();
-    pool.retained.store(0, Ordering::Relaxed);
+    pool::<T>().retained.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -108,6 +110,6 @@ mod tests {
         assert_eq!(w.as_ptr(), p, "the same allocation comes back");
         assert_eq!(zeros::<f64>(n).iter().sum::<f64>(), 0.0);
         give(vec![1.0f64; 10]);
-        assert!(!f64::pool().free.lock().unwrap().contains_key(&10));
+        assert!(!pool::<f64>().free.lock().unwrap().contains_key(&10));
     }
 }

@@ -7,8 +7,8 @@
 //! of the magnitudes that went into it (`|alpha| sum_p |a_ip b_pj| + |beta c_ij|`), the standard
 //! bound for a length-k dot product in f32 (no cancellation-free assumption needed).
 
-use autograd::kernels::gemm::{sgemm, sgemm_batched_with, sgemm_with, MIN_TASK_FLOPS};
-use autograd::kernels::Isa;
+use autograd::kernels::gemm::{sgemm, sgemm_with, MIN_TASK_FLOPS};
+use autograd::kernels::{Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {
@@ -68,11 +68,15 @@ impl Mat {
     fn at(&self, i: usize, j: usize) -> f32 {
         self.buf[self.idx(i, j)]
     }
-    fn ptr(&self) -> *const f32 {
-        self.buf[self.origin..].as_ptr()
+    fn layout(&self) -> autograd::kernels::Layout {
+        autograd::kernels::Layout::strided(self.rows, self.cols, self.rs, self.cs).at(self.origin)
     }
-    fn ptr_mut(&mut self) -> *mut f32 {
-        self.buf[self.origin..].as_mut_ptr()
+    fn view(&self) -> MatRef<'_, f32> {
+        MatRef::new(&self.buf, self.layout())
+    }
+    fn view_mut(&mut self) -> MatMut<'_, f32> {
+        let l = self.layout();
+        MatMut::new(&mut self.buf, l)
     }
 }
 
@@ -145,10 +149,7 @@ fn run_case(
     let c0 = if beta == 0.0 { Mat::new(m, n, lc, |_, _| f32::NAN) } else { Mat::new(m, n, lc, values(seed + 2)) };
     let mut c = c0.clone();
     let what = format!("{isa}: {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
-    // SAFETY: every view addresses its own buffer; C does not alias A or B.
-    unsafe {
-        sgemm_with(isa, m, k, n, alpha, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, beta, c.ptr_mut(), c.rs, c.cs);
-    }
+    sgemm_with(isa, alpha, a.view(), b.view(), beta, c.view_mut());
     check(&a, &b, &c0, &c, alpha, beta, &what);
 }
 
@@ -261,68 +262,55 @@ fn threaded_splits_match_naive() {
     }
 }
 
-/// `k == 0` and `alpha == 0` scale C by beta without reading A or B (null pointers here);
+/// `k == 0` and `alpha == 0` scale C by beta without reading A or B (empty or unused here);
 /// `beta == 0` then writes zeros over NaN.
 #[test]
 fn degenerate_products_scale_c() {
+    use autograd::kernels::Layout as L;
     for isa in Isa::all_available() {
         for (k, alpha) in [(0usize, 1.0f32), (5, 0.0)] {
+            let (a, b) = (vec![f32::NAN; 2 * k], vec![f32::NAN; 3 * k]);
+            let (a, b) = (MatRef::row_major(&a, 2, k), MatRef::row_major(&b, k, 3));
             let mut c = vec![f32::NAN; 6];
-            unsafe {
-                sgemm_with(
-                    isa,
-                    2,
-                    k,
-                    3,
-                    alpha,
-                    std::ptr::null(),
-                    0,
-                    0,
-                    std::ptr::null(),
-                    0,
-                    0,
-                    0.0,
-                    c.as_mut_ptr(),
-                    3,
-                    1,
-                )
-            };
+            sgemm_with(isa, alpha, a, b, 0.0, MatMut::row_major(&mut c, 2, 3));
             assert_eq!(c, vec![0.0; 6]);
             let mut c = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-            unsafe {
-                sgemm_with(
-                    isa,
-                    2,
-                    k,
-                    3,
-                    alpha,
-                    std::ptr::null(),
-                    0,
-                    0,
-                    std::ptr::null(),
-                    0,
-                    0,
-                    2.0,
-                    c.as_mut_ptr(),
-                    3,
-                    1,
-                )
-            };
+            sgemm_with(isa, alpha, a, b, 2.0, MatMut::row_major(&mut c, 2, 3));
             assert_eq!(c, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
         }
         // m == 0 or n == 0: nothing is touched.
         let mut c = vec![f32::NAN; 1];
-        unsafe {
-            sgemm_with(isa, 0, 4, 3, 1.0, std::ptr::null(), 0, 0, std::ptr::null(), 0, 0, 0.0, c.as_mut_ptr(), 3, 1)
-        };
+        let ab = vec![0.0f32; 12];
+        sgemm_with(
+            isa,
+            1.0,
+            MatRef::row_major(&ab, 0, 4),
+            MatRef::row_major(&ab, 4, 3),
+            0.0,
+            MatMut::new(&mut c, L::row_major(0, 3)),
+        );
         assert!(c[0].is_nan());
     }
+}
+
+/// Views that do not fit are refused with the shapes in the message.
+#[test]
+fn mismatched_views_panic() {
+    let x = vec![0.0f32; 12];
+    let mut c = vec![0.0f32; 12];
+    let err = std::panic::catch_unwind(move || {
+        sgemm(1.0, MatRef::row_major(&x, 3, 4), MatRef::row_major(&x, 3, 4), 0.0, MatMut::row_major(&mut c, 3, 4))
+    })
+    .unwrap_err();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("A 3x4 times B 3x4"), "{msg}");
 }
 
 /// The batched entry point equals one product at a time, with a shared (stride 0) B and with
 /// per-entry B, in a 2-thread pool (parallel over the batch).
 #[test]
 fn batched_matches_naive() {
+    use autograd::kernels::Layout as L;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     pool.install(|| {
         for isa in Isa::all_available() {
@@ -331,31 +319,12 @@ fn batched_matches_naive() {
             let b: Vec<f32> = (0..batch * k * n).map(|i| values(2)(i, 0)).collect();
             for shared_b in [false, true] {
                 let mut c = vec![f32::NAN; batch * m * n];
-                let stride_b = if shared_b { 0 } else { (k * n) as isize };
                 // B read transposed (as in Q K^T): B_p[kk, j] = b[p*k*n + j*k + kk].
-                unsafe {
-                    sgemm_batched_with(
-                        isa,
-                        batch,
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        (m * k) as isize,
-                        k as isize,
-                        1,
-                        b.as_ptr(),
-                        stride_b,
-                        1,
-                        k as isize,
-                        0.0,
-                        c.as_mut_ptr(),
-                        (m * n) as isize,
-                        n as isize,
-                        1,
-                    )
-                };
+                let bl = L::row_major(n, k).t();
+                let bl = if shared_b { bl } else { bl.batched(batch, (k * n) as isize) };
+                let al = L::row_major(m, k).batched(batch, (m * k) as isize);
+                let cl = L::row_major(m, n).batched(batch, (m * n) as isize);
+                sgemm_with(isa, 1.0, MatRef::new(&a, al), MatRef::new(&b, bl), 0.0, MatMut::new(&mut c, cl));
                 for p in 0..batch {
                     let am = Mat::new(m, k, Layout::Rows { pad: 0 }, |i, j| a[p * m * k + i * k + j]);
                     let bo = if shared_b { 0 } else { p * k * n };
@@ -379,15 +348,13 @@ fn default_entry_point_is_the_active_isa() {
     let b = Mat::new(k, n, Layout::Cols { pad: 0 }, values(4));
     let mut c1 = Mat::new(m, n, Layout::Rows { pad: 0 }, |_, _| 0.0);
     let mut c2 = c1.clone();
-    unsafe {
-        sgemm(m, k, n, 1.0, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, 0.0, c1.ptr_mut(), c1.rs, c1.cs);
-        sgemm_with(isa, m, k, n, 1.0, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, b.cs, 0.0, c2.ptr_mut(), c2.rs, c2.cs);
-    }
+    sgemm(1.0, a.view(), b.view(), 0.0, c1.view_mut());
+    sgemm_with(isa, 1.0, a.view(), b.view(), 0.0, c2.view_mut());
     assert_eq!(c1.buf, c2.buf);
     eprintln!("ISAs tested on this machine: {:?} (active: {isa})", Isa::all_available());
 }
 
-/// The f32 matmul op (which runs its batches through `sgemm_batched`) agrees with the f64 op
+/// The f32 matmul op (which runs its batches through one batched `sgemm`) agrees with the f64 op
 /// (one product at a time) in forward and in both gradients: batched attention-like products
 /// with either operand transposed, and a shared 2-D B.
 #[test]
@@ -456,15 +423,15 @@ fn task_split_follows_the_shape() {
     for isa in Isa::all_available() {
         // A tall product splits M or N (whichever packs less: with AVX2's smaller B blocks,
         // halving N saves a B block), never K.
-        let (tm, tn, tk) = split_for(isa, 8320, 192, 576, false, true, 2);
+        let (tm, tn, tk) = split_for(isa, (8320, 192, 576), false, true, 2);
         assert!(tk == 1 && tm * tn == 2, "{isa}: tall forward product split {:?}", (tm, tn, tk));
-        assert_eq!(split_for(isa, 576, 8320, 192, true, false, 2), (1, 1, 2), "{isa}: weight gradient");
-        assert_eq!(split_for(isa, 48, 160, 1500, false, false, 2), (1, 2, 1), "{isa}: wide product");
-        assert_eq!(split_for(isa, 65, 64, 65, false, true, 2), (1, 1, 1), "{isa}: attention product");
-        assert_eq!(split_for(isa, 1024, 1024, 1024, false, false, 1), (1, 1, 1), "{isa}: one thread");
+        assert_eq!(split_for(isa, (576, 8320, 192), true, false, 2), (1, 1, 2), "{isa}: weight gradient");
+        assert_eq!(split_for(isa, (48, 160, 1500), false, false, 2), (1, 2, 1), "{isa}: wide product");
+        assert_eq!(split_for(isa, (65, 64, 65), false, true, 2), (1, 1, 1), "{isa}: attention product");
+        assert_eq!(split_for(isa, (1024, 1024, 1024), false, false, 1), (1, 1, 1), "{isa}: one thread");
         // The shapes of `threaded_splits_match_naive`: rows, columns and K.
-        assert_eq!(split_for(isa, 400, 128, 200, false, true, 2).0, 2, "{isa}");
-        assert_eq!(split_for(isa, 48, 160, 1500, false, false, 2).1, 2, "{isa}");
-        assert_eq!(split_for(isa, 24, 24000, 20, true, true, 2).2, 2, "{isa}");
+        assert_eq!(split_for(isa, (400, 128, 200), false, true, 2).0, 2, "{isa}");
+        assert_eq!(split_for(isa, (48, 160, 1500), false, false, 2).1, 2, "{isa}");
+        assert_eq!(split_for(isa, (24, 24000, 20), true, true, 2).2, 2, "{isa}");
     }
 }

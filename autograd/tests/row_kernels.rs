@@ -3,7 +3,7 @@
 //! the vector widths (1, primes, 15/16/17, 31/33, 65, ...), plus the parallel paths in a 2-thread
 //! pool, and dense sweeps that measure the accuracy of the f32 `exp` and both GELU forms.
 
-use autograd::kernels::rows::{AdamW, Gelu, Rows};
+use autograd::kernels::rows::{AdamW, GeluKind, Rows};
 use autograd::kernels::Isa;
 use proptest::prelude::*;
 
@@ -54,10 +54,10 @@ fn softmax_ref(x: &[f32], n: usize) -> Vec<f64> {
 
 /// GELU in f64, in forms without cancellation in the negative tail:
 /// `x Phi(x) = 0.5 x erfc(-x / sqrt 2)` and `0.5 x (1 + tanh u) = x / (1 + exp(-2u))`.
-fn gelu_ref(kind: Gelu, x: f64) -> f64 {
+fn gelu_ref(kind: GeluKind, x: f64) -> f64 {
     match kind {
-        Gelu::Erf => 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2),
-        Gelu::Tanh => x / (1.0 + (-2.0 * tanh_u(x)).exp()),
+        GeluKind::Erf => 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2),
+        GeluKind::Tanh => x / (1.0 + (-2.0 * tanh_u(x)).exp()),
     }
 }
 
@@ -65,13 +65,13 @@ fn tanh_u(x: f64) -> f64 {
     (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
 }
 
-fn gelu_grad_ref(kind: Gelu, x: f64) -> f64 {
+fn gelu_grad_ref(kind: GeluKind, x: f64) -> f64 {
     match kind {
-        Gelu::Erf => {
+        GeluKind::Erf => {
             0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
                 + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
         }
-        Gelu::Tanh => {
+        GeluKind::Tanh => {
             let e = (-2.0 * tanh_u(x)).exp();
             let (s, one_minus_s) = (1.0 / (1.0 + e), e / (1.0 + e));
             let du = (2.0 / std::f64::consts::PI).sqrt() * (1.0 + 3.0 * 0.044715 * x * x);
@@ -151,7 +151,7 @@ proptest! {
         }
         for k in isas() {
             let (mut y, mut mean, mut rstd) = (vec![f32::NAN; x.len()], vec![f32::NAN; rows], vec![f32::NAN; rows]);
-            k.layer_norm_forward(&x, w, b, eps as f32, &mut y, &mut mean, &mut rstd);
+            k.layer_norm_forward(&x, (w, b), eps as f32, &mut y, (&mut mean, &mut rstd));
             let isa = k.isa();
             // rstd can be large for near-constant rows; scale absolute tolerances by it.
             let big = r.rstd.iter().cloned().fold(1.0, f64::max);
@@ -159,7 +159,7 @@ proptest! {
             assert_close(&format!("{isa} layer_norm rstd"), &rstd, &r.rstd, 2e-4, 1e-6);
             assert_close(&format!("{isa} layer_norm y"), &y, &r.y, 2e-4, 1e-5 * big);
             let (mut dx, mut dw, mut db) = (vec![f32::NAN; x.len()], vec![0.5f32; n], vec![-0.25f32; n]);
-            k.layer_norm_backward(&x, w, &mean, &rstd, dy, &mut dx, &mut dw, &mut db);
+            k.layer_norm_backward(&x, w, (&mean, &rstd), dy, &mut dx, (&mut dw, &mut db));
             assert_close(&format!("{isa} layer_norm dx"), &dx, &dx_ref, 1e-3, 1e-4 * big);
             assert_close(&format!("{isa} layer_norm dw"), &dw, &dw_ref, 1e-4, 1e-4 * big * rows as f64);
             assert_close(&format!("{isa} layer_norm db"), &db, &db_ref, 1e-5, 1e-5 * rows as f64);
@@ -168,7 +168,7 @@ proptest! {
 
     #[test]
     fn gelu_matches_reference(x in prop::collection::vec(-12.0f32..12.0, 1..300), dy in data(300, -1.0, 1.0)) {
-        for kind in [Gelu::Erf, Gelu::Tanh] {
+        for kind in [GeluKind::Erf, GeluKind::Tanh] {
             let want: Vec<f64> = x.iter().map(|&v| gelu_ref(kind, v as f64)).collect();
             let want_dx: Vec<f64> = x.iter().zip(&dy).map(|(&v, &g)| g as f64 * gelu_grad_ref(kind, v as f64)).collect();
             for k in isas() {
@@ -205,10 +205,7 @@ proptest! {
     #[test]
     fn adamw_matches_reference(p0 in prop::collection::vec(-1.0f32..1.0, 1..200), seed in any::<u32>()) {
         let len = p0.len();
-        let h = |t: i32| AdamW {
-            lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05,
-            bias_correction1: 1.0 - 0.9f32.powi(t), bias_correction2: 1.0 - 0.999f32.powi(t),
-        };
+        let h = |t: u64| AdamW::at_step(t, 1e-3, (0.9, 0.999), 1e-8, 0.05);
         let grad = |t: u32, i: usize| ((seed.wrapping_add(t * 7919).wrapping_mul(i as u32 + 1) % 2001) as f32 - 1000.0) * 1e-3;
         for k in isas() {
             let (mut p, mut m, mut v) = (p0.clone(), vec![0.0f32; len], vec![0.0f32; len]);
@@ -217,11 +214,10 @@ proptest! {
             for t in 1..=5 {
                 let g: Vec<f32> = (0..len).map(|i| grad(t as u32, i)).collect();
                 let hp = h(t);
-                k.adamw(&mut p, &g, &mut m, &mut v, &hp);
-                // The reference takes the same f32 hyper-parameters, in f64 arithmetic.
-                let f = |x: f32| x as f64;
-                let (b1, b2, lr, eps, wd) = (f(hp.beta1), f(hp.beta2), f(hp.lr), f(hp.eps), f(hp.weight_decay));
-                let (bc1, bc2) = (f(hp.bias_correction1), f(hp.bias_correction2));
+                k.adamw(&mut p, &g, (&mut m, &mut v), &hp);
+                // The reference: exact hyper-parameters, f64 arithmetic.
+                let (b1, b2, lr, eps, wd) = (0.9f64, 0.999f64, 1e-3f64, 1e-8f64, 0.05f64);
+                let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
                 for i in 0..len {
                     let gi = g[i] as f64;
                     pr[i] *= 1.0 - lr * wd;
@@ -257,10 +253,10 @@ fn parallel_paths_match_reference() {
 
             let r = layer_norm_ref(&x, &w, &b, 1e-6);
             let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
-            k.layer_norm_forward(&x, &w, &b, 1e-6, &mut y, &mut mean, &mut rstd);
+            k.layer_norm_forward(&x, (&w, &b), 1e-6, &mut y, (&mut mean, &mut rstd));
             assert_close(&format!("{isa} parallel layer_norm"), &y, &r.y, 1e-4, 1e-5);
             let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; n], vec![0.0; n]);
-            k.layer_norm_backward(&x, &w, &mean, &rstd, &dy, &mut dx, &mut dw, &mut db);
+            k.layer_norm_backward(&x, &w, (&mean, &rstd), &dy, &mut dx, (&mut dw, &mut db));
             let mut db_ref = vec![0.0f64; n];
             let mut dw_ref = vec![0.0f64; n];
             for (i, g) in dy.chunks(n).enumerate() {
@@ -278,11 +274,43 @@ fn parallel_paths_match_reference() {
             assert_close(&format!("{isa} parallel sum_rows"), &out, &sums, 1e-5, 1e-3);
 
             let mut g = vec![0.0; x.len()];
-            k.gelu_forward(Gelu::Erf, &x, &mut g);
-            let want: Vec<f64> = x.iter().map(|&v| gelu_ref(Gelu::Erf, v as f64)).collect();
+            k.gelu_forward(GeluKind::Erf, &x, &mut g);
+            let want: Vec<f64> = x.iter().map(|&v| gelu_ref(GeluKind::Erf, v as f64)).collect();
             assert_close(&format!("{isa} parallel gelu"), &g, &want, 2e-6, 1e-30);
         }
     });
+}
+
+/// The reductions over rows (column sums, layer norm's parameter gradients, and the ops built on
+/// them: a Linear's bias gradient, sums over leading axes) give the same bits on 1, 2 and 3
+/// threads: their blocks depend on the row width only.
+#[test]
+fn reductions_over_rows_do_not_depend_on_the_thread_count() {
+    let (rows, n) = (5000, 96);
+    let val = |i: usize| ((i * 7919 % 1000) as f32 / 250.0) - 2.0;
+    let x: Vec<f32> = (0..rows * n).map(val).collect();
+    let w: Vec<f32> = (0..n).map(|i| 1.0 + val(i + 3) * 0.1).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let k = Rows::active();
+            let mut sums = vec![0.0f32; n];
+            k.sum_rows(&x, &mut sums);
+            let (mut mean, mut rstd, mut y) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; x.len()]);
+            k.layer_norm_forward(&x, (&w, &w), 1e-6, &mut y, (&mut mean, &mut rstd));
+            let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; n], vec![0.0; n]);
+            k.layer_norm_backward(&x, &w, (&mean, &rstd), &y, &mut dx, (&mut dw, &mut db));
+            let mut sums64 = vec![0.0f64; n];
+            let x64: Vec<f64> = x.iter().map(|&v| v as f64 * 1.1).collect();
+            autograd::kernels::parallel::sum_rows(&x64, &mut sums64);
+            (sums, dw, db, sums64)
+        })
+    };
+    let one = run(1);
+    assert!(one.0.iter().all(|v| v.is_finite()) && one.0.iter().any(|&v| v != 0.0));
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads sum differently from one");
+    }
 }
 
 /// Dense sweeps that measure the f32 approximations' worst error against f64 and hold them to
@@ -315,7 +343,7 @@ fn transcendental_accuracy() {
         k.exp(&[-100.0, 100.0], &mut t);
         assert!(t[0] == 0.0 && t[1].is_finite() && t[1] > 1e38, "{isa}: exp tails {t:?}");
 
-        for kind in [Gelu::Erf, Gelu::Tanh] {
+        for kind in [GeluKind::Erf, GeluKind::Tanh] {
             let x = sweep(-10.0, 10.0, 200_001);
             let mut y = vec![0.0; x.len()];
             k.gelu_forward(kind, &x, &mut y);
@@ -340,7 +368,7 @@ fn transcendental_accuracy() {
             // The portable kernel on baseline x86-64 has no fused multiply-add, so the exact
             // split `x^2 = hi + lo` degrades to `lo = 0`: allow it a few more ulps.
             let slack = if isa == Isa::Portable { 3.0 } else { 1.0 };
-            let bound = if kind == Gelu::Erf { 1e-6 } else { 4e-6 };
+            let bound = if kind == GeluKind::Erf { 1e-6 } else { 4e-6 };
             assert!(core < bound * slack, "{isa}: gelu {kind:?} max relative error {core:e} on [-6, 10]");
             assert!(tail < 2e-5 * slack, "{isa}: gelu {kind:?} max relative error {tail:e} on [-10, -6]");
             assert!(grad < 2.5e-7 * slack, "{isa}: gelu' {kind:?} max error {grad:e}");

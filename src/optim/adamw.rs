@@ -1,6 +1,6 @@
 //! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
-use autograd::kernels::rows;
+use autograd::kernels::rows::{self, Rows};
 use autograd::Tensor;
 
 use super::{load_buffers, Optimizer};
@@ -41,21 +41,14 @@ impl Optimizer for AdamW {
     fn step(&mut self, params: &mut ParamStore<f32>, grads: &[Tensor<f32>], lr: f64) {
         assert_eq!(grads.len(), params.len(), "AdamW: {} gradients for {} parameters", grads.len(), params.len());
         self.step += 1;
-        let t = self.step as i32;
-        let bc1 = (1.0 - self.beta1.powi(t)) as f32;
-        let bc2 = (1.0 - self.beta2.powi(t)) as f32;
+        let betas = (self.beta1, self.beta2);
+        // Every derived constant (1 - beta, the bias corrections) is formed in f64, then rounded.
+        let decayed = rows::AdamW::at_step(self.step, lr, betas, self.eps, self.weight_decay);
+        let not_decayed = rows::AdamW::at_step(self.step, lr, betas, self.eps, 0.0);
         for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            let h = rows::AdamW {
-                lr: lr as f32,
-                beta1: self.beta1 as f32,
-                beta2: self.beta2 as f32,
-                eps: self.eps as f32,
-                weight_decay: if p.weight_decay { self.weight_decay as f32 } else { 0.0 },
-                bias_correction1: bc1,
-                bias_correction2: bc2,
-            };
+            let h = if p.weight_decay { &decayed } else { &not_decayed };
             // One SIMD pass per tensor (parallel over chunks for the large ones).
-            rows::adamw(p.value.data_mut(), g.data(), m.data_mut(), v.data_mut(), &h);
+            Rows::active().adamw(p.value.data_mut(), g.data(), (m.data_mut(), v.data_mut()), h);
         }
     }
 

@@ -26,57 +26,17 @@
 //! from a per-head seed. The probabilities are kept only when asked for
 //! ([`Graph::attention_with_probs`], for attention maps).
 
+use rand::RngCore;
 use rayon::prelude::*;
 
+use super::softmax::{softmax_rows, softmax_rows_backward};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
-use crate::kernels::{as_f32, as_f32_mut, rows};
-use rand::RngCore;
-
+use crate::kernels::gemm::gemm;
+use crate::kernels::send_ptr::SendPtr;
+use crate::kernels::{Layout, MatMut, MatRef};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-
-/// A raw pointer that may cross threads: each parallel task writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// Through a method, so closures capture the whole (`Sync`) wrapper, not the bare pointer.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
-/// `C = alpha * A B + beta * C` on raw strided operands (see [`Float::gemm`]).
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm<T: Float>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: (*const T, usize, usize),
-    b: (*const T, usize, usize),
-    c: (*mut T, usize, usize),
-) {
-    T::gemm(
-        m,
-        k,
-        n,
-        alpha,
-        a.0,
-        a.1 as isize,
-        a.2 as isize,
-        b.0,
-        b.1 as isize,
-        b.2 as isize,
-        T::ZERO,
-        c.0,
-        c.1 as isize,
-        c.2 as isize,
-    )
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Dims {
@@ -98,24 +58,19 @@ impl Dims {
     fn o_off(&self, b: usize, h: usize) -> usize {
         b * self.n * self.d() + h * self.dh
     }
-}
-
-/// Row-wise `p = softmax(s)` for `N`-wide rows (f32: the SIMD kernel).
-fn softmax_rows<T: Float>(s: &[T], p: &mut [T], n: usize) {
-    if let (Some(s32), Some(p32)) = (as_f32(s), as_f32_mut(p)) {
-        return rows::softmax_forward(s32, p32, n);
+    /// Head `bh`'s `q` (`part` 0), `k` (1) or `v` (2): `N x Dh` inside `[B, N, 3D]`.
+    fn qkv(&self, bh: usize, part: usize) -> Layout {
+        let qo = self.q_off(bh / self.heads, bh % self.heads);
+        Layout::strided(self.n, self.dh, 3 * self.d() as isize, 1).at(qo + part * self.d())
     }
-    for (row, out) in s.chunks_exact(n).zip(p.chunks_exact_mut(n)) {
-        let m = row.iter().fold(row[0], |a, &b| a.max(b));
-        let mut sum = T::ZERO;
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = (v - m).exp();
-            sum += *o;
-        }
-        let inv = T::ONE / sum;
-        for o in out.iter_mut() {
-            *o *= inv;
-        }
+    /// Head `bh`'s block of the output `[B, N, D]`: `N x Dh`.
+    fn out(&self, bh: usize) -> Layout {
+        let oo = self.o_off(bh / self.heads, bh % self.heads);
+        Layout::strided(self.n, self.dh, self.d() as isize, 1).at(oo)
+    }
+    /// One head's `N x N` scores or probabilities.
+    fn square(&self) -> Layout {
+        Layout::row_major(self.n, self.n)
     }
 }
 
@@ -133,14 +88,9 @@ fn head_mask<T: Float>(seed: u64, bh: usize, p: f64, out: &mut [T]) {
 /// `P = softmax(s q k^T)` for head `(b, h)`: the scores go into `scores`, the probabilities
 /// into `p` (both `N x N`).
 fn head_probs<T: Float>(x: &[T], d: &Dims, bh: usize, scale: T, scores: &mut [T], p: &mut [T]) {
-    let (n, dh, dd) = (d.n, d.dh, d.d());
-    let qo = d.q_off(bh / d.heads, bh % d.heads);
-    // SAFETY: q and k are N x Dh blocks of qkv with row stride 3D; scores is N x N.
-    unsafe {
-        let (q, k) = (x.as_ptr().add(qo), x.as_ptr().add(qo + dd));
-        gemm(n, dh, n, scale, (q, 3 * dd, 1), (k, 1, 3 * dd), (scores.as_mut_ptr(), n, 1));
-    }
-    softmax_rows(scores, p, n);
+    let (q, k) = (MatRef::new(x, d.qkv(bh, 0)), MatRef::new(x, d.qkv(bh, 1)));
+    gemm(scale, q, k.t(), T::ZERO, MatMut::new(scores, d.square()));
+    softmax_rows(scores, p, d.n);
 }
 
 /// The recorded half.
@@ -167,16 +117,20 @@ impl<T: Float> Op<T> for Attention<T> {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = self.dims;
-        let (n, dh, dd) = (d.n, d.dh, d.d());
+        let n = d.n;
         let qkv = c.inputs[0].data();
         let go = c.grad.data();
         // Every (b, h) block of dq, dk and dv is written by a GEMM (beta = 0) when N > 0.
         let mut dqkv = if n > 0 { crate::pool::take::<T>(qkv.len()) } else { crate::pool::zeros::<T>(qkv.len()) };
-        let out = SharedMut(dqkv.as_mut_ptr());
+        let out = SendPtr::new(dqkv.as_mut_ptr());
+        // Head `bh`'s `part` block of dqkv (0: dq, 1: dk, 2: dv).
+        let dqkv_block = |bh: usize, part: usize| {
+            // SAFETY: the block lies inside dqkv (same layout as qkv), and every (head, part)
+            // block is written by exactly one task: the blocks are disjoint column ranges.
+            unsafe { MatMut::from_raw(out.get(), d.qkv(bh, part)) }
+        };
         if n > 0 {
             (0..d.b * d.heads).into_par_iter().for_each(|bh| {
-                let (b, h) = (bh / d.heads, bh % d.heads);
-                let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
                 // This head's P (saved or recomputed), its dropped version Pd, and dP.
                 let mut p_buf = Vec::new();
                 let p: &[T] = match &self.probs {
@@ -201,38 +155,25 @@ impl<T: Float> Op<T> for Attention<T> {
                     }
                     None => p,
                 };
+                let (q, k, v) =
+                    (MatRef::new(qkv, d.qkv(bh, 0)), MatRef::new(qkv, d.qkv(bh, 1)), MatRef::new(qkv, d.qkv(bh, 2)));
+                let dout = MatRef::new(go, d.out(bh));
                 let mut dp = vec![T::ZERO; n * n];
-                // SAFETY: every pointer addresses the (b, h) blocks of buffers of the documented
-                // shapes; tasks write disjoint (b, h) column blocks of dqkv.
-                unsafe {
-                    let v = qkv.as_ptr().add(qo + 2 * dd);
-                    let dout = go.as_ptr().add(oo);
-                    let dv = out.get().add(qo + 2 * dd);
-                    // dPd = dO v^T  (N x Dh @ Dh x N)
-                    gemm(n, dh, n, T::ONE, (dout, dd, 1), (v, 1, 3 * dd), (dp.as_mut_ptr(), n, 1));
-                    // dv = Pd^T dO  (N x N @ N x Dh)
-                    gemm(n, n, dh, T::ONE, (pd_ref.as_ptr(), 1, n), (dout, dd, 1), (dv, 3 * dd, 1));
-                }
+                // dPd = dO v^T  (N x Dh @ Dh x N);  dv = Pd^T dO  (N x N @ N x Dh)
+                gemm(T::ONE, dout, v.t(), T::ZERO, MatMut::new(&mut dp, d.square()));
+                gemm(T::ONE, MatRef::new(pd_ref, d.square()).t(), dout, T::ZERO, dqkv_block(bh, 2));
                 if let Some(m) = &mask {
                     for (g, &s) in dp.iter_mut().zip(m) {
                         *g *= s;
                     }
                 }
-                // dS = P * (dP - rowsum(dP * P)), in place in dp.
-                for (grow, prow) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot = grow.iter().zip(prow).fold(T::ZERO, |acc, (&g, &pp)| acc + g * pp);
-                    for (g, &pp) in grow.iter_mut().zip(prow) {
-                        *g = pp * (*g - dot);
-                    }
-                }
-                // SAFETY: as above.
-                unsafe {
-                    let (q, k) = (qkv.as_ptr().add(qo), qkv.as_ptr().add(qo + dd));
-                    let (dq, dk) = (out.get().add(qo), out.get().add(qo + dd));
-                    // dq = s dS k ; dk = s dS^T q
-                    gemm(n, n, dh, self.scale, (dp.as_ptr(), n, 1), (k, 3 * dd, 1), (dq, 3 * dd, 1));
-                    gemm(n, n, dh, self.scale, (dp.as_ptr(), 1, n), (q, 3 * dd, 1), (dk, 3 * dd, 1));
-                }
+                // dS = P * (dP - rowsum(dP * P)): the softmax backward.
+                let mut ds = vec![T::ZERO; n * n];
+                softmax_rows_backward(p, &dp, &mut ds, n);
+                let ds = MatRef::new(&ds, d.square());
+                // dq = s dS k ; dk = s dS^T q
+                gemm(self.scale, ds, k, T::ZERO, dqkv_block(bh, 0));
+                gemm(self.scale, ds.t(), q, T::ZERO, dqkv_block(bh, 1));
                 drop(p_buf);
             });
         }
@@ -270,17 +211,15 @@ impl<T: Float> Graph<T> {
         let mut probs = keep.then(|| crate::pool::take::<T>(d.b * heads * n * n));
         // Every head's output block is written by its value product (beta = 0) when N > 0.
         let mut out = if n > 0 { crate::pool::take::<T>(d.b * n * dd) } else { crate::pool::zeros::<T>(d.b * n * dd) };
-        let o = SharedMut(out.as_mut_ptr());
-        let pr = probs.as_mut().map(|v| SharedMut(v.as_mut_ptr()));
+        let o = SendPtr::new(out.as_mut_ptr());
+        let pr = probs.as_mut().map(|v| SendPtr::new(v.as_mut_ptr()));
         if n > 0 {
             (0..d.b * heads).into_par_iter().for_each(|bh| {
-                let (b, h) = (bh / heads, bh % heads);
-                let (qo, oo) = (d.q_off(b, h), d.o_off(b, h));
                 let (mut scores, mut p) = (vec![T::ZERO; n * n], vec![T::ZERO; n * n]);
                 head_probs(x, &d, bh, scale, &mut scores, &mut p);
                 if let Some(pr) = pr {
                     // SAFETY: head bh owns elements bh*N*N..(bh+1)*N*N of the probabilities.
-                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.get().add(bh * n * n), n * n) };
+                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.at(bh * n * n), n * n) };
                 }
                 if let Some((pdrop, seed)) = drop {
                     let mut m = vec![T::ZERO; n * n];
@@ -289,11 +228,10 @@ impl<T: Float> Graph<T> {
                         *a *= s;
                     }
                 }
-                // SAFETY: v is N x Dh with row stride 3D; tasks write disjoint column blocks of out.
-                unsafe {
-                    let v = x.as_ptr().add(qo + 2 * dd);
-                    gemm(n, n, dh, T::ONE, (p.as_ptr(), n, 1), (v, 3 * dd, 1), (o.get().add(oo), dd, 1));
-                }
+                // SAFETY: head bh's N x Dh block of out lies inside it, and tasks write
+                // disjoint column blocks.
+                let o_bh = unsafe { MatMut::from_raw(o.get(), d.out(bh)) };
+                gemm(T::ONE, MatRef::new(&p, d.square()), MatRef::new(x, d.qkv(bh, 2)), T::ZERO, o_bh);
             });
         }
         let probs = probs.map(|v| Tensor::from_vec(v, &[d.b, heads, n, n]));

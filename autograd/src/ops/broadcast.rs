@@ -97,6 +97,14 @@ pub fn reduce_to<T: Float>(grad: &Tensor<T>, shape: &[usize]) -> Tensor<T> {
         return grad.clone();
     }
     let out = grad.shape();
+    // Stretched leading axes only (a bias, `pos_embed` over the batch): the column sums of
+    // `grad` seen as rows of `numel(shape)`.
+    let kept = &shape[shape.iter().take_while(|&&d| d == 1).count()..];
+    if out.len() >= kept.len() && out.ends_with(kept) && numel(shape) > 0 {
+        let mut acc = crate::pool::zeros(numel(shape));
+        crate::kernels::parallel::sum_rows(grad.data(), &mut acc);
+        return Tensor::from_vec(acc, shape);
+    }
     let s = broadcast_strides(shape, out);
     let zero = vec![0; out.len()];
     let mut acc = crate::pool::zeros(numel(shape));

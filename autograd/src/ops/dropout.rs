@@ -16,11 +16,10 @@
 //! the caller's generator by exactly one draw, whatever the tensor's size.
 
 use rand::RngCore;
-use rayon::prelude::*;
 
-use super::softmax::rows_per_task;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::parallel::for_each_row;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -53,8 +52,8 @@ impl<T: Float> Op<T> for Dropout<T> {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let g = c.grad.data();
-        let mut dx = crate::pool::zeros(g.len());
-        dx.par_chunks_mut(CHUNK).with_min_len(rows_per_task(CHUNK)).enumerate().for_each(|(k, dx)| {
+        let mut dx = crate::pool::take(g.len());
+        for_each_row(&mut dx, CHUNK, |k, dx| {
             let at = k * CHUNK;
             for ((dx, &g), &keep) in dx.iter_mut().zip(&g[at..]).zip(&self.keep[at..]) {
                 *dx = g * factor(keep, self.scale);
@@ -77,19 +76,18 @@ impl<T: Float> Graph<T> {
         let xv = self.value(x);
         let xd = xv.data();
         let mut keep = vec![false; xd.len()];
-        let mut y = crate::pool::zeros(xd.len());
-        keep.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks_mut(CHUNK))
-            .with_min_len(rows_per_task(CHUNK))
-            .enumerate()
-            .for_each(|(k, (keep, y))| {
-                // Seeding through SplitMix64 decorrelates the streams of neighbouring pieces.
-                let mut stream = Rng::seed(seed.wrapping_add(k as u64));
-                for ((keep, y), &x) in keep.iter_mut().zip(y.iter_mut()).zip(&xd[k * CHUNK..]) {
-                    *keep = stream.uniform() >= p;
-                    *y = x * factor(*keep, scale);
-                }
-            });
+        for_each_row(&mut keep, CHUNK, |k, keep| {
+            // Seeding through SplitMix64 decorrelates the streams of neighbouring pieces.
+            let mut stream = Rng::seed(seed.wrapping_add(k as u64));
+            keep.iter_mut().for_each(|keep| *keep = stream.uniform() >= p);
+        });
+        let mut y = crate::pool::take(xd.len());
+        for_each_row(&mut y, CHUNK, |k, y| {
+            let at = k * CHUNK;
+            for ((y, &x), &keep) in y.iter_mut().zip(&xd[at..]).zip(&keep[at..]) {
+                *y = x * factor(keep, scale);
+            }
+        });
         let y = Tensor::from_vec(y, xv.shape());
         self.push(y, Dropout { keep, scale, p }, &[x])
     }

@@ -13,36 +13,15 @@
 //! The backward recomputes `erf` or `tanh` from the input instead of saving them: one more
 //! transcendental per element is cheaper than keeping a second activation-sized tensor alive.
 
-use super::softmax::for_each_row;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
-use crate::kernels::{as_f32, as_f32_mut, rows};
+use crate::kernels::parallel::for_each_row;
+use crate::kernels::rows::Rows;
+use crate::kernels::{as_f32, as_f32_mut};
 use crate::tensor::Tensor;
 
-/// Which GELU formula to use. The two differ by up to about 5e-4, enough to move a pretrained
-/// model's logits, so a checkpoint must run with the form it was trained with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum GeluKind {
-    /// `0.5 x (1 + erf(x / sqrt 2))`: timm's and PyTorch's default, so timm checkpoints
-    /// reproduce their logits with it.
-    #[default]
-    Erf,
-    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`: the official Flax ViT code's form.
-    Tanh,
-}
-
-/// Parses the names configs and the command line use, in any case: `"erf"` (also `"exact"`, and
-/// `"none"` as in PyTorch's `approximate="none"`) or `"tanh"`.
-impl std::str::FromStr for GeluKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "erf" | "exact" | "none" => Ok(GeluKind::Erf),
-            "tanh" => Ok(GeluKind::Tanh),
-            _ => Err(format!("gelu: unknown kind {s:?}, expected \"erf\" or \"tanh\"")),
-        }
-    }
-}
+/// Which GELU formula to use (defined once, beside the SIMD kernels that compute both forms).
+pub use crate::kernels::rows::GeluKind;
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
@@ -66,19 +45,11 @@ impl<T: Float> Op<T> for Gelu {
     }
 }
 
-/// The SIMD kernels' name for the same formula.
-fn simd_kind(kind: GeluKind) -> rows::Gelu {
-    match kind {
-        GeluKind::Erf => rows::Gelu::Erf,
-        GeluKind::Tanh => rows::Gelu::Tanh,
-    }
-}
-
-/// `y = gelu(x)` elementwise (f32: the SIMD kernel; otherwise over chunks in parallel) (shared by [`Graph::gelu`] and the fused
-/// Linear + GELU op).
+/// `y = gelu(x)` elementwise (f32: the SIMD kernel; otherwise over chunks in parallel), shared
+/// by [`Graph::gelu`] and the fused Linear + GELU op.
 pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
     if let (Some(x32), Some(y32)) = (as_f32(xd), as_f32_mut(y)) {
-        return rows::gelu_forward(simd_kind(kind), x32, y32);
+        return Rows::active().gelu_forward(kind, x32, y32);
     }
     let half = T::from_f64(0.5);
     match kind {
@@ -104,7 +75,7 @@ pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
 /// `dx = g * gelu'(x)` elementwise, over chunks in parallel. `dx` may hold anything on entry.
 pub(crate) fn gelu_backward<T: Float>(kind: GeluKind, x: &[T], g: &[T], dx: &mut [T]) {
     if let (Some(x32), Some(g32), Some(dx32)) = (as_f32(x), as_f32(g), as_f32_mut(dx)) {
-        return rows::gelu_backward(simd_kind(kind), x32, g32, dx32);
+        return Rows::active().gelu_backward(kind, x32, g32, dx32);
     }
     let half = T::from_f64(0.5);
     match kind {

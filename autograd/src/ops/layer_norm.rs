@@ -17,12 +17,13 @@
 //! intermediates alive until backward; this op keeps two numbers per row, `mean` and `rstd`,
 //! and recomputes `xhat` from `x`. The variance is the biased one (divided by D), as in PyTorch.
 
-use rayon::prelude::*;
-
-use super::softmax::{last_axis, rows_per_task};
+use super::last_axis;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
-use crate::kernels::{as_f32, as_f32_mut, rows};
+use crate::kernels::parallel::{for_each_row, reduce_row_blocks};
+use crate::kernels::rows::Rows;
+use crate::kernels::send_ptr::SendPtr;
+use crate::kernels::{as_f32, as_f32_mut};
 use crate::tensor::Tensor;
 
 /// `y = LN(x) * w + b` over the last axis; see the module documentation for the gradients.
@@ -52,52 +53,37 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         let (x, w, b) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (_, d) = last_axis(inputs[0].shape(), "layer_norm recompute");
         let mut y = crate::pool::take(x.len());
-        if d > 0 {
-            y.par_chunks_mut(d).with_min_len(rows_per_task(d)).enumerate().for_each(|(r, y)| {
-                let (m, s) = (self.mean[r], self.rstd[r]);
-                for (j, (y, &x)) in y.iter_mut().zip(&x[r * d..(r + 1) * d]).enumerate() {
-                    *y = (x - m) * s * w[j] + b[j];
-                }
-            });
-        }
+        for_each_row(&mut y, d, |r, y| {
+            let (m, s) = (self.mean[r], self.rstd[r]);
+            for (j, (y, &x)) in y.iter_mut().zip(&x[r * d..(r + 1) * d]).enumerate() {
+                *y = (x - m) * s * w[j] + b[j];
+            }
+        });
         Some(Tensor::from_vec(y, inputs[0].shape()))
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
         let (rows, d) = last_axis(c.inputs[0].shape(), "layer_norm backward");
+        let mut dx = crate::pool::take::<T>(x.len());
+        // [dw | db], summed over rows by the deterministic blocked reduction.
+        let mut dwb = vec![T::ZERO; 2 * d];
         if let (Some(x32), Some(w32), Some(g32), Some(m32), Some(r32)) =
             (as_f32(x), as_f32(w), as_f32(g), as_f32(&self.mean), as_f32(&self.rstd))
         {
             // f32: the SIMD kernel, same formulas.
-            let (mut dx, mut dw, mut db) = (crate::pool::take::<T>(x.len()), vec![T::ZERO; d], vec![T::ZERO; d]);
-            if d > 0 {
-                let (dx32, dw32, db32) =
-                    (as_f32_mut(&mut dx).unwrap(), as_f32_mut(&mut dw).unwrap(), as_f32_mut(&mut db).unwrap());
-                rows::layer_norm_backward(x32, w32, m32, r32, g32, dx32, dw32, db32);
-            } else {
-                dx.fill(T::ZERO);
-            }
-            return vec![
-                Some(Tensor::from_vec(dx, c.inputs[0].shape())),
-                Some(Tensor::from_vec(dw, &[d])),
-                Some(Tensor::from_vec(db, &[d])),
-            ];
-        }
-        // Rows go in fixed blocks, each summing its own share of dw and db; the blocks are then
-        // added in block order, so the result does not depend on how many threads ran them.
-        let block = rows_per_task(d);
-        let blocks = rows.div_ceil(block);
-        let mut dx = crate::pool::zeros(x.len());
-        // Per block: dw partial sums in the first D slots, db in the next D.
-        let mut partial = vec![0.0f64; blocks * 2 * d];
-        if d > 0 {
-            dx.par_chunks_mut(block * d).zip(partial.par_chunks_mut(2 * d)).enumerate().for_each(|(k, (dx, acc))| {
+            let (dx32, dwb32) = (as_f32_mut(&mut dx).unwrap(), as_f32_mut(&mut dwb).unwrap());
+            let (dw32, db32) = dwb32.split_at_mut(d);
+            Rows::active().layer_norm_backward(x32, w32, (m32, r32), g32, dx32, (dw32, db32));
+        } else {
+            let dxp = SendPtr::new(dx.as_mut_ptr());
+            reduce_row_blocks(rows, d, 3, &mut dwb, |block, acc| {
                 let (dw, db) = acc.split_at_mut(d);
-                for (i, dx) in dx.chunks_mut(d).enumerate() {
-                    let r = k * block + i;
+                for r in block {
                     let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
                     let (mean, rstd) = (self.mean[r], self.rstd[r]);
+                    // SAFETY: row r of dx belongs to this block's task alone.
+                    let dx = unsafe { std::slice::from_raw_parts_mut(dxp.at(r * d), d) };
                     // First pass: the two row means dx needs, and this row's share of dw, db.
                     let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
                     for j in 0..d {
@@ -105,8 +91,8 @@ impl<T: Float> Op<T> for LayerNorm<T> {
                         let dxhat = g[j] * w[j];
                         sum_dxhat += dxhat.to_f64();
                         sum_dxhat_xhat += (dxhat * xhat).to_f64();
-                        dw[j] += (g[j] * xhat).to_f64();
-                        db[j] += g[j].to_f64();
+                        dw[j] += g[j] * xhat;
+                        db[j] += g[j];
                     }
                     let mean_dxhat = T::from_f64(sum_dxhat / d as f64);
                     let mean_dxhat_xhat = T::from_f64(sum_dxhat_xhat / d as f64);
@@ -118,14 +104,11 @@ impl<T: Float> Op<T> for LayerNorm<T> {
                 }
             });
         }
-        let total = |offset: usize| -> Tensor<T> {
-            let v = (0..d).map(|j| T::from_f64((0..blocks).map(|k| partial[k * 2 * d + offset + j]).sum())).collect();
-            Tensor::from_vec(v, &[d])
-        };
+        let db = dwb.split_off(d);
         vec![
             c.needs_grad[0].then(|| Tensor::from_vec(dx, c.inputs[0].shape())),
-            c.needs_grad[1].then(|| total(0)),
-            c.needs_grad[2].then(|| total(d)),
+            c.needs_grad[1].then(|| Tensor::from_vec(dwb, &[d])),
+            c.needs_grad[2].then(|| Tensor::from_vec(db, &[d])),
         ]
     }
 }
@@ -154,24 +137,22 @@ impl<T: Float> Graph<T> {
             // f32: the SIMD kernel (one pass for the mean, one for the variance, one to write y).
             let (y32, m32, r32) =
                 (as_f32_mut(&mut y).unwrap(), as_f32_mut(&mut mean).unwrap(), as_f32_mut(&mut rstd).unwrap());
-            rows::layer_norm_forward(x32, w32, b32, eps as f32, y32, m32, r32);
+            Rows::active().layer_norm_forward(x32, (w32, b32), eps as f32, y32, (m32, r32));
         } else if d > 0 {
-            y.par_chunks_mut(d)
-                .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-                .with_min_len(rows_per_task(d))
-                .enumerate()
-                .for_each(|(r, (y, (mean, rstd)))| {
-                    let x = &xd[r * d..(r + 1) * d];
-                    // Two passes in f64 (mean, then the spread around it): the one-pass
-                    // E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std.
-                    let m = x.iter().map(|v| v.to_f64()).sum::<f64>() / d as f64;
-                    let var = x.iter().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / d as f64;
-                    *mean = T::from_f64(m);
-                    *rstd = T::from_f64(1.0 / (var + eps).sqrt());
-                    for j in 0..d {
-                        y[j] = (x[j] - *mean) * *rstd * w[j] + b[j];
-                    }
-                });
+            let (mp, rp) = (SendPtr::new(mean.as_mut_ptr()), SendPtr::new(rstd.as_mut_ptr()));
+            for_each_row(&mut y, d, |r, y| {
+                let x = &xd[r * d..(r + 1) * d];
+                // Two passes in f64 (mean, then the spread around it): the one-pass
+                // E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std.
+                let m = x.iter().map(|v| v.to_f64()).sum::<f64>() / d as f64;
+                let var = x.iter().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / d as f64;
+                let (m, s) = (T::from_f64(m), T::from_f64(1.0 / (var + eps).sqrt()));
+                // SAFETY: row r's statistics belong to this row's task alone.
+                unsafe { (*mp.at(r), *rp.at(r)) = (m, s) };
+                for j in 0..d {
+                    y[j] = (x[j] - m) * s * w[j] + b[j];
+                }
+            });
         }
         self.push(Tensor::from_vec(y, self.shape(x)), LayerNorm { mean, rstd, eps }, &[x, weight, bias])
     }

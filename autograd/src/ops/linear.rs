@@ -12,71 +12,14 @@
 //! rows while they are still in cache and no second `[..., N]` tensor is written; backward sums
 //! the bias gradient straight from `g` instead of going through the general broadcast reduction.
 
-use rayon::prelude::*;
-
 use super::gelu::{gelu_backward, gelu_forward, GeluKind};
-use super::softmax::{for_each_row, rows_per_task};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::gemm::gemm;
+use crate::kernels::parallel::{for_each_row, sum_rows};
+use crate::kernels::rows::Rows;
+use crate::kernels::{as_f32, as_f32_mut, MatMut, MatRef};
 use crate::tensor::Tensor;
-
-/// Row-major `C = A B^T` for `A: [m, k]`, `B: [n, k]` (C is `[m, n]`), with `beta` as in GEMM.
-fn gemm_abt<T: Float>(m: usize, k: usize, n: usize, a: &[T], b: &[T], beta: T, c: &mut [T]) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        // An empty sum: the product is zero.
-        c.iter_mut().for_each(|v| *v = if beta == T::ZERO { T::ZERO } else { *v * beta });
-        return;
-    }
-    // SAFETY: A is m*k, B is n*k and C is m*n elements, read and written under these strides.
-    unsafe {
-        T::gemm(
-            m,
-            k,
-            n,
-            T::ONE,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
-    }
-}
-
-/// Sums the rows of a row-major `[rows, n]` matrix: in parallel over fixed blocks of rows whose
-/// partial sums are then added in block order, so the result does not depend on the thread count.
-pub(crate) fn sum_rows<T: Float>(g: &[T], n: usize) -> Vec<T> {
-    let rows = g.len().checked_div(n).unwrap_or(0);
-    let block = rows_per_task(n).max(1);
-    let partials: Vec<Vec<T>> = g
-        .par_chunks(block * n.max(1))
-        .map(|chunk| {
-            let mut acc = crate::pool::zeros(n);
-            for row in chunk.chunks_exact(n) {
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut out = crate::pool::zeros(n);
-    for p in partials {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
-        }
-    }
-    debug_assert!(rows == 0 || out.len() == n);
-    out
-}
 
 /// The gradients of `y = x W^T + b` given `g = dL/dy` (rows x n): `(dx, dW, db)`, each only if
 /// asked for.
@@ -91,59 +34,24 @@ fn linear_grads<T: Float>(
     let some = rows > 0 && k > 0 && n > 0;
     // With a non-empty product every element is written by the GEMM (beta = 0): no zero fill.
     let buffer = |len: usize| if some { crate::pool::take(len) } else { crate::pool::zeros(len) };
+    let (g_m, w_m) = (MatRef::row_major(g, rows, n), MatRef::row_major(w.data(), n, k));
     let dx = needs[0].then(|| {
         let mut dx = buffer(rows * k);
-        if some {
-            // (rows x n) @ (n x k), both row-major.
-            // SAFETY: g is rows*n, W is n*k, dx is rows*k elements.
-            unsafe {
-                T::gemm(
-                    rows,
-                    n,
-                    k,
-                    T::ONE,
-                    g.as_ptr(),
-                    n as isize,
-                    1,
-                    w.data().as_ptr(),
-                    k as isize,
-                    1,
-                    T::ZERO,
-                    dx.as_mut_ptr(),
-                    k as isize,
-                    1,
-                )
-            }
-        }
+        // (rows x n) @ (n x k), both row-major.
+        gemm(T::ONE, g_m, w_m, T::ZERO, MatMut::row_major(&mut dx, rows, k));
         Tensor::from_vec(dx, x.shape())
     });
     let dw = needs[1].then(|| {
         let mut dw = buffer(n * k);
-        if some {
-            // g^T (n x rows, read through strides) @ x (rows x k).
-            // SAFETY: g is rows*n, x is rows*k, dw is n*k elements.
-            unsafe {
-                T::gemm(
-                    n,
-                    rows,
-                    k,
-                    T::ONE,
-                    g.as_ptr(),
-                    1,
-                    n as isize,
-                    x.data().as_ptr(),
-                    k as isize,
-                    1,
-                    T::ZERO,
-                    dw.as_mut_ptr(),
-                    k as isize,
-                    1,
-                )
-            }
-        }
+        // g^T (n x rows, read through strides) @ x (rows x k).
+        gemm(T::ONE, g_m.t(), MatRef::row_major(x.data(), rows, k), T::ZERO, MatMut::row_major(&mut dw, n, k));
         Tensor::from_vec(dw, w.shape())
     });
-    let db = needs[2].then(|| Tensor::from_vec(sum_rows(g, n), &[n]));
+    let db = needs[2].then(|| {
+        let mut db = crate::pool::zeros(n);
+        sum_rows(g, &mut db);
+        Tensor::from_vec(db, &[n])
+    });
     (dx, dw, db)
 }
 
@@ -224,7 +132,7 @@ struct LinearGelu<T: Float> {
 impl<T: Float> LinearGelu<T> {
     fn pre_activation(&self, inputs: &[&Tensor<T>]) -> Vec<T> {
         let mut h = crate::pool::take(self.rows * self.n);
-        affine(self.rows, self.k, self.n, inputs[0].data(), inputs[1].data(), Some(inputs[2].data()), &mut h);
+        affine((self.rows, self.k, self.n), inputs[0].data(), inputs[1].data(), Some(inputs[2].data()), &mut h);
         h
     }
 }
@@ -266,16 +174,25 @@ impl<T: Float> Op<T> for LinearGelu<T> {
     }
 }
 
-/// `y = x W^T + b` into `y` (rows x n), the bias added row by row while the rows are in cache.
-fn affine<T: Float>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    gemm_abt(rows, k, n, x, w, T::ZERO, y);
+/// `y = x W^T` into `y` (`rows x n`), for `x: [rows, k]` and a PyTorch-layout `W: [n, k]`
+/// read transposed through strides; then `+ b` on each row while the rows are in cache.
+fn affine<T: Float>((rows, k, n): (usize, usize, usize), x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    gemm(T::ONE, MatRef::row_major(x, rows, k), MatRef::row_major(w, n, k).t(), T::ZERO, MatMut::row_major(y, rows, n));
     if let Some(bias) = bias {
-        for_each_row(y, n, |_, row| {
-            for (v, &bb) in row.iter_mut().zip(bias) {
-                *v += bb;
-            }
-        });
+        add_bias(y, bias);
     }
+}
+
+/// `y[r, :] += bias` for every row (f32: the SIMD kernel).
+fn add_bias<T: Float>(y: &mut [T], bias: &[T]) {
+    if let (Some(y32), Some(b32)) = (as_f32_mut(y), as_f32(bias)) {
+        return Rows::active().bias_add(y32, b32);
+    }
+    for_each_row(y, bias.len(), |_, row| {
+        for (v, &bb) in row.iter_mut().zip(bias) {
+            *v += bb;
+        }
+    });
 }
 
 impl<T: Float> Graph<T> {
@@ -309,7 +226,7 @@ impl<T: Float> Graph<T> {
         assert_eq!(self.shape(b), &[n], "linear_gelu: bias must have shape [{n}], got {:?}", self.shape(b));
         let rows = xs[..xs.len() - 1].iter().product::<usize>();
         let mut h = crate::pool::take(rows * n);
-        affine(rows, k, n, self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
+        affine((rows, k, n), self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
         let mut y = crate::pool::take(rows * n);
         gelu_forward(kind, &h, &mut y);
         crate::pool::give(h);
@@ -345,25 +262,27 @@ impl<T: Float> Graph<T> {
             );
         }
         let mut y = crate::pool::take(rows * n);
-        gemm_abt(rows, k, n, self.value(x).data(), self.value(w).data(), T::ZERO, &mut y);
         let bias = b.map(|b| self.value(b).data());
-        let res = residual.map(|r| self.value(r).data());
-        let rows_per_sample = if xs.len() >= 2 { rows / xs[0].max(1) } else { rows };
-        let scale_ref = scale.as_deref();
-        // The epilogue (bias, then residual), row by row while the product's rows are in cache.
-        for_each_row(&mut y, n, |r, row| {
-            if let Some(bias) = bias {
-                for (v, &bb) in row.iter_mut().zip(bias) {
-                    *v += bb;
-                }
+        match residual {
+            None => affine((rows, k, n), self.value(x).data(), self.value(w).data(), bias, &mut y),
+            Some(r) => {
+                affine((rows, k, n), self.value(x).data(), self.value(w).data(), None, &mut y);
+                // y = r + s (y + b), row by row while the product's rows are in cache.
+                let res = self.value(r).data();
+                let rows_per_sample = if xs.len() >= 2 { rows / xs[0].max(1) } else { rows };
+                let scale_ref = scale.as_deref();
+                for_each_row(&mut y, n, |r, row| {
+                    let s = scale_ref.map_or(T::ONE, |s| s[r / rows_per_sample.max(1)]);
+                    let res = &res[r * n..(r + 1) * n];
+                    match bias {
+                        Some(bias) => {
+                            row.iter_mut().zip(res).zip(bias).for_each(|((v, &rr), &bb)| *v = rr + s * (*v + bb))
+                        }
+                        None => row.iter_mut().zip(res).for_each(|(v, &rr)| *v = rr + s * *v),
+                    }
+                });
             }
-            if let Some(res) = res {
-                let s = scale_ref.map_or(T::ONE, |s| s[r / rows_per_sample.max(1)]);
-                for (v, &rr) in row.iter_mut().zip(&res[r * n..(r + 1) * n]) {
-                    *v = rr + s * *v;
-                }
-            }
-        });
+        }
         let y = Tensor::from_vec(y, &shape);
         let op = Linear { rows, k, n, bias: b.is_some(), residual: residual.is_some(), scale };
         let mut inputs = vec![x, w];

@@ -16,9 +16,9 @@
 
 use rayon::prelude::*;
 
-use super::softmax::{for_each_row, rows_per_task};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::parallel::{for_each_row, rows_per_task};
 use crate::tensor::Tensor;
 
 /// `L = mean_b cross_entropy(x_b, l_b)`; see the module documentation.
@@ -76,7 +76,7 @@ impl<T: Float> Graph<T> {
         probs
             .par_chunks_mut(classes)
             .zip(losses.par_iter_mut())
-            .with_min_len(rows_per_task(classes))
+            .with_min_len(rows_per_task(classes, 1))
             .enumerate()
             .for_each(|(r, (p, loss))| {
                 let x = &x[r * classes..(r + 1) * classes];

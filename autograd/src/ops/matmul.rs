@@ -14,67 +14,11 @@
 //! over `[B, N, D]` activations). In the shared case the batch folds into `M` and the weight
 //! gradient is one long-`K` product.
 
-use rayon::prelude::*;
-
-use crate::dtype::{DType, Float};
+use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::gemm::gemm;
+use crate::kernels::{Layout, MatMut, MatRef};
 use crate::tensor::Tensor;
-
-/// A strided matrix operand: `(data, offset, rows, cols, row stride, col stride)`.
-#[derive(Clone, Copy)]
-struct MatRef<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a, T: Float> MatRef<'a, T> {
-    /// A row-major `rows x cols` matrix starting at the beginning of `data`.
-    fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, rs: cols, cs: 1 }
-    }
-    fn t(self) -> Self {
-        MatRef { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
-    }
-}
-
-/// `c = alpha * a b + beta * c` with `c` row-major `a.rows x b.cols`.
-fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(c.len(), m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for x in c.iter_mut() {
-            *x = if beta == T::ZERO { T::ZERO } else { *x * beta };
-        }
-        return;
-    }
-    // SAFETY: the slices cover every element the strides address: the largest offset read is
-    // (rows-1)*rs + (cols-1)*cs, inside `data` by construction of each MatRef.
-    unsafe {
-        T::gemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
-    }
-}
 
 /// The geometry of one (batched) product, worked out once in forward and reused in backward.
 #[derive(Clone, Debug)]
@@ -116,91 +60,35 @@ impl Dims {
         Dims { batch: batch_a.iter().product(), m, k, n, trans_a, trans_b, shared_b }
     }
 
-    fn a_size(&self) -> usize {
-        self.m * self.k
-    }
-    fn b_size(&self) -> usize {
-        self.k * self.n
-    }
-    fn c_size(&self) -> usize {
-        self.m * self.n
+    /// `op(A)` of every product: `batch` matrices of `M x K`.
+    fn a(&self) -> Layout {
+        let l = if self.trans_a { Layout::row_major(self.k, self.m).t() } else { Layout::row_major(self.m, self.k) };
+        l.batched(self.batch, (self.m * self.k) as isize)
     }
 
-    /// The `p`-th `A` as `op(A)` (M x K).
-    fn a<'a, T: Float>(&self, a: &'a [T], p: usize) -> MatRef<'a, T> {
-        let s = &a[p * self.a_size()..(p + 1) * self.a_size()];
-        if self.trans_a {
-            MatRef::new(s, self.k, self.m).t()
+    /// `op(B)` of every product: `K x N`, one shared or `batch` of them.
+    fn b(&self) -> Layout {
+        let l = if self.trans_b { Layout::row_major(self.n, self.k).t() } else { Layout::row_major(self.k, self.n) };
+        if self.shared_b {
+            l
         } else {
-            MatRef::new(s, self.m, self.k)
+            l.batched(self.batch, (self.k * self.n) as isize)
         }
     }
 
-    /// The `p`-th `B` as `op(B)` (K x N).
-    fn b<'a, T: Float>(&self, b: &'a [T], p: usize) -> MatRef<'a, T> {
-        let p = if self.shared_b { 0 } else { p };
-        let s = &b[p * self.b_size()..(p + 1) * self.b_size()];
-        if self.trans_b {
-            MatRef::new(s, self.n, self.k).t()
-        } else {
-            MatRef::new(s, self.k, self.n)
-        }
+    /// `C` (or `g`) of every product: `batch` row-major `M x N` matrices.
+    fn c(&self) -> Layout {
+        Layout::row_major(self.m, self.n).batched(self.batch, (self.m * self.n) as isize)
     }
-}
 
-/// For every batch entry `p`, `out_p = a_p b_p` where `(a_p, b_p) = ab(p)` and `out_p` is the
-/// `p`-th `size`-element chunk of `out`. f32 goes through the batched GEMM
-/// ([`crate::kernels::gemm::sgemm_batched`]: parallel over the batch, each product on one
-/// thread, the next product's operands prefetched while one computes), which attention's many
-/// small products need; f64 (gradient checks) runs one `gemm_into` per entry in parallel.
-fn per_batch<'a, T: Float>(
-    out: &mut [T],
-    size: usize,
-    ab: impl Fn(usize) -> (MatRef<'a, T>, MatRef<'a, T>) + Sync + Send,
-) {
-    if size == 0 {
-        return;
+    /// With one shared `B` and `A` used as is, the batch folds into `M`: one tall product.
+    fn folds(&self) -> bool {
+        self.shared_b && !self.trans_a
     }
-    let batch = out.len() / size;
-    if batch > 1 && T::DTYPE == DType::F32 {
-        let ((a0, b0), (a1, b1)) = (ab(0), ab(1));
-        assert!(a0.cols == b0.rows && a0.rows * b0.cols == size, "gemm: operand shapes do not match the output");
-        // Entries are equally spaced in their buffers (or shared: stride 0).
-        let stride =
-            |x0: &[T], x1: &[T]| (x1.as_ptr() as isize - x0.as_ptr() as isize) / std::mem::size_of::<T>() as isize;
-        // SAFETY: T is f32 (checked through DTYPE), so the casts only rename the element type.
-        // Entry p's operands are ab(p), which lie inside their tensors' storage; the outputs are
-        // the disjoint chunks of `out`.
-        unsafe {
-            crate::kernels::gemm::sgemm_batched(
-                batch,
-                a0.rows,
-                a0.cols,
-                b0.cols,
-                1.0,
-                a0.data.as_ptr() as *const f32,
-                stride(a0.data, a1.data),
-                a0.rs as isize,
-                a0.cs as isize,
-                b0.data.as_ptr() as *const f32,
-                stride(b0.data, b1.data),
-                b0.rs as isize,
-                b0.cs as isize,
-                0.0,
-                out.as_mut_ptr() as *mut f32,
-                size as isize,
-                b0.cols as isize,
-                1,
-            );
-        }
-    } else if batch > 1 {
-        out.par_chunks_mut(size).enumerate().for_each(|(p, c)| {
-            let (a, b) = ab(p);
-            gemm_into(T::ONE, a, b, T::ZERO, c)
-        });
-    } else {
-        let (a, b) = ab(0);
-        gemm_into(T::ONE, a, b, T::ZERO, out);
+
+    /// `X` stacked: `batch * M` rows of `cols`.
+    fn tall(&self, cols: usize) -> Layout {
+        Layout::row_major(self.batch * self.m, cols)
     }
 }
 
@@ -223,58 +111,55 @@ impl<T: Float> Op<T> for MatMul {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = &self.dims;
         let (a, b, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
-        let gm = |p: usize| MatRef::new(&g[p * d.c_size()..(p + 1) * d.c_size()], d.m, d.n);
+        let (one, zero) = (T::ONE, T::ZERO);
 
         let da = c.needs_grad[0].then(|| {
-            let mut da = crate::pool::zeros(d.batch * d.a_size());
-            per_batch(&mut da, d.a_size(), |p| {
-                if d.trans_a {
-                    // A is stored K x M:  dA = op(B) g^T.
-                    (d.b(b, p), gm(p).t())
-                } else {
-                    // dA = g op(B)^T  (M x K).
-                    (gm(p), d.b(b, p).t())
-                }
-            });
+            let mut da = crate::pool::zeros(a.len());
+            if d.folds() {
+                // dA = g op(B)^T, all products stacked: (batch*M) x N @ N x K.
+                gemm(
+                    one,
+                    MatRef::new(g, d.tall(d.n)),
+                    MatRef::new(b, d.b().t()),
+                    zero,
+                    MatMut::new(&mut da, d.tall(d.k)),
+                );
+            } else if d.trans_a {
+                // A is stored K x M:  dA = op(B) g^T.
+                let da_l = Layout::row_major(d.k, d.m).batched(d.batch, (d.k * d.m) as isize);
+                gemm(one, MatRef::new(b, d.b()), MatRef::new(g, d.c().t()), zero, MatMut::new(&mut da, da_l));
+            } else {
+                // dA = g op(B)^T  (M x K).
+                gemm(one, MatRef::new(g, d.c()), MatRef::new(b, d.b().t()), zero, MatMut::new(&mut da, d.a()));
+            }
             Tensor::from_vec(da, c.inputs[0].shape())
         });
 
         let db = c.needs_grad[1].then(|| {
-            if d.shared_b {
-                let mut db = crate::pool::zeros(d.b_size());
-                if !d.trans_a {
-                    // Fold the batch into the long inner dimension of one product:
-                    // op(A) stacked is (batch*M) x K, g stacked is (batch*M) x N.
-                    let a_all = MatRef::new(a, d.batch * d.m, d.k);
-                    let g_all = MatRef::new(g, d.batch * d.m, d.n);
-                    if d.trans_b {
-                        gemm_into(T::ONE, g_all.t(), a_all, T::ZERO, &mut db);
-                    } else {
-                        gemm_into(T::ONE, a_all.t(), g_all, T::ZERO, &mut db);
-                    }
+            let mut db = crate::pool::zeros(b.len());
+            // dB = op(A)^T g, or, with B stored N x K (trans_b), dB = g^T op(A).
+            let product = |a_l: Layout, g_l: Layout, beta: T, out: MatMut<'_, T>| {
+                if d.trans_b {
+                    gemm(one, MatRef::new(g, g_l.t()), MatRef::new(a, a_l), beta, out)
                 } else {
-                    for p in 0..d.batch {
-                        let beta = if p == 0 { T::ZERO } else { T::ONE };
-                        if d.trans_b {
-                            gemm_into(T::ONE, gm(p).t(), d.a(a, p), beta, &mut db);
-                        } else {
-                            gemm_into(T::ONE, d.a(a, p).t(), gm(p), beta, &mut db);
-                        }
-                    }
+                    gemm(one, MatRef::new(a, a_l.t()), MatRef::new(g, g_l), beta, out)
                 }
-                Tensor::from_vec(db, c.inputs[1].shape())
+            };
+            let db_one = if d.trans_b { Layout::row_major(d.n, d.k) } else { Layout::row_major(d.k, d.n) };
+            if d.folds() {
+                // The batch folds into the long inner dimension of one product.
+                product(d.tall(d.k), d.tall(d.n), zero, MatMut::new(&mut db, db_one));
+            } else if d.shared_b {
+                // A transposed and B shared: the products' contributions add up in turn.
+                for p in 0..d.batch {
+                    let beta = if p == 0 { zero } else { one };
+                    product(d.a().nth(p), d.c().nth(p), beta, MatMut::new(&mut db, db_one));
+                }
             } else {
-                let mut db = crate::pool::zeros(d.batch * d.b_size());
-                per_batch(&mut db, d.b_size(), |p| {
-                    if d.trans_b {
-                        // B is stored N x K:  dB = g^T op(A).
-                        (gm(p).t(), d.a(a, p))
-                    } else {
-                        (d.a(a, p).t(), gm(p))
-                    }
-                });
-                Tensor::from_vec(db, c.inputs[1].shape())
+                let db_l = db_one.batched(d.batch, (d.k * d.n) as isize);
+                product(d.a(), d.c(), zero, MatMut::new(&mut db, db_l));
             }
+            Tensor::from_vec(db, c.inputs[1].shape())
         });
         vec![da, db]
     }
@@ -283,13 +168,14 @@ impl<T: Float> Op<T> for MatMul {
 fn matmul_forward<T: Float>(a: &Tensor<T>, b: &Tensor<T>, d: &Dims) -> Tensor<T> {
     let mut shape = a.shape()[..a.ndim() - 2].to_vec();
     shape.extend([d.m, d.n]);
-    let mut c = crate::pool::zeros(d.batch * d.c_size());
-    if d.shared_b && !d.trans_a {
+    let mut c = crate::pool::zeros(d.batch * d.m * d.n);
+    let (one, zero) = (T::ONE, T::ZERO);
+    if d.folds() {
         // One tall product: (batch*M) x K @ K x N.
-        let a_all = MatRef::new(a.data(), d.batch * d.m, d.k);
-        gemm_into(T::ONE, a_all, d.b(b.data(), 0), T::ZERO, &mut c);
+        let a_all = MatRef::new(a.data(), d.tall(d.k));
+        gemm(one, a_all, MatRef::new(b.data(), d.b()), zero, MatMut::new(&mut c, d.tall(d.n)));
     } else {
-        per_batch(&mut c, d.c_size(), |p| (d.a(a.data(), p), d.b(b.data(), p)));
+        gemm(one, MatRef::new(a.data(), d.a()), MatRef::new(b.data(), d.b()), zero, MatMut::new(&mut c, d.c()));
     }
     Tensor::from_vec(c, &shape)
 }

@@ -19,3 +19,11 @@ pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod unary;
+
+/// `(rows, width)` of a tensor seen as rows along its last axis; panics naming `op` on a scalar.
+pub(crate) fn last_axis(shape: &[usize], op: &str) -> (usize, usize) {
+    let Some((&d, lead)) = shape.split_last() else {
+        panic!("{op}: needs a tensor of rank >= 1 (it works over the last axis), got shape {shape:?}")
+    };
+    (lead.iter().product(), d)
+}

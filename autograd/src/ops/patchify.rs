@@ -13,9 +13,9 @@
 //! `patch_embed.proj.weight` loads with a plain reshape. Patches do not overlap, so backward is
 //! the inverse copy, with nothing to accumulate.
 
-use super::softmax::for_each_row;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::parallel::for_each_row;
 use crate::tensor::Tensor;
 
 /// The geometry of one patchify: image sizes and patch size.

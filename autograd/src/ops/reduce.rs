@@ -18,10 +18,8 @@ use super::broadcast::reduce_to;
 use super::shape::{expand, split_at_axis};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::parallel::{sum_rows, GRAIN};
 use crate::tensor::{numel, Tensor};
-
-/// Below this many input elements a sum stays on one thread (rayon's overhead would dominate).
-const PAR_GRAIN: usize = 1 << 15;
 
 /// Which axes are reduced, one flag per axis; panics naming `op` and `shape` on an axis out of
 /// range or listed twice.
@@ -85,22 +83,17 @@ fn sum_middle<T: Float>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T>
         return out;
     }
     let slab = r * inner;
-    let sum_slab = |(dst, src): (&mut [T], &[T])| {
-        if inner == 1 {
-            dst[0] = sum_contiguous(src);
-        } else {
-            for row in src.chunks_exact(inner) {
-                for (d, &s) in dst.iter_mut().zip(row) {
-                    *d += s;
-                }
-            }
-        }
-    };
-    if x.len() >= PAR_GRAIN && outer > 1 {
-        let min_len = PAR_GRAIN.div_ceil(slab);
-        out.par_chunks_mut(inner).zip(x.par_chunks(slab)).with_min_len(min_len).for_each(sum_slab);
+    if inner > 1 {
+        // Each slab is `r` rows of `inner`: the column sum.
+        let sum_slab = |(dst, src): (&mut [T], &[T])| sum_rows(src, dst);
+        out.par_chunks_mut(inner).zip(x.par_chunks(slab)).with_min_len(GRAIN.div_ceil(slab)).for_each(sum_slab);
+    } else if x.len() >= GRAIN && outer > 1 {
+        out.par_iter_mut()
+            .zip(x.par_chunks(slab))
+            .with_min_len(GRAIN.div_ceil(slab))
+            .for_each(|(d, s)| *d = sum_contiguous(s));
     } else {
-        out.chunks_mut(inner).zip(x.chunks(slab)).for_each(sum_slab);
+        out.iter_mut().zip(x.chunks(slab)).for_each(|(d, s)| *d = sum_contiguous(s));
     }
     out
 }

@@ -12,43 +12,17 @@
 //! op saves anything: log-softmax recovers the probabilities as `exp(y)` rather than keeping a
 //! second `[.., D]` tensor alive until backward.
 //!
-//! This file also holds the row-parallel driver the other row-wise ops (layer norm, GELU, the
-//! loss, dropout, patchify) share.
+//!
+//! f32 rows take the SIMD kernels ([`crate::kernels::rows`]); f64 rows (gradient checks) the
+//! scalar code below, with f64 sums.
 
-use rayon::prelude::*;
-
+use super::last_axis;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::kernels::parallel::for_each_row;
+use crate::kernels::rows::Rows;
+use crate::kernels::{as_f32, as_f32_mut};
 use crate::tensor::Tensor;
-
-/// Tensors of fewer elements than this are processed on the calling thread: below it, handing
-/// work to rayon costs more than the work itself.
-pub(crate) const PAR_GRAIN: usize = 1 << 15;
-
-/// How many `width`-element rows one parallel task takes so that it handles at least
-/// [`PAR_GRAIN`] elements (for rayon's `with_min_len`). It depends on the width only, never on
-/// the thread count, so blocked reductions built on it sum in the same order on any machine.
-pub(crate) fn rows_per_task(width: usize) -> usize {
-    PAR_GRAIN.div_ceil(width.max(1))
-}
-
-/// Calls `f(r, row)` for each consecutive `width`-element row `r` of `out` (the last one may be
-/// shorter), in parallel over rows for large tensors. `f` reads its inputs at `r * width`.
-pub(crate) fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if out.is_empty() || width == 0 {
-        return;
-    }
-    // A tensor under the grain is one task, which rayon runs inline on this thread.
-    out.par_chunks_mut(width).with_min_len(rows_per_task(width)).enumerate().for_each(|(r, row)| f(r, row));
-}
-
-/// `(rows, width)` of a tensor seen as rows along its last axis; panics naming `op` on a scalar.
-pub(crate) fn last_axis(shape: &[usize], op: &str) -> (usize, usize) {
-    let Some((&d, lead)) = shape.split_last() else {
-        panic!("{op}: needs a tensor of rank >= 1 (it works over the last axis), got shape {shape:?}")
-    };
-    (lead.iter().product(), d)
-}
 
 /// The row's maximum; NaN does not win `max`, but then poisons the exponentials, as it should.
 fn row_max<T: Float>(x: &[T]) -> T {
@@ -83,6 +57,29 @@ fn log_softmax_row<T: Float>(x: &[T], y: &mut [T]) {
     }
 }
 
+/// Row-wise `y = softmax(x)` for rows of `n` (f32: the SIMD kernel).
+pub(crate) fn softmax_rows<T: Float>(x: &[T], y: &mut [T], n: usize) {
+    if let (Some(x32), Some(y32)) = (as_f32(x), as_f32_mut(y)) {
+        return Rows::active().softmax_forward(x32, y32, n);
+    }
+    for_each_row(y, n, |r, y| softmax_row(&x[r * n..(r + 1) * n], y));
+}
+
+/// Row-wise softmax backward from the output `y`: `dx = y * (g - sum(g * y))` (f32: the SIMD
+/// kernel).
+pub(crate) fn softmax_rows_backward<T: Float>(y: &[T], g: &[T], dx: &mut [T], n: usize) {
+    if let (Some(y32), Some(g32), Some(dx32)) = (as_f32(y), as_f32(g), as_f32_mut(dx)) {
+        return Rows::active().softmax_backward(y32, g32, dx32, n);
+    }
+    for_each_row(dx, n, |r, dx| {
+        let (y, g) = (&y[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
+        let dot = T::from_f64(g.iter().zip(y).map(|(&g, &y)| (g * y).to_f64()).sum());
+        for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+            *dx = y * (g - dot);
+        }
+    });
+}
+
 /// `y = softmax(x)` over the last axis;  `dx = y * (g - sum(g * y))` per row.
 struct Softmax;
 impl<T: Float> Op<T> for Softmax {
@@ -91,15 +88,8 @@ impl<T: Float> Op<T> for Softmax {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (_, d) = last_axis(c.output.shape(), "softmax backward");
-        let (y, g) = (c.output.data(), c.grad.data());
-        let mut dx = crate::pool::zeros(y.len());
-        for_each_row(&mut dx, d, |r, dx| {
-            let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-            let dot = T::from_f64(g.iter().zip(y).map(|(&g, &y)| (g * y).to_f64()).sum());
-            for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
-                *dx = y * (g - dot);
-            }
-        });
+        let mut dx = crate::pool::take(c.output.numel());
+        softmax_rows_backward(c.output.data(), c.grad.data(), &mut dx, d);
         vec![Some(Tensor::from_vec(dx, c.output.shape()))]
     }
 }
@@ -137,7 +127,11 @@ fn map_last_axis<T: Float>(x: &Tensor<T>, op: &str, row: fn(&[T], &mut [T])) -> 
 impl<T: Float> Graph<T> {
     /// Softmax over the last axis: each row of `x` becomes a probability vector.
     pub fn softmax(&mut self, x: Var) -> Var {
-        let y = map_last_axis(self.value(x), "softmax", softmax_row);
+        let xv = self.value(x);
+        let (_, d) = last_axis(xv.shape(), "softmax");
+        let mut y = crate::pool::take(xv.numel());
+        softmax_rows(xv.data(), &mut y, d);
+        let y = Tensor::from_vec(y, xv.shape());
         self.push(y, Softmax, &[x])
     }
 

@@ -46,14 +46,11 @@ pub(super) unsafe fn zero<S: Simd>(dst: *mut f32, n: usize) {
 /// panel of at most `dot_edge` columns is packed column-major instead (`j * kc + k`), for the
 /// dot-product edge kernel.
 #[inline(always)]
-#[allow(non_snake_case, clippy::too_many_arguments)]
+#[allow(non_snake_case)]
 pub(super) unsafe fn pack_b<S: Simd>(
     NR: usize,
-    kc: usize,
-    nc: usize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
+    (kc, nc): (usize, usize),
+    (b, rsb, csb): (*const f32, isize, isize),
     dst: *mut f32,
     dot_edge: usize,
 ) {
@@ -133,11 +130,8 @@ pub(super) unsafe fn pack_b<S: Simd>(
 #[allow(non_snake_case)]
 pub(super) unsafe fn pack_a_rows<S: Simd>(
     KCP: usize,
-    mc: usize,
-    mr: usize,
-    kc: usize,
-    a: *const f32,
-    rsa: isize,
+    (mc, mr, kc): (usize, usize, usize),
+    (a, rsa): (*const f32, isize),
     dst: *mut f32,
 ) {
     for i in 0..mc {
@@ -153,15 +147,10 @@ pub(super) unsafe fn pack_a_rows<S: Simd>(
 /// vector width, and `panel` at least `kc * mr + LANES`.
 /// A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pack_a_kmajor<S: Simd>(
     panel: usize,
-    mc: usize,
-    mr: usize,
-    kc: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
+    (mc, mr, kc): (usize, usize, usize),
+    (a, rsa, csa): (*const f32, isize, isize),
     dst: *mut f32,
 ) {
     debug_assert!(mr < S::LANES);

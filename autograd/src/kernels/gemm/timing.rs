@@ -1,8 +1,8 @@
 //! Opt-in accounting of f32 GEMM time, for benchmarks that split a step into "GEMM" and "the
 //! rest". Instrumentation only: it never changes what a product computes.
 //!
-//! Off by default, when each product pays one relaxed atomic load. Once [`enable`]d, the two
-//! entry points ([`super::sgemm_with`], [`super::sgemm_batched_with`]) record their calls, their
+//! Off by default, when each product pays one relaxed atomic load. Once [`enable`]d, the f32
+//! entry point ([`super::sgemm_with`]) records its calls, their
 //! flops (`2 m n k` per product) and the wall time during which at least one product is running:
 //! the union of the calls' intervals, so products running at once on several threads (attention
 //! heads in parallel) count once and the figure compares directly with a step's wall time.
@@ -29,7 +29,7 @@ struct State {
 pub struct GemmTotals {
     /// Wall-clock nanoseconds with at least one product running.
     pub nanos: u64,
-    /// Calls of `sgemm` / `sgemm_batched` (a batched call counts once).
+    /// Calls of `sgemm` (a batched call counts once).
     pub calls: u64,
     /// Floating-point operations, `2 m n k` per product.
     pub flops: u64,

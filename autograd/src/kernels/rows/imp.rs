@@ -3,7 +3,7 @@
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
 use super::math::{gelu_tanh_gate, normal_cdf, normal_pdf};
-use super::{AdamW, Gelu};
+use super::{AdamW, GeluKind};
 use crate::kernels::simd::Simd;
 
 /// Applies `f` to `n` elements in vector steps: `f(i, lanes)` handles elements `i..i + lanes`.
@@ -255,9 +255,9 @@ pub(super) unsafe fn layer_norm_backward<S: Simd>(
 
 /// GELU forward on `n` elements: `y = x Phi(x)` (erf form) or `x sigmoid(2u)` (tanh form).
 #[inline(always)]
-pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f32, n: usize) {
+pub(super) unsafe fn gelu_forward<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, n: usize) {
     match kind {
-        Gelu::Erf => each::<S>(
+        GeluKind::Erf => each::<S>(
             n,
             #[inline(always)]
             |i, l| {
@@ -265,7 +265,7 @@ pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f3
                 store::<S>(y.add(i), l, S::mul(xv, normal_cdf::<S>(xv)));
             },
         ),
-        Gelu::Tanh => each::<S>(
+        GeluKind::Tanh => each::<S>(
             n,
             #[inline(always)]
             |i, l| {
@@ -279,9 +279,9 @@ pub(super) unsafe fn gelu_forward<S: Simd>(kind: Gelu, x: *const f32, y: *mut f3
 /// GELU backward on `n` elements: `dx = dy gelu'(x)`, with `gelu'(x) = Phi(x) + x phi(x)` (erf)
 /// or `s + x s (1 - s) 2 u'(x)`, `s = sigmoid(2u)` (tanh).
 #[inline(always)]
-pub(super) unsafe fn gelu_backward<S: Simd>(kind: Gelu, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
+pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
     match kind {
-        Gelu::Erf => each::<S>(
+        GeluKind::Erf => each::<S>(
             n,
             #[inline(always)]
             |i, l| {
@@ -290,7 +290,7 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: Gelu, x: *const f32, dy: *cons
                 store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
             },
         ),
-        Gelu::Tanh => each::<S>(
+        GeluKind::Tanh => each::<S>(
             n,
             #[inline(always)]
             |i, l| {
@@ -327,9 +327,9 @@ pub(super) unsafe fn bias_add<S: Simd>(x: *mut f32, bias: *const f32, rows: usiz
     }
 }
 
-/// `out[j] += sum_r x[r, j]` (the gradient of a broadcast bias).
+/// `out[j] += sum_r x[r, j]`, row after row (the gradient of a broadcast bias).
 #[inline(always)]
-pub(super) unsafe fn sum_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize, n: usize) {
+pub(super) unsafe fn add_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize, n: usize) {
     for r in 0..rows {
         let x = x.add(r * n);
         each::<S>(
@@ -347,7 +347,7 @@ pub(super) unsafe fn sum_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize
 pub(super) unsafe fn adamw<S: Simd>(p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, h: &AdamW, n: usize) {
     let decay = S::splat(1.0 - h.lr * h.weight_decay);
     let (b1, b2) = (S::splat(h.beta1), S::splat(h.beta2));
-    let (c1, c2) = (S::splat(1.0 - h.beta1), S::splat(1.0 - h.beta2));
+    let (c1, c2) = (S::splat(h.one_minus_beta1), S::splat(h.one_minus_beta2));
     let step = S::splat(h.lr / h.bias_correction1);
     let inv_sqrt_bc2 = S::splat(1.0 / h.bias_correction2.sqrt());
     let eps = S::splat(h.eps);

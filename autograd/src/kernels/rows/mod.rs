@@ -1,13 +1,15 @@
-//! SIMD row kernels for the hot non-GEMM ops: softmax, layer norm, GELU, bias add (and its
-//! gradient, a sum over rows) and the AdamW update. Pure functions on `f32` slices; the autograd
-//! ops call them for `f32` tensors.
+//! SIMD row kernels for the hot non-GEMM ops: softmax, layer norm, GELU, `exp`, bias add (and
+//! its gradient, a sum over rows) and the AdamW update. Pure functions on `f32` slices; the
+//! autograd ops call them for `f32` tensors.
 //!
 //! Each kernel is written once over the `Simd` vector abstraction (`kernels/simd.rs`)
 //! (`imp.rs`, with the transcendental functions and their measured accuracy in `math.rs`) and
 //! instantiated for AVX-512F, AVX2+FMA and the portable `wide` vectors; [`Rows`] picks one
-//! (by default [`Isa::active`]). Work is split over rayon threads by whole rows (or, for the
-//! element-wise kernels, by chunks of elements), never below [`MIN_GRAIN`] elements per task, so
-//! small tensors stay on the calling thread.
+//! (by default [`Isa::active`]). Work is split over rayon threads by the one row driver
+//! ([`crate::kernels::parallel`]): whole rows (or, for the element-wise kernels, runs of 64
+//! elements) in blocks that depend on the width only, so small tensors stay on the calling
+//! thread and the reductions (layer norm's parameter gradients, [`Rows::sum_rows`]) give the
+//! same bits on any number of threads.
 //!
 //! The math of each kernel is in its doc comment; shapes are `rows x n`, row-major, with `n`
 //! passed explicitly and `rows = x.len() / n`.
@@ -15,33 +17,82 @@
 mod imp;
 pub(crate) mod math;
 
-use rayon::prelude::*;
+use std::ops::Range;
 
+use crate::kernels::parallel::{for_row_blocks, reduce_row_blocks};
+use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::Isa;
 
 /// A task below this many elements (times the kernel's relative cost) stays on one thread.
 pub const MIN_GRAIN: usize = 32 * 1024;
 
-/// The two GELU forms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gelu {
-    /// `x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`: PyTorch's default, timm's.
+/// Which GELU formula to use. The two differ by up to about 5e-4, enough to move a pretrained
+/// model's logits, so a checkpoint must run with the form it was trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeluKind {
+    /// `x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`: timm's and PyTorch's default, so timm
+    /// checkpoints reproduce their logits with it.
+    #[default]
     Erf,
-    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`: the Flax ViT code's.
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`: the official Flax ViT code's form.
     Tanh,
 }
 
-/// The hyper-parameters of one AdamW step. `bias_correction1 = 1 - beta1^t` and
-/// `bias_correction2 = 1 - beta2^t` for step `t` (1-based).
+/// Parses the names configs and the command line use, in any case: `"erf"` (also `"exact"`, and
+/// `"none"` as in PyTorch's `approximate="none"`) or `"tanh"`.
+impl std::str::FromStr for GeluKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "erf" | "exact" | "none" => Ok(GeluKind::Erf),
+            "tanh" => Ok(GeluKind::Tanh),
+            _ => Err(format!("gelu: unknown kind {s:?}, expected \"erf\" or \"tanh\"")),
+        }
+    }
+}
+
+/// The hyper-parameters of one AdamW step, as the kernel uses them (f32), each worked out in
+/// f64 from the exact settings by [`AdamW::at_step`]: `1 - beta` in particular, since forming it
+/// in f32 from an f32-rounded `beta2 = 0.999` is off by 6.8e-6 relative (every update too large).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamW {
+    /// Learning rate.
     pub lr: f32,
+    /// First-moment decay `b1`.
     pub beta1: f32,
+    /// Second-moment decay `b2`.
     pub beta2: f32,
+    /// `1 - b1`.
+    pub one_minus_beta1: f32,
+    /// `1 - b2`.
+    pub one_minus_beta2: f32,
+    /// Added to `sqrt(v_hat)`.
     pub eps: f32,
+    /// Decoupled weight decay (0 for parameters that are not decayed).
     pub weight_decay: f32,
+    /// `1 - b1^t` for step `t` (1-based).
     pub bias_correction1: f32,
+    /// `1 - b2^t`.
     pub bias_correction2: f32,
+}
+
+impl AdamW {
+    /// Step `t` (1-based) of AdamW with these settings, every derived value computed in f64 and
+    /// rounded once.
+    pub fn at_step(t: u64, lr: f64, (beta1, beta2): (f64, f64), eps: f64, weight_decay: f64) -> AdamW {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        AdamW {
+            lr: lr as f32,
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            eps: eps as f32,
+            weight_decay: weight_decay as f32,
+            bias_correction1: (1.0 - beta1.powi(t)) as f32,
+            bias_correction2: (1.0 - beta2.powi(t)) as f32,
+        }
+    }
 }
 
 /// The row kernels on one ISA. `Rows::active()` is what the ops use; tests build one per ISA.
@@ -57,7 +108,7 @@ macro_rules! dispatchers {
     ($( $name:ident ( $($arg:ident : $ty:ty),* ); )*) => {
         mod on {
             #[allow(unused_imports)]
-            use super::{imp, AdamW, Gelu};
+            use super::{imp, AdamW, GeluKind};
             use crate::kernels::Isa;
             $(
                 /// # Safety
@@ -94,54 +145,32 @@ dispatchers! {
     softmax_backward(y: *const f32, dy: *const f32, dx: *mut f32, rows: usize, n: usize);
     layer_norm_forward(x: *const f32, w: *const f32, b: *const f32, eps: f32, y: *mut f32, mean: *mut f32, rstd: *mut f32, rows: usize, n: usize);
     layer_norm_backward(x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, dy: *const f32, dx: *mut f32, dw: *mut f32, db: *mut f32, rows: usize, n: usize);
-    gelu_forward(kind: Gelu, x: *const f32, y: *mut f32, n: usize);
-    gelu_backward(kind: Gelu, x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
+    gelu_forward(kind: GeluKind, x: *const f32, y: *mut f32, n: usize);
+    gelu_backward(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
     exp(x: *const f32, y: *mut f32, n: usize);
     bias_add(x: *mut f32, bias: *const f32, rows: usize, n: usize);
-    sum_rows(x: *const f32, out: *mut f32, rows: usize, n: usize);
+    add_rows(x: *const f32, out: *mut f32, rows: usize, n: usize);
     adamw(p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, h: &AdamW, n: usize);
 }
 
-/// A raw pointer the tasks of one call may share: each task touches a disjoint range.
-#[derive(Clone, Copy)]
-struct Ptr(*mut f32);
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
-impl Ptr {
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
+/// Elements per "row" of the element-wise kernels: a whole number of vectors on every ISA.
+const RUN: usize = 64;
+
+/// Calls `f(elements)` over `0..len` in runs of [`RUN`] elements, blocked as rows are.
+fn for_elems(len: usize, cost: usize, f: impl Fn(Range<usize>) + Sync + Send) {
+    for_row_blocks(len.div_ceil(RUN), RUN, cost, |r| f(r.start * RUN..(r.end * RUN).min(len)));
 }
 
-/// Calls `f(start, end)` over `rows` split into chunks of at least [`MIN_GRAIN`] weighted
-/// elements (`n * cost` per row), in parallel when there is more than one chunk.
-fn for_rows(rows: usize, n: usize, cost: usize, f: impl Fn(usize, usize) + Sync) {
-    let chunks = chunk_count(rows, n, cost);
-    if chunks <= 1 {
-        if rows > 0 {
-            f(0, rows);
-        }
-        return;
-    }
-    let per = rows.div_ceil(chunks);
-    (0..rows.div_ceil(per)).into_par_iter().for_each(|c| f(c * per, ((c + 1) * per).min(rows)));
-}
-
-fn chunk_count(rows: usize, n: usize, cost: usize) -> usize {
-    let work = rows * n * cost;
-    (work / MIN_GRAIN).clamp(1, 4 * rayon::current_num_threads()).min(rows.max(1))
-}
-
-/// Element-wise kernels run as rows of 64 elements (a whole number of vectors) plus a tail.
-fn for_elems(len: usize, cost: usize, f: impl Fn(usize, usize) + Sync) {
-    const W: usize = 64;
-    for_rows(len.div_ceil(W), W, cost, |r0, r1| f(r0 * W, (r1 * W).min(len)));
-}
-
+/// The number of `n`-element rows of a buffer of `len`; panics naming `name` if it is not whole.
 fn rows_of(name: &str, len: usize, n: usize) -> usize {
     assert!(n > 0 || len == 0, "{name}: row length must be positive");
     assert!(len.is_multiple_of(n.max(1)), "{name}: buffer of {len} elements is not a whole number of rows of {n}");
     len / n.max(1)
+}
+
+/// Read-only buffers as shared pointers for the tasks (they only read through them).
+fn shared(x: &[f32]) -> SendPtr<f32> {
+    SendPtr::from_const(x.as_ptr())
 }
 
 impl Rows {
@@ -156,6 +185,7 @@ impl Rows {
         Rows { isa: Isa::active() }
     }
 
+    /// The ISA these kernels run on.
     pub fn isa(self) -> Isa {
         self.isa
     }
@@ -165,9 +195,11 @@ impl Rows {
     pub fn softmax_forward(self, x: &[f32], y: &mut [f32], n: usize) {
         let rows = rows_of("softmax_forward", x.len(), n);
         assert_eq!(y.len(), x.len(), "softmax_forward: y and x differ in length");
-        let (xp, yp) = (Ptr(x.as_ptr() as *mut f32), Ptr(y.as_mut_ptr()));
-        for_rows(rows, n, 4, |r0, r1| unsafe {
-            on::softmax_forward(self.isa, xp.at(r0 * n), yp.at(r0 * n), r1 - r0, n)
+        let (xp, yp) = (shared(x), SendPtr::new(y.as_mut_ptr()));
+        // SAFETY: the ISA is available (checked by `Rows::new`); each task reads and writes
+        // its own rows r of `rows x n` buffers.
+        for_row_blocks(rows, n, 4, |r| unsafe {
+            on::softmax_forward(self.isa, xp.at(r.start * n), yp.at(r.start * n), r.len(), n)
         });
     }
 
@@ -175,43 +207,45 @@ impl Rows {
     pub fn softmax_backward(self, y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
         let rows = rows_of("softmax_backward", y.len(), n);
         assert!(dy.len() == y.len() && dx.len() == y.len(), "softmax_backward: y, dy, dx differ in length");
-        let (yp, dyp, dxp) = (Ptr(y.as_ptr() as *mut f32), Ptr(dy.as_ptr() as *mut f32), Ptr(dx.as_mut_ptr()));
-        for_rows(rows, n, 1, |r0, r1| unsafe {
-            on::softmax_backward(self.isa, yp.at(r0 * n), dyp.at(r0 * n), dxp.at(r0 * n), r1 - r0, n)
+        let (yp, dyp, dxp) = (shared(y), shared(dy), SendPtr::new(dx.as_mut_ptr()));
+        // SAFETY: as in `softmax_forward`: disjoint rows per task.
+        for_row_blocks(rows, n, 1, |r| unsafe {
+            let at = r.start * n;
+            on::softmax_backward(self.isa, yp.at(at), dyp.at(at), dxp.at(at), r.len(), n)
         });
     }
 
     /// Layer norm over each row of `x` (`rows x n`):
     /// `mean = sum x / n`, `var = sum (x - mean)^2 / n`, `rstd = 1 / sqrt(var + eps)`,
     /// `y = (x - mean) rstd w + b`; writes `y`, and `mean`, `rstd` (one per row) for backward.
-    #[allow(clippy::too_many_arguments)]
     pub fn layer_norm_forward(
         self,
         x: &[f32],
-        w: &[f32],
-        b: &[f32],
+        (w, b): (&[f32], &[f32]),
         eps: f32,
         y: &mut [f32],
-        mean: &mut [f32],
-        rstd: &mut [f32],
+        (mean, rstd): (&mut [f32], &mut [f32]),
     ) {
         let n = w.len();
         let rows = rows_of("layer_norm_forward", x.len(), n);
         assert!(b.len() == n && y.len() == x.len(), "layer_norm_forward: shapes of b or y do not match");
         assert!(mean.len() == rows && rstd.len() == rows, "layer_norm_forward: mean and rstd need one entry per row");
-        let (xp, wp, bp) = (Ptr(x.as_ptr() as *mut f32), Ptr(w.as_ptr() as *mut f32), Ptr(b.as_ptr() as *mut f32));
-        let (yp, mp, rp) = (Ptr(y.as_mut_ptr()), Ptr(mean.as_mut_ptr()), Ptr(rstd.as_mut_ptr()));
-        for_rows(rows, n, 2, |r0, r1| unsafe {
+        let (xp, wp, bp) = (shared(x), shared(w), shared(b));
+        let (yp, mp, rp) =
+            (SendPtr::new(y.as_mut_ptr()), SendPtr::new(mean.as_mut_ptr()), SendPtr::new(rstd.as_mut_ptr()));
+        // SAFETY: each task reads its rows of x and writes its rows of y, mean and rstd.
+        for_row_blocks(rows, n, 2, |r| unsafe {
+            let (at, rr) = (r.start * n, r.start);
             on::layer_norm_forward(
                 self.isa,
-                xp.at(r0 * n),
-                wp.at(0),
-                bp.at(0),
+                xp.at(at),
+                wp.get(),
+                bp.get(),
                 eps,
-                yp.at(r0 * n),
-                mp.at(r0),
-                rp.at(r0),
-                r1 - r0,
+                yp.at(at),
+                mp.at(rr),
+                rp.at(rr),
+                r.len(),
                 n,
             )
         });
@@ -219,93 +253,70 @@ impl Rows {
 
     /// Layer norm backward. With `xhat = (x - mean) rstd` and `g = dy w`:
     /// `dx = rstd (g - mean_j(g) - xhat mean_j(g xhat))` (written), and the parameter gradients
-    /// summed over rows are *accumulated*: `dw += sum_rows dy xhat`, `db += sum_rows dy`.
-    #[allow(clippy::too_many_arguments)]
+    /// summed over rows are *accumulated*: `dw += sum_rows dy xhat`, `db += sum_rows dy`, by the
+    /// deterministic blocked reduction.
     pub fn layer_norm_backward(
         self,
         x: &[f32],
         w: &[f32],
-        mean: &[f32],
-        rstd: &[f32],
+        (mean, rstd): (&[f32], &[f32]),
         dy: &[f32],
         dx: &mut [f32],
-        dw: &mut [f32],
-        db: &mut [f32],
+        (dw, db): (&mut [f32], &mut [f32]),
     ) {
         let n = w.len();
         let rows = rows_of("layer_norm_backward", x.len(), n);
         assert!(dy.len() == x.len() && dx.len() == x.len(), "layer_norm_backward: dy and dx must match x");
         assert!(mean.len() == rows && rstd.len() == rows, "layer_norm_backward: mean and rstd need one entry per row");
         assert!(dw.len() == n && db.len() == n, "layer_norm_backward: dw and db must match w");
-        let chunks = chunk_count(rows, n, 3);
-        let p = |s: &[f32]| Ptr(s.as_ptr() as *mut f32);
-        let (xp, wp, mp, rp, dyp, dxp) = (p(x), p(w), p(mean), p(rstd), p(dy), Ptr(dx.as_mut_ptr()));
-        if chunks <= 1 {
-            let (dwp, dbp) = (Ptr(dw.as_mut_ptr()), Ptr(db.as_mut_ptr()));
+        let (xp, wp, mp, rp, dyp) = (shared(x), shared(w), shared(mean), shared(rstd), shared(dy));
+        let dxp = SendPtr::new(dx.as_mut_ptr());
+        // Each block sums its rows' parameter gradients into its own [dw | db] partial.
+        let mut acc = vec![0.0f32; 2 * n];
+        reduce_row_blocks(rows, n, 3, &mut acc, |r, partial| {
+            let (pw, pb) = partial.split_at_mut(n);
+            let (at, rr) = (r.start * n, r.start);
+            // SAFETY: the task reads its rows of x, dy, mean, rstd, writes its rows of dx, and
+            // its own partial.
             unsafe {
                 on::layer_norm_backward(
                     self.isa,
-                    xp.at(0),
-                    wp.at(0),
-                    mp.at(0),
-                    rp.at(0),
-                    dyp.at(0),
-                    dxp.at(0),
-                    dwp.at(0),
-                    dbp.at(0),
-                    rows,
-                    n,
-                )
-            };
-            return;
-        }
-        // Each chunk sums its rows' parameter gradients into its own slice; then add them up.
-        let per = rows.div_ceil(chunks);
-        let chunks = rows.div_ceil(per);
-        let mut partial = vec![0.0f32; chunks * 2 * n];
-        let pp = Ptr(partial.as_mut_ptr());
-        (0..chunks).into_par_iter().for_each(|c| {
-            let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
-            let (pw, pb) = (pp.at(2 * c * n), pp.at(2 * c * n + n));
-            unsafe {
-                on::layer_norm_backward(
-                    self.isa,
-                    xp.at(r0 * n),
-                    wp.at(0),
-                    mp.at(r0),
-                    rp.at(r0),
-                    dyp.at(r0 * n),
-                    dxp.at(r0 * n),
-                    pw,
-                    pb,
-                    r1 - r0,
+                    xp.at(at),
+                    wp.get(),
+                    mp.at(rr),
+                    rp.at(rr),
+                    dyp.at(at),
+                    dxp.at(at),
+                    pw.as_mut_ptr(),
+                    pb.as_mut_ptr(),
+                    r.len(),
                     n,
                 )
             }
         });
-        for part in partial.chunks_exact(2 * n) {
-            for j in 0..n {
-                dw[j] += part[j];
-                db[j] += part[n + j];
-            }
+        for (j, (dwj, dbj)) in dw.iter_mut().zip(db.iter_mut()).enumerate() {
+            *dwj += acc[j];
+            *dbj += acc[n + j];
         }
     }
 
     /// GELU forward, element-wise: `y = x Phi(x)` (erf form) or
     /// `y = 0.5 x (1 + tanh(u)) = x sigmoid(2u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)` (tanh form).
-    pub fn gelu_forward(self, kind: Gelu, x: &[f32], y: &mut [f32]) {
+    pub fn gelu_forward(self, kind: GeluKind, x: &[f32], y: &mut [f32]) {
         assert_eq!(y.len(), x.len(), "gelu_forward: y and x differ in length");
-        let (xp, yp) = (Ptr(x.as_ptr() as *mut f32), Ptr(y.as_mut_ptr()));
-        for_elems(x.len(), 8, |i0, i1| unsafe { on::gelu_forward(self.isa, kind, xp.at(i0), yp.at(i0), i1 - i0) });
+        let (xp, yp) = (shared(x), SendPtr::new(y.as_mut_ptr()));
+        // SAFETY: each task reads and writes its own run of elements.
+        for_elems(x.len(), 8, |e| unsafe { on::gelu_forward(self.isa, kind, xp.at(e.start), yp.at(e.start), e.len()) });
     }
 
     /// GELU backward, element-wise: `dx = dy gelu'(x)` with `gelu'(x) = Phi(x) + x phi(x)` (erf
     /// form) or `s + 2 x s (1 - s) u'(x)`, `s = sigmoid(2u)` (tanh form).
-    pub fn gelu_backward(self, kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    pub fn gelu_backward(self, kind: GeluKind, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         assert!(dy.len() == x.len() && dx.len() == x.len(), "gelu_backward: x, dy, dx differ in length");
-        let (xp, dyp, dxp) = (Ptr(x.as_ptr() as *mut f32), Ptr(dy.as_ptr() as *mut f32), Ptr(dx.as_mut_ptr()));
-        for_elems(x.len(), 10, |i0, i1| unsafe {
-            on::gelu_backward(self.isa, kind, xp.at(i0), dyp.at(i0), dxp.at(i0), i1 - i0)
+        let (xp, dyp, dxp) = (shared(x), shared(dy), SendPtr::new(dx.as_mut_ptr()));
+        // SAFETY: each task reads and writes its own run of elements.
+        for_elems(x.len(), 10, |e| unsafe {
+            on::gelu_backward(self.isa, kind, xp.at(e.start), dyp.at(e.start), dxp.at(e.start), e.len())
         });
     }
 
@@ -313,117 +324,52 @@ impl Rows {
     /// (relative error below 3e-7 on `[-87.3, 88.3]`; 0 below, `exp(88.3)` above).
     pub fn exp(self, x: &[f32], y: &mut [f32]) {
         assert_eq!(y.len(), x.len(), "exp: y and x differ in length");
-        let (xp, yp) = (Ptr(x.as_ptr() as *mut f32), Ptr(y.as_mut_ptr()));
-        for_elems(x.len(), 4, |i0, i1| unsafe { on::exp(self.isa, xp.at(i0), yp.at(i0), i1 - i0) });
+        let (xp, yp) = (shared(x), SendPtr::new(y.as_mut_ptr()));
+        // SAFETY: each task reads and writes its own run of elements.
+        for_elems(x.len(), 4, |e| unsafe { on::exp(self.isa, xp.at(e.start), yp.at(e.start), e.len()) });
     }
 
     /// Adds `bias` (length `n`) to every row of `x` (`rows x n`), in place.
     pub fn bias_add(self, x: &mut [f32], bias: &[f32]) {
         let n = bias.len();
         let rows = rows_of("bias_add", x.len(), n);
-        let (xp, bp) = (Ptr(x.as_mut_ptr()), Ptr(bias.as_ptr() as *mut f32));
-        for_rows(rows, n, 1, |r0, r1| unsafe { on::bias_add(self.isa, xp.at(r0 * n), bp.at(0), r1 - r0, n) });
+        let (xp, bp) = (SendPtr::new(x.as_mut_ptr()), shared(bias));
+        // SAFETY: each task updates its own rows of x and reads the whole bias.
+        for_row_blocks(rows, n, 1, |r| unsafe { on::bias_add(self.isa, xp.at(r.start * n), bp.get(), r.len(), n) });
+    }
+
+    /// `out_j += sum_r x_rj` over the rows of `x` (`rows x n`, `n = out.len()`), on the calling
+    /// thread, row after row.
+    pub fn add_rows(self, x: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let rows = rows_of("add_rows", x.len(), n);
+        // SAFETY: x holds rows x n elements, out n.
+        unsafe { on::add_rows(self.isa, x.as_ptr(), out.as_mut_ptr(), rows, n) }
     }
 
     /// Accumulates the column sums of `x` (`rows x n`) into `out` (length `n`):
-    /// `out_j += sum_r x_rj`, the gradient of a bias broadcast over rows.
+    /// `out_j += sum_r x_rj`, the gradient of a bias broadcast over rows. Parallel over fixed
+    /// blocks of rows whose partial sums are added in block order: the same bits on any number
+    /// of threads.
     pub fn sum_rows(self, x: &[f32], out: &mut [f32]) {
         let n = out.len();
         let rows = rows_of("sum_rows", x.len(), n);
-        let chunks = chunk_count(rows, n, 1);
-        let xp = Ptr(x.as_ptr() as *mut f32);
-        if chunks <= 1 {
-            let op = Ptr(out.as_mut_ptr());
-            unsafe { on::sum_rows(self.isa, xp.at(0), op.at(0), rows, n) };
-            return;
-        }
-        let per = rows.div_ceil(chunks);
-        let chunks = rows.div_ceil(per);
-        let mut partial = vec![0.0f32; chunks * n];
-        let pp = Ptr(partial.as_mut_ptr());
-        (0..chunks).into_par_iter().for_each(|c| {
-            let (r0, r1) = (c * per, ((c + 1) * per).min(rows));
-            unsafe { on::sum_rows(self.isa, xp.at(r0 * n), pp.at(c * n), r1 - r0, n) }
-        });
-        let op = Ptr(out.as_mut_ptr());
-        unsafe { on::sum_rows(self.isa, pp.at(0), op.at(0), chunks, n) };
+        reduce_row_blocks(rows, n, 1, out, |r, partial| self.add_rows(&x[r.start * n..r.end * n], partial));
     }
 
     /// One AdamW step, element-wise over `param`, with `grad`, and the moment buffers `m`, `v`
     /// updated in place (PyTorch's `AdamW`, decoupled weight decay):
     /// `p = p (1 - lr wd)`, `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `p = p - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.
-    pub fn adamw(self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW) {
+    pub fn adamw(self, param: &mut [f32], grad: &[f32], (m, v): (&mut [f32], &mut [f32]), h: &AdamW) {
         let len = param.len();
         assert!(grad.len() == len && m.len() == len && v.len() == len, "adamw: param, grad, m, v differ in length");
-        let (pp, gp, mp, vp) =
-            (Ptr(param.as_mut_ptr()), Ptr(grad.as_ptr() as *mut f32), Ptr(m.as_mut_ptr()), Ptr(v.as_mut_ptr()));
-        for_elems(len, 3, |i0, i1| unsafe {
-            on::adamw(self.isa, pp.at(i0), gp.at(i0), mp.at(i0), vp.at(i0), h, i1 - i0)
+        let (pp, gp) = (SendPtr::new(param.as_mut_ptr()), shared(grad));
+        let (mp, vp) = (SendPtr::new(m.as_mut_ptr()), SendPtr::new(v.as_mut_ptr()));
+        // SAFETY: each task updates its own run of elements of param, m and v.
+        for_elems(len, 3, |e| unsafe {
+            let i = e.start;
+            on::adamw(self.isa, pp.at(i), gp.at(i), mp.at(i), vp.at(i), h, e.len())
         });
     }
-}
-
-/// [`Rows::softmax_forward`] on the active ISA.
-pub fn softmax_forward(x: &[f32], y: &mut [f32], n: usize) {
-    Rows::active().softmax_forward(x, y, n)
-}
-
-/// [`Rows::softmax_backward`] on the active ISA.
-pub fn softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
-    Rows::active().softmax_backward(y, dy, dx, n)
-}
-
-/// [`Rows::layer_norm_forward`] on the active ISA.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_forward(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    y: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
-) {
-    Rows::active().layer_norm_forward(x, w, b, eps, y, mean, rstd)
-}
-
-/// [`Rows::layer_norm_backward`] on the active ISA.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_backward(
-    x: &[f32],
-    w: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    Rows::active().layer_norm_backward(x, w, mean, rstd, dy, dx, dw, db)
-}
-
-/// [`Rows::gelu_forward`] on the active ISA.
-pub fn gelu_forward(kind: Gelu, x: &[f32], y: &mut [f32]) {
-    Rows::active().gelu_forward(kind, x, y)
-}
-
-/// [`Rows::gelu_backward`] on the active ISA.
-pub fn gelu_backward(kind: Gelu, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    Rows::active().gelu_backward(kind, x, dy, dx)
-}
-
-/// [`Rows::bias_add`] on the active ISA.
-pub fn bias_add(x: &mut [f32], bias: &[f32]) {
-    Rows::active().bias_add(x, bias)
-}
-
-/// [`Rows::sum_rows`] on the active ISA.
-pub fn sum_rows(x: &[f32], out: &mut [f32]) {
-    Rows::active().sum_rows(x, out)
-}
-
-/// [`Rows::adamw`] on the active ISA.
-pub fn adamw(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW) {
-    Rows::active().adamw(param, grad, m, v, h)
 }

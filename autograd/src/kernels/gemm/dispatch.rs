@@ -1,0 +1,155 @@
+//! ISA dispatch: what each instruction set provides ([`GemmArch`]), the macro that builds one
+//! from a [`Simd`] type and its blocking, and the one `match` from an [`Isa`] to it.
+//!
+//! Adding an ISA (NEON, say) takes: a variant of [`Isa`] with its run-time detection
+//! (`kernels/isa.rs`), a [`Simd`] implementation (`kernels/simd.rs`), a file like `avx2.rs`
+//! holding one [`gemm_arch!`] invocation, and one arm in [`on_arch!`] below.
+
+use super::buffers::Buffers;
+use super::kernel::KernelFn;
+use super::Gemm;
+use crate::kernels::simd::Simd;
+#[allow(unused_imports)]
+use crate::kernels::Isa;
+
+/// One ISA's blocking parameters and kernels.
+pub(crate) trait GemmArch {
+    /// The vector type the kernels and the packing are written in.
+    type S: Simd;
+    /// Tile width (columns of C per microkernel call); B panels are this wide.
+    const NR: usize;
+    /// The tallest tile; the kernel exists for every `MR` in `1..=MR_MAX`.
+    const MR_MAX: usize;
+    /// The largest depth block.
+    const KC: usize;
+    /// Row stride of a rows-layout A micro-panel (`KC` plus one cache line, so rows spread over
+    /// cache sets).
+    const KCP: usize;
+    /// Budget for one packed B block (`kc x nc` floats), sized for L2.
+    const B_BLOCK_BYTES: usize;
+    /// Budget for one packed A block (whole micro-panels), sized for L2 next to the B block.
+    const A_BLOCK_BYTES: usize;
+    /// The microkernel for `mr` rows, `nv` vectors, A layout.
+    fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn;
+    /// The dot-product kernel for the narrowest B edges, rows-layout A.
+    fn dot_kernel(mr: usize) -> KernelFn;
+    /// [`super::loops::block`] compiled for this ISA: a `#[target_feature]` function into
+    /// which the generic loops, the packing and the vector intrinsics are all inlined.
+    ///
+    /// # Safety
+    /// The CPU must support the ISA; `g` must describe valid operands.
+    unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>);
+}
+
+/// Defines `pub(crate) struct Arch` implementing [`GemmArch`] for one ISA: its [`Simd`] type,
+/// the `target_feature` its functions are compiled with (omitted for the portable kernel), its
+/// blocking constants, and the tile heights `1..=MR_MAX` to instantiate.
+macro_rules! gemm_arch {
+    (
+        simd: $S:ty, $(feature: $feat:literal,)?
+        nr: $nr:expr, kc: $kc:expr, b_block: $bb:expr, a_block: $ab:expr,
+        mr: $($m:literal)*
+    ) => {
+        use $crate::kernels::gemm::buffers::Buffers;
+        use $crate::kernels::gemm::dispatch::GemmArch;
+        use $crate::kernels::gemm::kernel::{dot_kernel, dot_table, kernel, kernel_table, KernelFn, Tile};
+        use $crate::kernels::gemm::Gemm;
+
+        const NR: usize = $nr;
+        const KC: usize = $kc;
+        const KCP: usize = KC + 16;
+
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool>(t: &Tile) {
+            // SAFETY: forwarded contract (valid panels and C tile, the ISA is available).
+            unsafe { kernel::<$S, MR, NV, KMAJOR, NR, KCP>(t) }
+        }
+
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn d<const MR: usize>(t: &Tile) {
+            // SAFETY: as for `k`.
+            unsafe { dot_kernel::<$S, MR, KCP>(t) }
+        }
+
+        /// The BLIS loops, packing included, compiled for this ISA.
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+            // SAFETY: as for `GemmArch::block`.
+            unsafe { $crate::kernels::gemm::loops::block::<Arch>(g, bufs, next) }
+        }
+
+        pub(crate) struct Arch;
+
+        impl GemmArch for Arch {
+            type S = $S;
+            const NR: usize = NR;
+            const MR_MAX: usize = [$($m),*].len();
+            const KC: usize = KC;
+            const KCP: usize = KCP;
+            const B_BLOCK_BYTES: usize = $bb;
+            const A_BLOCK_BYTES: usize = $ab;
+
+            fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
+                kernel_table!(k, mr, nv, kmajor; $($m)*)
+            }
+
+            fn dot_kernel(mr: usize) -> KernelFn {
+                dot_table!(d, mr; $($m)*)
+            }
+
+            unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+                // SAFETY: the caller guarantees the ISA and the operands.
+                unsafe { block(g, bufs, next) }
+            }
+        }
+    };
+}
+pub(crate) use gemm_arch;
+
+/// Evaluates `$body` with the type alias `$G` set to the [`GemmArch`] of `$isa`: the one list of
+/// which ISA runs which kernels.
+macro_rules! on_arch {
+    ($isa:expr, $G:ident => $body:expr) => {
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                type $G = super::avx512::Arch;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => {
+                type $G = super::avx2::Arch;
+                $body
+            }
+            _ => {
+                type $G = super::portable::Arch;
+                $body
+            }
+        }
+    };
+}
+
+/// One product on `isa`, cut over `threads` threads (see [`super::threads::product`]).
+///
+/// # Safety
+/// `g` (and `next`) must describe valid operands.
+pub(super) unsafe fn product(isa: Isa, g: &Gemm, threads: usize, next: Option<&Gemm>) {
+    assert!(isa.available(), "sgemm: ISA {isa} is not available on this machine");
+    // SAFETY: the ISA is available (asserted) and the caller vouches for the operands.
+    on_arch!(isa, G => unsafe { super::threads::product::<G>(g, threads, next) })
+}
+
+/// The task grid `(tm, tn, tk)` that a product of this shape and layout is cut into on
+/// `threads` threads (row-major operands unless transposed). For tests and benchmarks.
+#[doc(hidden)]
+pub fn split_for(
+    isa: Isa,
+    (m, k, n): (usize, usize, usize),
+    a_t: bool,
+    b_t: bool,
+    threads: usize,
+) -> (usize, usize, usize) {
+    let g = Gemm::shape_only(m, k, n, a_t, b_t);
+    let s = on_arch!(isa, G => super::split::plan::<G>(&g, threads));
+    (s.tm, s.tn, s.tk)
+}

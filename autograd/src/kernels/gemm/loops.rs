@@ -1,0 +1,150 @@
+//! The loop nest: the sequential BLIS loops over one (sub-)product, around the microkernel.
+//!
+//! ```text
+//!     for pc in 0..k step KC:                   depth block (the first applies beta, later ones add)
+//!       [pack all of A[.., pc..] once if M is short (a weight gradient's 192..768 rows)]
+//!       for jc in 0..n step NC:                 B block, sized for L2
+//!         pack B[pc.., jc..] -> B~               (kc x nc, NR-wide panels, k-major)
+//!         for ic in 0..m step MC:               A block, sized for L2
+//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels)
+//!           for ir in 0..mc step MR:            one A micro-panel: stays in L1 ...
+//!             for jr in 0..nc step NR:          ... while the B panels stream from L2
+//!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
+//! ```
+
+use super::buffers::Buffers;
+use super::dispatch::GemmArch;
+use super::kernel::{self, Tile};
+use super::mr::choose_mr;
+use super::pack;
+use super::prefetch::Prefetch;
+use super::Gemm;
+use crate::kernels::simd::Simd;
+
+/// The block sizes of one product, worked out once before its loops.
+pub(crate) struct Blocking {
+    /// Tile height.
+    pub(crate) mr: usize,
+    /// Whether A is packed k-major (A is not row-contiguous) rather than row by row.
+    pub(crate) kmajor: bool,
+    /// Floats per packed A micro-panel.
+    pub(crate) panel: usize,
+    /// The largest depth, B and A blocks.
+    pub(crate) kc_max: usize,
+    pub(crate) nc_max: usize,
+    pub(crate) mc_max: usize,
+    /// Whether the whole of A is packed once per depth block and reused for every B block.
+    pub(crate) a_once: bool,
+}
+
+impl Blocking {
+    fn of<G: GemmArch>(g: &Gemm) -> Blocking {
+        let (m, n, k, nr) = (g.m, g.n, g.k, G::NR);
+        let mr = choose_mr::<G>(m);
+        let kmajor = g.a.cs != 1;
+        // Depth blocks of equal size (`K = 576` runs as 2 x 288, not 384 + 192); B blocks
+        // within the L2 budget; A blocks of whole micro-panels within theirs.
+        let kc_max = k.div_ceil(k.div_ceil(G::KC));
+        let nc_cap = (G::B_BLOCK_BYTES / (4 * kc_max) / nr * nr).max(nr);
+        let nc_max = n.div_ceil(n.div_ceil(nc_cap)).next_multiple_of(nr);
+        // A k-major panel ends in a vector's worth of padding for the packing's full-width stores.
+        let panel = if kmajor { (kc_max * mr).next_multiple_of(16) + 16 } else { mr * G::KCP };
+        let mc_cap = (G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
+        // A short A (a weight gradient's M = 192..768) is packed once per depth block and reused
+        // for every B block, with a larger budget (it then shares L2 only with the B block).
+        let a_once = m <= (2 * G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
+        let mc_max = if a_once { m.next_multiple_of(mr) } else { m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr) };
+        Blocking { mr, kmajor, panel, kc_max, nc_max, mc_max, a_once }
+    }
+
+    /// Packs rows `ic..ic + mc`, depths `pc..pc + kc` of A into micro-panels at `abuf`.
+    #[inline(always)]
+    unsafe fn pack_a<G: GemmArch>(&self, g: &Gemm, (ic, mc): (usize, usize), (pc, kc): (usize, usize), abuf: *mut f32) {
+        let a = g.a.at(ic, pc) as *const f32;
+        if self.kmajor {
+            pack::pack_a_kmajor::<G::S>(self.panel, (mc, self.mr, kc), (a, g.a.rs, g.a.cs), abuf);
+        } else {
+            pack::pack_a_rows::<G::S>(G::KCP, (mc, self.mr, kc), (a, g.a.rs), abuf);
+        }
+    }
+}
+
+/// The sequential BLIS loops over one (sub-)product.
+///
+/// `next` is the product that will run after this one on this thread (the next entry of a
+/// batch), whose first blocks are prefetched during the last ones of this product.
+///
+/// # Safety
+/// `g` must describe valid operands; the CPU must support `G`'s ISA.
+#[inline(always)]
+pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    let nr = G::NR;
+    let lanes = <G::S as Simd>::LANES;
+    let bl = Blocking::of::<G>(g);
+    let mr = bl.mr;
+    let kernels = [G::kernel(mr, 1, bl.kmajor), G::kernel(mr, 2, bl.kmajor)];
+    // A B edge of at most DOT_NR columns runs as dot products (rows-layout A only).
+    let dot = (!bl.kmajor).then(|| G::dot_kernel(mr));
+    let dot_edge = if dot.is_some() { kernel::DOT_NR } else { 0 };
+    debug_assert_eq!(nr, 2 * lanes);
+    let bbuf = bufs.b.get(bl.kc_max * bl.nc_max);
+    let abuf = bufs.a.get(bl.mc_max / mr * bl.panel);
+
+    let mut pc = 0;
+    while pc < k {
+        let kc = bl.kc_max.min(k - pc);
+        let beta = if pc == 0 { g.beta } else { 1.0 };
+        if bl.a_once {
+            bl.pack_a::<G>(g, (0, m), (pc, kc), abuf);
+        }
+        let mut jc = 0;
+        while jc < n {
+            let nc = bl.nc_max.min(n - jc);
+            let tiles_n = nc.div_ceil(nr);
+            pack::pack_b::<G::S>(nr, (kc, nc), (g.b.at(pc, jc) as *const f32, g.b.rs, g.b.cs), bbuf, dot_edge);
+            let mut next_b = Prefetch::after_b(g, &bl, (pc, kc), (jc, nc), next);
+            let b_per_tile = next_b.lines().div_ceil(m.div_ceil(mr) * tiles_n);
+            let mut ic = 0;
+            while ic < m {
+                let mc = bl.mc_max.min(m - ic);
+                if !bl.a_once {
+                    bl.pack_a::<G>(g, (ic, mc), (pc, kc), abuf);
+                }
+                let mut next_a = Prefetch::after_a(g, &bl, (ic, mc), (pc, kc), jc + nc, next);
+                let a_per_tile = next_a.lines().div_ceil(mc.div_ceil(mr) * tiles_n);
+                let mut ir = 0;
+                while ir < mc {
+                    let a_panel = abuf.add(ir / mr * bl.panel);
+                    let mut jr = 0;
+                    while jr < nc {
+                        next_a.step::<G::S>(a_per_tile);
+                        next_b.step::<G::S>(b_per_tile);
+                        let nrc = nr.min(nc - jr);
+                        let tile = Tile {
+                            kc,
+                            a: a_panel,
+                            b: bbuf.add(jr * kc),
+                            c: g.c.at(ic + ir, jc + jr),
+                            rsc: g.c.rs,
+                            csc: g.c.cs,
+                            mr: mr.min(mc - ir),
+                            nr: nrc,
+                            alpha: g.alpha,
+                            beta,
+                        };
+                        match dot {
+                            Some(f) if nrc <= dot_edge => f(&tile),
+                            _ => kernels[nrc.div_ceil(lanes) - 1](&tile),
+                        }
+                        jr += nr;
+                    }
+                    ir += mr;
+                }
+                ic += mc;
+            }
+            jc += nc;
+        }
+        pc += kc;
+    }
+}
