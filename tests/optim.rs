@@ -126,7 +126,7 @@ fn adamw_matches_an_f64_reference() {
     let (mut m, mut v) = (vec![0.0f64; n], vec![0.0f64; n]);
     // One sign per coordinate, so that `m` never cancels and one update is a few roundings.
     let grad =
-        |t: usize, i: usize| if i % 2 == 0 { 1.0 } else { -1.0 } * (0.05 + ((i * 37 + t * 11) % 23) as f64 / 23.0);
+        |t: usize, i: usize| if i.is_multiple_of(2) { 1.0 } else { -1.0 } * (0.05 + ((i * 37 + t * 11) % 23) as f64 / 23.0);
     let rel = |got: f32, want: f64| (got as f64 - want).abs() / want.abs();
     for t in 1..=6 {
         let g: Vec<f64> = (0..n).map(|i| grad(t, i)).collect();
