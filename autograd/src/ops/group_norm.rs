@@ -1,0 +1,151 @@
+//! Group normalisation (Wu & He, 2018): the normalisation of the hybrid's ResNet, which the
+//! paper's BiT backbones use in place of batch norm (it does not depend on the batch).
+//!
+//! ```text
+//! forward, per image b and group k of the G groups (C/G channels x S pixels, n = C S / G):
+//!     mean = sum x / n,   var = sum (x - mean)^2 / n,   rstd = 1 / sqrt(var + eps)
+//!     xhat = (x - mean) rstd,   y[b, c, s] = xhat[b, c, s] w_c + b_c
+//! backward, with dxhat = g w_c:
+//!     dx   = rstd (dxhat - mean_group(dxhat) - xhat mean_group(dxhat xhat))
+//!     dw_c = sum_{b, s} g xhat,   db_c = sum_{b, s} g
+//! ```
+//!
+//! Layer norm over one group's `n` values, in other words, with the affine part per channel.
+//! The input is `[B, C, ...]` with any number of trailing (spatial) axes.
+
+use rayon::prelude::*;
+
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::tensor::Tensor;
+
+/// The geometry: `b` images of `c` channels of `s` values each, in `groups` groups.
+#[derive(Clone, Copy, Debug)]
+struct Groups {
+    b: usize,
+    c: usize,
+    s: usize,
+    groups: usize,
+}
+
+impl Groups {
+    /// Channels per group.
+    fn cpg(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Values per group, `C S / G`.
+    fn n(&self) -> usize {
+        self.cpg() * self.s
+    }
+}
+
+/// `y = group_norm(x) * w + b`; see the module docs. Keeps each group's mean and rstd.
+struct GroupNorm<T> {
+    geo: Groups,
+    mean: Vec<T>,
+    rstd: Vec<T>,
+}
+
+impl<T: Float> Op<T> for GroupNorm<T> {
+    fn name(&self) -> String {
+        format!("group_norm(groups={})", self.geo.groups)
+    }
+
+    fn reads_output(&self) -> bool {
+        false
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let Groups { b, c: ch, s, groups } = self.geo;
+        let (cpg, n) = (self.geo.cpg(), self.geo.n());
+        let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
+        let mut dx = crate::pool::zeros(x.len());
+        // Per image: that image's share of dw (first C slots) and db (next C), summed over the
+        // images in image order afterwards, so the result does not depend on the thread count.
+        let mut partial = vec![0.0f64; b * 2 * ch];
+        if n > 0 {
+            dx.par_chunks_mut(ch * s).zip(partial.par_chunks_mut(2 * ch)).enumerate().for_each(|(bi, (dx, acc))| {
+                let (dw, db) = acc.split_at_mut(ch);
+                for k in 0..groups {
+                    let r = bi * groups + k;
+                    let (mean, rstd) = (self.mean[r], self.rstd[r]);
+                    let base = bi * ch * s + k * n;
+                    let (x, g) = (&x[base..base + n], &g[base..base + n]);
+                    let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
+                    for i in 0..n {
+                        let cc = k * cpg + i / s;
+                        let xhat = (x[i] - mean) * rstd;
+                        let dxhat = g[i] * w[cc];
+                        sum_dxhat += dxhat.to_f64();
+                        sum_dxhat_xhat += (dxhat * xhat).to_f64();
+                        dw[cc] += (g[i] * xhat).to_f64();
+                        db[cc] += g[i].to_f64();
+                    }
+                    let m1 = T::from_f64(sum_dxhat / n as f64);
+                    let m2 = T::from_f64(sum_dxhat_xhat / n as f64);
+                    for (i, dx) in dx[k * n..(k + 1) * n].iter_mut().enumerate() {
+                        let cc = k * cpg + i / s;
+                        let xhat = (x[i] - mean) * rstd;
+                        *dx = rstd * (g[i] * w[cc] - m1 - xhat * m2);
+                    }
+                }
+            });
+        }
+        let total = |offset: usize| -> Tensor<T> {
+            let v = (0..ch).map(|j| T::from_f64((0..b).map(|bi| partial[bi * 2 * ch + offset + j]).sum())).collect();
+            Tensor::from_vec(v, &[ch])
+        };
+        vec![
+            c.needs_grad[0].then(|| Tensor::from_vec(dx, c.inputs[0].shape())),
+            c.needs_grad[1].then(|| total(0)),
+            c.needs_grad[2].then(|| total(ch)),
+        ]
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// Group normalisation of `x` `[B, C, ...]` in `groups` groups of channels, then per
+    /// channel `* weight + bias` (both `[C]`). timm's ResNetV2 uses 32 groups and `eps = 1e-5`.
+    pub fn group_norm(&mut self, x: Var, groups: usize, weight: Var, bias: Var, eps: f64) -> Var {
+        let shape = self.shape(x).to_vec();
+        assert!(shape.len() >= 2, "group_norm: input must be [B, C, ...], got shape {shape:?}");
+        let (b, ch) = (shape[0], shape[1]);
+        assert!(
+            groups > 0 && ch % groups == 0,
+            "group_norm: {ch} channels (shape {shape:?}) do not split into {groups} groups"
+        );
+        for (name, v) in [("weight", weight), ("bias", bias)] {
+            assert_eq!(
+                self.shape(v),
+                &[ch],
+                "group_norm: {name} must have shape [{ch}] to match input {shape:?}, got {:?}",
+                self.shape(v)
+            );
+        }
+        assert!(eps >= 0.0, "group_norm: eps must be >= 0, got {eps}");
+        let geo = Groups { b, c: ch, s: shape[2..].iter().product(), groups };
+        let n = geo.n();
+        let (xd, w, bd) = (self.value(x).data(), self.value(weight).data(), self.value(bias).data());
+        let mut y = crate::pool::zeros(xd.len());
+        let mut mean = vec![T::ZERO; b * groups];
+        let mut rstd = vec![T::ZERO; b * groups];
+        if n > 0 {
+            y.par_chunks_mut(n).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).enumerate().for_each(
+                |(r, (y, (mean, rstd)))| {
+                    let x = &xd[r * n..(r + 1) * n];
+                    // Two passes in f64, as layer norm: mean, then the spread around it.
+                    let m = x.iter().map(|v| v.to_f64()).sum::<f64>() / n as f64;
+                    let var = x.iter().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / n as f64;
+                    *mean = T::from_f64(m);
+                    *rstd = T::from_f64(1.0 / (var + eps).sqrt());
+                    let first = (r % groups) * geo.cpg();
+                    for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+                        let cc = first + i / geo.s;
+                        *y = (x - *mean) * *rstd * w[cc] + bd[cc];
+                    }
+                },
+            );
+        }
+        self.push(Tensor::from_vec(y, &shape), GroupNorm { geo, mean, rstd }, &[x, weight, bias])
+    }
+}

@@ -1,0 +1,93 @@
+//! 2D max-pooling: the 3x3 / 2 pool at the end of the hybrid's ResNet stem.
+//!
+//! ```text
+//!     y[b, c, oy, ox] = max over (ky, kx) of x[b, c, oy s + ky - top, ox s + kx - left]
+//!                       (padding is -inf: it never wins)
+//!     dx[b, c, iy, ix] = sum of g[b, c, oy, ox] over the windows whose maximum is (iy, ix)
+//! ```
+//!
+//! The gradient of a max goes to the element that won (the first one on a tie, as PyTorch);
+//! forward saves each output's winner, so backward is one scatter-add.
+
+use rayon::prelude::*;
+
+use super::conv2d::{Padding, Window};
+use crate::dtype::Float;
+use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::tensor::Tensor;
+
+/// `y = max_pool2d(x)`; keeps, per output, the index of its winner within its `[H, W]` plane.
+struct MaxPool2d {
+    win: Window,
+    argmax: Vec<u32>,
+}
+
+impl<T: Float> Op<T> for MaxPool2d {
+    fn name(&self) -> String {
+        let d = &self.win;
+        format!("max_pool2d({}x{}, stride {}, pad {:?})", d.kh, d.kw, d.stride, d.pad)
+    }
+
+    fn reads_output(&self) -> bool {
+        false
+    }
+
+    fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        let d = &self.win;
+        let (plane, out) = (d.h * d.w, d.out_plane());
+        let g = c.grad.data();
+        let mut dx = crate::pool::zeros(c.inputs[0].numel());
+        if plane > 0 {
+            dx.par_chunks_mut(plane).enumerate().for_each(|(p, dx)| {
+                for (&i, &g) in self.argmax[p * out..(p + 1) * out].iter().zip(&g[p * out..(p + 1) * out]) {
+                    dx[i as usize] += g;
+                }
+            });
+        }
+        vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// The maximum of each `kernel x kernel` window of `x` `[B, C, H, W]`, moved by `stride`
+    /// over `x` padded by `pad` (each side less than `kernel`, so every window holds a pixel):
+    /// `[B, C, Ho, Wo]`.
+    pub fn max_pool2d(&mut self, x: Var, kernel: usize, stride: usize, pad: Padding) -> Var {
+        let win = Window::of("max_pool2d", self.shape(x), kernel, kernel, stride, pad);
+        assert!(
+            pad.top.max(pad.bottom).max(pad.left).max(pad.right) < kernel,
+            "max_pool2d: padding {pad:?} must be less than the kernel {kernel} on every side"
+        );
+        assert!(win.h * win.w <= u32::MAX as usize, "max_pool2d: a {}x{} plane is too large", win.h, win.w);
+        let (plane, out) = (win.h * win.w, win.out_plane());
+        let xd = self.value(x).data();
+        let planes = win.b * win.c;
+        let mut y = crate::pool::take(planes * out);
+        let mut argmax = vec![0u32; planes * out];
+        if out > 0 {
+            y.par_chunks_mut(out).zip(argmax.par_chunks_mut(out)).enumerate().for_each(|(p, (y, am))| {
+                let x = &xd[p * plane..(p + 1) * plane];
+                for oy in 0..win.ho {
+                    for ox in 0..win.wo {
+                        let mut best: Option<(T, usize)> = None;
+                        for ky in 0..win.kh {
+                            for kx in 0..win.kw {
+                                if let Some((iy, ix)) = win.source(oy, ox, ky, kx) {
+                                    let i = iy * win.w + ix;
+                                    if best.is_none_or(|(v, _)| x[i] > v) {
+                                        best = Some((x[i], i));
+                                    }
+                                }
+                            }
+                        }
+                        let (v, i) = best.expect("every window holds a pixel (padding < kernel)");
+                        y[oy * win.wo + ox] = v;
+                        am[oy * win.wo + ox] = i as u32;
+                    }
+                }
+            });
+        }
+        let shape = [win.b, win.c, win.ho, win.wo];
+        self.push(Tensor::from_vec(y, &shape), MaxPool2d { win, argmax }, &[x])
+    }
+}
