@@ -2,13 +2,13 @@
 //! memory, and where a step's time goes, for the two ViTs of issue 6, on 1 and 2 threads.
 //!
 //! ```sh
-//! cargo run --release --example train_bench                       # everything: a few minutes
-//! cargo run --release --example train_bench -- --quick            # smoke run: batch 16, 2 steps
-//! cargo run --release --example train_bench -- --threads 2 --models vit-ti4 --modes train
-//! cargo run --release --example train_bench -- --steps 20 --warmup 5
+//! cargo bench --bench train_bench                        # everything: a few minutes
+//! cargo bench --bench train_bench -- --quick             # smoke run: batch 16, 2 steps
+//! cargo bench --bench train_bench -- --threads 2 --models vit-ti4 --modes train
+//! cargo bench --bench train_bench -- --steps 20 --warmup 5
 //! ```
 //!
-//! Models (the same as `../shared/peers/pytorch_vit_bench.py`, timm-equivalent):
+//! Models (the same as `benches/peers/pytorch_vit_bench.py`, timm-equivalent):
 //! - `vit-ti4`: ViT-Tiny/4 on 32x32x3 (dim 192, depth 12, heads 3, MLP 768, 10 classes; 65 tokens);
 //! - `fmnist`: the small Fashion-MNIST ViT on 28x28x1 (patch 4, dim 128, depth 6, heads 4,
 //!   MLP 256, 10 classes; 50 tokens).
@@ -135,6 +135,8 @@ fn parse_args(args: &[String]) -> Result<(Options, Option<One>), String> {
                 let mode = it.next().ok_or("--one needs MODEL THREADS MODE")?.clone();
                 one = Some(One { model, threads, mode });
             }
+            // `cargo bench` passes `--bench` to every bench target; there is nothing to select.
+            "--bench" => {}
             "-h" | "--help" => return Err(USAGE.to_string()),
             _ => return Err(format!("unexpected argument {a:?}\n{USAGE}")),
         }
@@ -506,7 +508,7 @@ fn main() {
         return;
     }
     if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; run with `cargo run --release --example train_bench` for real figures");
+        eprintln!("note: a debug build; run with `cargo bench --bench train_bench` for real figures");
     }
     println!(
         "train_bench: batch {}, {} warm-up + {} timed steps (median), {} breakdown steps; ISA {}; {} CPUs",
