@@ -24,6 +24,9 @@ pub mod pool;
 pub mod rng;
 pub mod tensor;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
 pub use dtype::{DType, Float};
 pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions, GradcheckReport};
 pub use graph::{BackwardCtx, Graph, Op, Var};
