@@ -1,5 +1,7 @@
 //! A small test harness for the GPU tests: every test runs on every CUDA device the machine has
 //! and on the CUDA emulator, and a missing GPU is reported with the number of tests it skipped.
+//! A run on the emulator is named as such: it checks the kernels' index math and the host-side
+//! mapping (launch sizes, strides, cuBLAS arguments), not the hardware.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
@@ -94,7 +96,15 @@ pub fn run(modules: &[Tests]) -> ExitCode {
         println!("skipped: AUTOGRAD_CUDA_EMULATOR=0: {} tests not run on the emulator", selected.len());
     } else {
         match cuda::emulator() {
-            Ok(g) => devices.push(g),
+            Ok(g) => {
+                println!(
+                    "emulation: {} tests also run on the CUDA emulator (the kernel sources built by the host C++ \
+                     compiler, each CUDA thread a fiber, GEMMs by cuBLAS's definition): this checks index math, \
+                     launch bounds and barriers, not the GPU, cuBLAS or NVRTC",
+                    selected.len()
+                );
+                devices.push(g)
+            }
             Err(e) => {
                 println!("FAILED: the CUDA emulator is unavailable (set AUTOGRAD_CUDA_EMULATOR=0 to skip it): {e}");
                 return ExitCode::FAILURE;
@@ -140,12 +150,18 @@ pub fn run(modules: &[Tests]) -> ExitCode {
     exclusive.iter().for_each(|job| run_one(job));
     let failures = failures.into_inner().unwrap();
     let passed = jobs.len() - failures.len();
+    let on_gpu = jobs.iter().filter(|(g, _, _)| !g.is_emulator()).count();
+    println!(
+        "\n{on_gpu} runs on a GPU, {} on the emulator{}",
+        jobs.len() - on_gpu,
+        if on_gpu == 0 { " (nothing here ran on GPU hardware)" } else { "" }
+    );
     if failures.is_empty() {
-        println!("\ntest result: ok. {passed} passed; 0 failed");
+        println!("test result: ok. {passed} passed; 0 failed");
         ExitCode::SUCCESS
     } else {
         println!(
-            "\nfailures:\n    {}\ntest result: FAILED. {passed} passed; {} failed",
+            "failures:\n    {}\ntest result: FAILED. {passed} passed; {} failed",
             failures.join("\n    "),
             failures.len()
         );
