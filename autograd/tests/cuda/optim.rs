@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use autograd::cuda::prims::optim;
 use autograd::cuda::Gpu;
-use autograd::kernels::rows::{self, AdamW};
+use autograd::kernels::rows::{AdamW, Rows};
 use autograd::Tensor;
 use proptest::prelude::*;
 
@@ -24,20 +24,11 @@ fn adamw(gpu: &Arc<Gpu>) -> Result<(), String> {
         let g = random::<f32>(&[n], seed ^ 1, -1.0, 1.0);
         let m = random::<f32>(&[n], seed ^ 2, -0.1, 0.1);
         let v = random::<f32>(&[n], seed ^ 3, 0.0, 0.01);
-        let (b1, b2) = (0.9f64, 0.999f64);
-        let h = AdamW {
-            lr: 1e-3,
-            beta1: b1 as f32,
-            beta2: b2 as f32,
-            eps: 1e-8,
-            weight_decay: if decay { 0.05 } else { 0.0 },
-            bias_correction1: (1.0 - b1.powi(t as i32)) as f32,
-            bias_correction2: (1.0 - b2.powi(t as i32)) as f32,
-        };
+        let h = AdamW::at_step(t as u64, 1e-3, (0.9, 0.999), 1e-8, if decay { 0.05 } else { 0.0 });
         let (pd, gd, md, vd) = (up(gpu, &p), up(gpu, &g), up(gpu, &m), up(gpu, &v));
         optim::adamw(&pd, &gd, &md, &vd, &h);
         let (mut pc, mut mc, mut vc) = (p.clone(), m.clone(), v.clone());
-        rows::adamw(pc.data_mut(), g.data(), mc.data_mut(), vc.data_mut(), &h);
+        Rows::active().adamw(pc.data_mut(), g.data(), (mc.data_mut(), vc.data_mut()), &h);
         // The same f32 arithmetic, fused multiply-adds included: within an ulp or two.
         close("adamw p", &pd.to_vec(), pc.data(), 1e-6)?;
         close("adamw m", &md.to_vec(), mc.data(), 1e-6)?;

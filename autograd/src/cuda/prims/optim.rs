@@ -20,7 +20,7 @@ pub fn adamw<T: Float>(p: &DeviceBuffer<T>, g: &DeviceBuffer<T>, m: &DeviceBuffe
         return;
     }
     let decay = 1.0 - h.lr * h.weight_decay;
-    let (c1, c2) = (1.0 - h.beta1, 1.0 - h.beta2);
+    let (c1, c2) = (h.one_minus_beta1, h.one_minus_beta2);
     let step = h.lr / h.bias_correction1;
     let inv_sqrt_bc2 = 1.0 / h.bias_correction2.sqrt();
     let s = |x: f32| scalar::<T>(x as f64);
