@@ -4,7 +4,7 @@
 //! wheel on `LD_LIBRARY_PATH`, so no kernel reaches main without having compiled.
 //!
 //! ```sh
-//! cargo run --release -p autograd --features cuda --example nvrtc_check -- [--arch 80 --arch 90] [--out DIR]
+//! cargo run --release -p vit-autograd --features cuda --example nvrtc_check -- [--arch 80 --arch 90] [--out DIR]
 //! ```
 //!
 //! `--out DIR` writes each architecture's PTX there (`vit_kernels.sm_90.ptx`) for inspection.
