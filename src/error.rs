@@ -33,6 +33,10 @@ pub enum Error {
     /// A figure could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
+    /// A collective operation across the processes of a distributed run failed, or a process
+    /// did not answer in time.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// Training was stopped by a signal (SIGINT, SIGTERM) after writing a checkpoint at the exact
     /// position reached, from which `--resume` continues.
     #[error("interrupted: {0}")]

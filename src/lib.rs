@@ -11,6 +11,8 @@ pub mod checkpoint;
 #[warn(missing_docs)]
 pub mod data;
 #[warn(missing_docs)]
+pub mod dist;
+#[warn(missing_docs)]
 pub mod error;
 #[warn(missing_docs)]
 pub mod image;

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -129,27 +130,61 @@ struct AnalyzeArgs {
 
 fn run_train(a: &TrainArgs) -> Result<()> {
     let cfg = train_config(a)?;
+    // One process, or one rank of `mpirun -np N vit train ...`.
+    let comm = vit::dist::from_environment(Duration::from_secs_f64(a.dist_timeout))?;
+    let (world, root) = (comm.world_size(), comm.is_root());
     let m = &cfg.model;
-    eprintln!(
-        "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
-        m.dim,
-        m.depth,
-        m.heads,
-        m.patch_size,
-        m.num_params(),
-        cfg.dataset,
-        cfg.epochs,
-        cfg.batch_size,
-        rayon::current_num_threads()
-    );
+    if root {
+        eprintln!(
+            "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
+            m.dim,
+            m.depth,
+            m.heads,
+            m.patch_size,
+            m.num_params(),
+            cfg.dataset,
+            cfg.epochs,
+            cfg.batch_size,
+            rayon::current_num_threads()
+        );
+        if world > 1 {
+            eprintln!(
+                "data-parallel over {world} ranks ({}): each trains on about {} images of every batch of {}, with {} \
+                 threads; rank 0 writes",
+                comm.engine(),
+                cfg.batch_size / world,
+                cfg.batch_size,
+                rayon::current_num_threads()
+            );
+        }
+    }
     interrupt::install_handler()?;
-    let report = train::train(&cfg)?;
-    eprintln!(
-        "best test accuracy {:.2}%; checkpoint: {}",
-        100.0 * report.best_test_acc,
-        report.last_checkpoint.display()
-    );
-    Ok(())
+    match train::train_with(&cfg, &comm) {
+        Ok(report) => {
+            if root {
+                eprintln!(
+                    "best test accuracy {:.2}%; checkpoint: {}",
+                    100.0 * report.best_test_acc,
+                    report.last_checkpoint.display()
+                );
+            }
+            Ok(())
+        }
+        // Every rank stopped at the same step and rank 0 wrote the checkpoint: a clean end.
+        Err(Error::Interrupted(_)) if !root => {
+            drop(comm);
+            std::process::exit(interrupt::EXIT_CODE.into())
+        }
+        Err(e @ Error::Interrupted(_)) => Err(e),
+        // Another rank may be waiting in a collective for this one: end them all now rather
+        // than leave them to their deadline. A failure of rank 0 reported to every rank is
+        // said once, by rank 0.
+        Err(e) if world > 1 => {
+            let echo = root || !e.to_string().contains("rank 0 failed");
+            comm.abort(&if echo { format!("{e}") } else { "stopping with rank 0".into() })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The command line that resumes this one: the same arguments, with `--resume`.

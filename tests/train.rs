@@ -72,6 +72,8 @@ fn config(out: &Path) -> TrainConfig {
         resume: false,
         progress: false,
         max_steps: None,
+        grad_accum: None,
+        overlap_comm: true,
     }
 }
 

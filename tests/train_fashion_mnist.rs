@@ -62,6 +62,8 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
         resume: false,
         progress: false,
         max_steps: None,
+        grad_accum: None,
+        overlap_comm: true,
     };
     let t0 = Instant::now();
     let report = train_on(&cfg, train, test).unwrap();

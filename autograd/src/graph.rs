@@ -268,14 +268,52 @@ impl<T: Float> Graph<T> {
     /// Backward from `v` seeded with the gradient `seed` (same shape as `v`): computes the
     /// vector-Jacobian product `seed^T dv/dx` for every leaf `x`.
     pub fn backward_with(&mut self, v: Var, seed: Tensor<T>) {
+        self.backward_impl(v, seed, None);
+    }
+
+    /// [`Graph::backward_with`] that hands each kept leaf gradient (a parameter's) to `ready` as
+    /// soon as it is final, while backward goes on with the ops below it. This is what lets data
+    /// parallel training start averaging a layer's gradients across processes during the
+    /// backward of the layers before it.
+    ///
+    /// A leaf's gradient is final once the walk has passed its *first* consumer (the
+    /// lowest-indexed op reading it): every contribution comes from an op recorded after the
+    /// leaf was first read. The gradients handed to `ready` are moved out of the tape
+    /// ([`Graph::grad`] is then `None` for them); leaves that receive no gradient are never
+    /// handed over.
+    pub fn backward_hooked(&mut self, v: Var, seed: Tensor<T>, ready: &mut dyn FnMut(Var, Tensor<T>)) {
+        self.backward_impl(v, seed, Some(ready));
+    }
+
+    fn backward_impl(&mut self, v: Var, seed: Tensor<T>, mut ready: Option<&mut dyn FnMut(Var, Tensor<T>)>) {
         assert_eq!(seed.shape(), self.shape(v), "backward_with: seed shape differs from the value's");
         let n = v.index() + 1;
+        // For each op, the kept leaves it is the first consumer of (only when they are handed
+        // over as they become final).
+        let mut final_after: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
+        if ready.is_some() {
+            let mut first_use: Vec<Option<usize>> = vec![None; n];
+            for (j, node) in self.nodes[..n].iter().enumerate() {
+                for x in &node.inputs {
+                    first_use[x.index()].get_or_insert(j);
+                }
+            }
+            for (leaf, first) in first_use.into_iter().enumerate() {
+                let node = &self.nodes[leaf];
+                if let (Some(j), None, true) = (first, &node.op, node.keep_grad) {
+                    final_after[j].push(leaf as u32);
+                }
+            }
+        }
         let mut grads: Vec<Option<Tensor<T>>> = (0..self.nodes.len()).map(|_| None).collect();
         if self.nodes[v.index()].requires_grad {
             grads[v.index()] = Some(seed);
         }
         for i in (0..n).rev() {
-            let Some(grad) = grads[i].take() else { continue };
+            let Some(grad) = grads[i].take() else {
+                self.hand_over(&final_after[i], &mut grads, &mut ready);
+                continue;
+            };
             let node = &self.nodes[i];
             let mut node_grad_norm = self.record_grad_norms.then(|| grad.norm());
             if let Some(op) = &node.op {
@@ -324,8 +362,27 @@ impl<T: Float> Graph<T> {
                 node_grad_norm = None;
             }
             self.nodes[i].grad_norm = node_grad_norm;
+            self.hand_over(&final_after[i], &mut grads, &mut ready);
         }
         self.grads = grads;
+    }
+
+    /// Moves the final gradients of `leaves` out to `ready` (noting their norms for printing).
+    fn hand_over(
+        &mut self,
+        leaves: &[u32],
+        grads: &mut [Option<Tensor<T>>],
+        ready: &mut Option<&mut dyn FnMut(Var, Tensor<T>)>,
+    ) {
+        let Some(ready) = ready else { return };
+        for &leaf in leaves {
+            if let Some(g) = grads[leaf as usize].take() {
+                if self.record_grad_norms {
+                    self.nodes[leaf as usize].grad_norm = Some(g.norm());
+                }
+                ready(Var(leaf), g);
+            }
+        }
     }
 
     /// The tape as text: one line per node with its op, input handles and shapes, output shape,

@@ -142,8 +142,9 @@ pub struct TrainArgs {
     out: PathBuf,
     /// Continue from OUT/last.safetensors, exactly where it stopped, with the run's flags. Safe
     /// to change: --epochs (to extend or shorten a run: the learning-rate schedule is re-planned
-    /// over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet
-    /// and --threads; any other changed flag is refused with the list of differences.
+    /// over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet,
+    /// --threads, the number of ranks and --grad-accum, --no-overlap and --dist-timeout; any other
+    /// changed flag is refused with the list of differences.
     #[arg(long)]
     resume: bool,
     /// Train on the first N training images only.
@@ -158,6 +159,19 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Micro-batches per process and step (gradient accumulation; --batch-size is the global
+    /// batch over all of them). Default: 1, or on --resume what keeps the run's trajectory bit for
+    /// bit (a 2-rank run resumed by 1 process takes 2).
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Under mpirun: sum the gradients across ranks after backward rather than during it (to
+    /// measure what the overlap hides).
+    #[arg(long)]
+    no_overlap: bool,
+    /// Under mpirun: seconds a rank waits for the others before it aborts the job (a rank that
+    /// died or hangs).
+    #[arg(long, default_value_t = vit::dist::DEFAULT_TIMEOUT.as_secs_f64())]
+    pub dist_timeout: f64,
 }
 
 /// An error unless `ok`, naming the flag, the accepted range and the value.
@@ -266,7 +280,11 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         resume: a.resume,
         progress: !a.quiet,
         max_steps: a.max_steps,
+        grad_accum: a.grad_accum,
+        overlap_comm: !a.no_overlap,
     };
+    let t = a.dist_timeout;
+    flag(t.is_finite() && t > 0.0 && t <= 1e9, "--dist-timeout", "a number of seconds > 0", t)?;
     cfg.validate()?;
     Ok(cfg)
 }

@@ -9,6 +9,11 @@
 //! - batch `b`'s mixup/cutmix draws from an RNG seeded by (seed, e, b).
 //!
 //! Nothing is carried over from one batch to the next, so the loader itself has no state to save.
+//!
+//! In data-parallel training each process asks for its [`Shard`] of every batch: the same global
+//! order and augmentation, only its rows assembled (and, when the batch is mixed, the partner
+//! images its rows are mixed with), so the shards of all processes together are exactly the
+//! batch one process would see.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -40,6 +45,18 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The rows `rows` of the batch (a micro-batch of it), mixing labels included.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        let n: usize = self.shape[1..].iter().product();
+        Batch {
+            images: self.images[rows.start * n..rows.end * n].to_vec(),
+            labels: self.labels[rows.clone()].to_vec(),
+            mix: self.mix.as_ref().map(|m| Mix { labels_b: m.labels_b[rows.clone()].to_vec(), lambda: m.lambda }),
+            shape: [rows.len(), self.shape[1], self.shape[2], self.shape[3]],
+            indices: self.indices[rows].to_vec(),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -68,12 +85,43 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Augment the images of a batch on the rayon pool; the result is identical either way.
     pub parallel: bool,
+    /// Which rows of each batch to assemble (data-parallel training); [`Shard::WHOLE`]: all.
+    pub shard: Shard,
+}
+
+/// Part `index` of `count` near-equal contiguous parts of every batch: of a batch of `b` rows,
+/// rows `index * b / count .. (index + 1) * b / count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, in `0..count`.
+    pub index: usize,
+    /// How many parts.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// This part's rows of a batch of `b`.
+    pub fn rows(self, b: usize) -> std::ops::Range<usize> {
+        self.index * b / self.count..(self.index + 1) * b / self.count
+    }
 }
 
 impl LoaderConfig {
     /// Training: shuffled, the dataset's light augmentation set by the caller, partial batch dropped.
     pub fn train(batch_size: usize, seed: u64, augment: AugmentConfig) -> Self {
-        LoaderConfig { batch_size, seed, shuffle: true, drop_last: true, augment, prefetch: 2, parallel: true }
+        LoaderConfig {
+            batch_size,
+            seed,
+            shuffle: true,
+            drop_last: true,
+            augment,
+            prefetch: 2,
+            parallel: true,
+            shard: Shard::WHOLE,
+        }
     }
 
     /// Evaluation: dataset order, no augmentation, the last partial batch kept.
@@ -86,6 +134,7 @@ impl LoaderConfig {
             augment: AugmentConfig::none(),
             prefetch: 1,
             parallel: true,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -122,6 +171,13 @@ impl Loader {
         let dataset = dataset.into();
         if cfg.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1, found 0".into()));
+        }
+        let Shard { index, count } = cfg.shard;
+        if count == 0 || index >= count || count > cfg.batch_size {
+            return Err(Error::Config(format!(
+                "shard {index} of {count} of batches of {}: needs 0 <= shard < count <= batch size",
+                cfg.batch_size
+            )));
         }
         cfg.augment.check(dataset.shape())?;
         Ok(Loader { dataset, cfg })
@@ -176,30 +232,54 @@ impl Loader {
         self.assemble(indices, epoch, index, parallel)
     }
 
-    /// Augments (or, for evaluation, only normalises) the images at `indices` into a batch.
+    /// Augments (or, for evaluation, only normalises) this loader's shard of the batch of the
+    /// images at `indices`, and mixes it as the whole batch would be mixed.
     fn assemble(&self, indices: Vec<usize>, epoch: u64, index: usize, parallel: bool) -> Batch {
         let ds = &*self.dataset;
         let shape = ds.shape();
         let n = shape.len();
         let (cfg, norm, seed) = (&self.cfg.augment, ds.normalization(), self.cfg.seed);
-        let mut images = vec![0f32; indices.len() * n];
-        let one = |scratch: &mut Scratch, out: &mut [f32], i: usize| {
-            let mut rng = derive_rng(seed, &[IMAGE_STREAM, epoch, i as u64]);
-            augment::augment_image(ds.image(i), shape, cfg, norm, &mut rng, out, scratch);
-        };
-        if parallel {
+        let augment_all = |dataset_indices: &[usize]| -> Vec<f32> {
+            let mut images = vec![0f32; dataset_indices.len() * n];
+            let one = |scratch: &mut Scratch, out: &mut [f32], i: usize| {
+                let mut rng = derive_rng(seed, &[IMAGE_STREAM, epoch, i as u64]);
+                augment::augment_image(ds.image(i), shape, cfg, norm, &mut rng, out, scratch);
+            };
+            if parallel {
+                images
+                    .par_chunks_mut(n)
+                    .zip(dataset_indices.par_iter())
+                    .for_each_init(Scratch::default, |s, (out, &i)| one(s, out, i));
+            } else {
+                let mut scratch = Scratch::default();
+                images.chunks_mut(n).zip(dataset_indices).for_each(|(out, &i)| one(&mut scratch, out, i));
+            }
             images
-                .par_chunks_mut(n)
-                .zip(indices.par_iter())
-                .for_each_init(Scratch::default, |s, (out, &i)| one(s, out, i));
-        } else {
-            let mut scratch = Scratch::default();
-            images.chunks_mut(n).zip(&indices).for_each(|(out, &i)| one(&mut scratch, out, i));
-        }
+        };
+        let rows = self.cfg.shard.rows(indices.len());
+        let mut images = augment_all(&indices[rows.clone()]);
         let labels: Vec<usize> = indices.iter().map(|&i| ds.label(i)).collect();
         let mut rng = derive_rng(seed, &[MIX_STREAM, epoch, index as u64]);
-        let mix = augment::mix_batch(&mut images, shape, &labels, cfg, &mut rng);
-        Batch { images, labels, mix, shape: [indices.len(), shape.c, shape.h, shape.w], indices }
+        let mix = augment::plan_mix(indices.len(), shape, cfg, &mut rng).map(|plan| {
+            // The partners outside this shard are augmented here too (their streams depend on
+            // the image only, so they are the images the process holding them sees).
+            let mut outside: Vec<usize> =
+                plan.perm[rows.clone()].iter().copied().filter(|p| !rows.contains(p)).collect();
+            outside.sort_unstable();
+            outside.dedup();
+            let outside_images = augment_all(&outside.iter().map(|&p| indices[p]).collect::<Vec<_>>());
+            let own = images.clone();
+            let image_of_row = |p: usize| match outside.binary_search(&p) {
+                Ok(k) => &outside_images[k * n..(k + 1) * n],
+                Err(_) => &own[(p - rows.start) * n..(p - rows.start + 1) * n],
+            };
+            for (img, &p) in images.chunks_exact_mut(n).zip(&plan.perm[rows.clone()]) {
+                plan.apply(img, image_of_row(p), shape);
+            }
+            plan.mix(&labels, rows.clone())
+        });
+        let indices = indices[rows.clone()].to_vec();
+        Batch { images, labels: labels[rows].to_vec(), mix, shape: [indices.len(), shape.c, shape.h, shape.w], indices }
     }
 
     /// The batches of epoch `epoch`, prepared on a background thread.

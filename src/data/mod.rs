@@ -21,7 +21,7 @@ use std::str::FromStr;
 use crate::{Error, Result};
 
 pub use augment::{AugmentConfig, Normalization};
-pub use loader::{Batch, Loader, LoaderConfig, Mix};
+pub use loader::{Batch, Loader, LoaderConfig, Mix, Shard};
 
 /// Which half of a dataset: the one to learn from or the one to report accuracy on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -324,6 +324,17 @@ impl Dataset {
         Dataset {
             images: self.images[..n * self.shape.len()].to_vec(),
             labels: self.labels[..n].to_vec(),
+            ..self.clone_meta()
+        }
+    }
+
+    /// The images `range` (clipped to the dataset): one process's part of an evaluation.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        let (start, end) = (range.start.min(self.len()), range.end.min(self.len()));
+        let n = self.shape.len();
+        Dataset {
+            images: self.images[start * n..end.max(start) * n].to_vec(),
+            labels: self.labels[start..end.max(start)].to_vec(),
             ..self.clone_meta()
         }
     }

@@ -32,6 +32,7 @@ const META_SEED: &str = "vit.seed";
 const META_LOSS_SUM: &str = "vit.epoch_loss_sum";
 const META_CORRECT: &str = "vit.epoch_correct";
 const META_SEEN: &str = "vit.epoch_seen";
+const META_SHARDS: &str = "vit.batch_shards";
 
 /// Where a run stands: the next batch to train on, and the running sums of the epoch under way.
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,6 +51,34 @@ pub(crate) struct Position {
     pub correct: u64,
     /// The epoch's training images so far.
     pub seen: u64,
+    /// The shards each global batch was split into up to here (world size x micro-batches; see
+    /// [`super::step`]); 0 until known. Checkpoints without it were written by one process.
+    pub shards: usize,
+}
+
+impl Position {
+    /// The position as numbers (every count below 2^53, so exact in f64), to broadcast.
+    pub fn to_f64s(self) -> Vec<f64> {
+        let p = self;
+        [p.epoch as f64, p.batch as f64, p.global_step as f64, p.best_test_acc, p.loss_sum]
+            .into_iter()
+            .chain([p.correct as f64, p.seen as f64, p.shards as f64])
+            .collect()
+    }
+
+    /// The inverse of [`Position::to_f64s`].
+    pub fn from_f64s(v: &[f64]) -> Position {
+        Position {
+            epoch: v[0] as usize,
+            batch: v[1] as usize,
+            global_step: v[2] as u64,
+            best_test_acc: v[3],
+            loss_sum: v[4],
+            correct: v[5] as u64,
+            seen: v[6] as u64,
+            shards: v[7] as usize,
+        }
+    }
 }
 
 /// Writes the model, the optimizer's state and the run's position, atomically; refuses (with an
@@ -91,6 +120,7 @@ pub(crate) fn save(
         (META_LOSS_SUM, pos.loss_sum.to_string()),
         (META_CORRECT, pos.correct.to_string()),
         (META_SEEN, pos.seen.to_string()),
+        (META_SHARDS, pos.shards.to_string()),
         (DATASET_KEY, cfg.dataset.name().into()),
         (RECIPE_KEY, recipe),
     ];
@@ -140,6 +170,7 @@ pub(crate) fn resume(
         loss_sum,
         correct: num(META_CORRECT)?,
         seen: num(META_SEEN)?,
+        shards: if ckpt.meta(META_SHARDS).is_some() { num(META_SHARDS)? as usize } else { 1 },
     };
     let optim_step = num(META_OPTIM_STEP)?;
     // The position must be one this recipe reaches: every count follows from (epoch, batch).
@@ -151,12 +182,13 @@ pub(crate) fn resume(
         && pos.correct <= pos.seen
         && loss_sum.is_finite()
         && loss_sum >= 0.0
-        && (0.0..=1.0).contains(&best);
+        && (0.0..=1.0).contains(&best)
+        && (1..=cfg.batch_size).contains(&pos.shards);
     if !consistent {
         return Err(ckpt.error(format!(
             "corrupt position: epoch {}, batch {} of {steps_per_epoch}, step {}, optimizer step {optim_step}, \
-             {} images seen this epoch, best accuracy {best}: these do not fit together",
-            pos.epoch, pos.batch, pos.global_step, pos.seen
+             {} images seen this epoch, best accuracy {best}, batches in {} shards: these do not fit together",
+            pos.epoch, pos.batch, pos.global_step, pos.seen, pos.shards
         )));
     }
     if pos.epoch >= cfg.epochs {

@@ -17,6 +17,7 @@ pub mod step;
 pub mod trainer;
 
 mod checkpointing;
+mod replicas;
 
 use std::path::PathBuf;
 
@@ -25,8 +26,8 @@ pub use evaluate::{evaluate, evaluate_until, predict_logits};
 pub use log::EpochRecord;
 pub use metrics::Metrics;
 pub use recipe::{recipe, recipe_differences, RECIPE_KEY, SAFE_TO_CHANGE_ON_RESUME};
-pub use step::{train_step, StepOutput};
-pub use trainer::{train, train_on, TrainReport};
+pub use step::{train_step, train_step_sharded, Sharding, StepOutput};
+pub use trainer::{train, train_on, train_on_with, train_with, TrainReport};
 
 use crate::budget;
 use crate::data::{AugmentConfig, DatasetKind, ImageShape};
@@ -113,6 +114,12 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Stop after this many optimizer steps in total (benchmarks, tests); `None`: run all epochs.
     pub max_steps: Option<u64>,
+    /// Micro-batches per process and step (gradient accumulation): the global batch is split
+    /// into world size x this many shards. `None`: 1, or on resume what keeps the run's shards.
+    pub grad_accum: Option<usize>,
+    /// In a distributed run, sum each bucket of gradients across ranks as soon as backward has
+    /// finished it (rather than after backward: only to measure what the overlap hides).
+    pub overlap_comm: bool,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +153,8 @@ impl Default for TrainConfig {
             resume: false,
             progress: true,
             max_steps: None,
+            grad_accum: None,
+            overlap_comm: true,
         }
     }
 }
@@ -219,6 +228,9 @@ impl TrainConfig {
         }
         if let Some(n) = self.test_subset {
             check(n >= 1, "--test-subset", "at least 1", n)?;
+        }
+        if let Some(a) = self.grad_accum {
+            check((1..=self.batch_size).contains(&a), "--grad-accum", "in 1..=--batch-size", a)?;
         }
         budget::check_trainable(m)?;
         self.augment.check(ImageShape::new(m.in_chans, m.image_size, m.image_size))

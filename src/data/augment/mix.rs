@@ -38,9 +38,13 @@ pub fn mixup_with(images: &mut [f32], shape: ImageShape, perm: &[usize], lambda:
     assert_eq!(images.len(), perm.len() * n, "mixup: {} values for {} images of {shape}", images.len(), perm.len());
     let orig = images.to_vec();
     for (i, img) in images.chunks_exact_mut(n).enumerate() {
-        let other = &orig[perm[i] * n..(perm[i] + 1) * n];
-        img.iter_mut().zip(other).for_each(|(a, b)| *a = lambda * *a + (1.0 - lambda) * b);
+        mixup_one(img, &orig[perm[i] * n..(perm[i] + 1) * n], lambda);
     }
+}
+
+/// One image of mixup: `own <- lambda own + (1 - lambda) other`.
+fn mixup_one(own: &mut [f32], other: &[f32], lambda: f32) {
+    own.iter_mut().zip(other).for_each(|(a, b)| *a = lambda * *a + (1.0 - lambda) * b);
 }
 
 /// Mixup (Zhang et al. 2018): lambda ~ Beta(alpha, alpha), a random pairing; in place.
@@ -90,15 +94,19 @@ pub fn cutmix_with(images: &mut [f32], shape: ImageShape, perm: &[usize], b: Cut
     assert_eq!(images.len(), perm.len() * n, "cutmix: {} values for {} images of {shape}", images.len(), perm.len());
     let orig = images.to_vec();
     for (i, img) in images.chunks_exact_mut(n).enumerate() {
-        let other = &orig[perm[i] * n..(perm[i] + 1) * n];
-        for c in 0..shape.c {
-            for y in b.y0..b.y1 {
-                let row = c * shape.plane() + y * shape.w;
-                img[row + b.x0..row + b.x1].copy_from_slice(&other[row + b.x0..row + b.x1]);
-            }
-        }
+        paste_box(img, &orig[perm[i] * n..(perm[i] + 1) * n], shape, b);
     }
     1.0 - b.area() as f32 / shape.plane() as f32
+}
+
+/// One image of cutmix: `other`'s box pasted into `own`.
+fn paste_box(own: &mut [f32], other: &[f32], shape: ImageShape, b: CutBox) {
+    for c in 0..shape.c {
+        for y in b.y0..b.y1 {
+            let row = c * shape.plane() + y * shape.w;
+            own[row + b.x0..row + b.x1].copy_from_slice(&other[row + b.x0..row + b.x1]);
+        }
+    }
 }
 
 /// CutMix (Yun et al. 2019): lambda ~ Beta(alpha, alpha) sets the box size, a random pairing;
@@ -111,16 +119,39 @@ pub fn cutmix(images: &mut [f32], shape: ImageShape, labels: &[usize], alpha: f3
     (Mix { labels_b: perm.iter().map(|&p| labels[p]).collect(), lambda }, b)
 }
 
-/// The batch-level step of [`AugmentConfig`]: with probability `mix_prob`, mixup or cutmix
-/// (chosen by `switch_prob` when both are on). `None` when the batch is left unmixed.
-pub fn mix_batch(
-    images: &mut [f32],
-    shape: ImageShape,
-    labels: &[usize],
-    cfg: &AugmentConfig,
-    rng: &mut Rng,
-) -> Option<Mix> {
-    if !cfg.mixes() || labels.is_empty() || rng.uniform() >= cfg.mix_prob as f64 {
+/// How a batch is mixed, drawn before any image is touched, so that a process holding only
+/// some rows of a batch (a data-parallel shard) mixes them exactly as the whole batch would be:
+/// row `i` with row `perm[i]`, by mixup with weight `lambda` or by pasting `cut`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixPlan {
+    /// The partner of each row of the batch.
+    pub perm: Vec<usize>,
+    /// The weight of each image's own labels (for cutmix, corrected for the box's clipped area).
+    pub lambda: f32,
+    /// CutMix's box; `None` for mixup.
+    pub cut: Option<CutBox>,
+}
+
+impl MixPlan {
+    /// Mixes one image (`own`, at a row whose partner's image is `partner`), in place.
+    pub fn apply(&self, own: &mut [f32], partner: &[f32], shape: ImageShape) {
+        match self.cut {
+            Some(b) => paste_box(own, partner, shape, b),
+            None => mixup_one(own, partner, self.lambda),
+        }
+    }
+
+    /// The loss's view of the mixing for the rows `rows` of the batch whose labels are `labels`.
+    pub fn mix(&self, labels: &[usize], rows: std::ops::Range<usize>) -> Mix {
+        Mix { labels_b: self.perm[rows].iter().map(|&p| labels[p]).collect(), lambda: self.lambda }
+    }
+}
+
+/// The batch-level step of [`AugmentConfig`] for a batch of `n` images, planned: with
+/// probability `mix_prob`, mixup or cutmix (chosen by `switch_prob` when both are on). `None`
+/// when the batch is left unmixed. Draws from `rng` exactly as [`mix_batch`] does.
+pub fn plan_mix(n: usize, shape: ImageShape, cfg: &AugmentConfig, rng: &mut Rng) -> Option<MixPlan> {
+    if !cfg.mixes() || n == 0 || rng.uniform() >= cfg.mix_prob as f64 {
         return None;
     }
     let use_cutmix = match (cfg.mixup_alpha > 0.0, cfg.cutmix_alpha > 0.0) {
@@ -129,8 +160,29 @@ pub fn mix_batch(
         _ => false,
     };
     Some(if use_cutmix {
-        cutmix(images, shape, labels, cfg.cutmix_alpha, rng).0
+        let b = cutmix_box(shape, sample_beta(cfg.cutmix_alpha, rng), rng);
+        let perm = permutation(n, rng);
+        MixPlan { perm, lambda: 1.0 - b.area() as f32 / shape.plane() as f32, cut: Some(b) }
     } else {
-        mixup(images, shape, labels, cfg.mixup_alpha, rng)
+        let lambda = sample_beta(cfg.mixup_alpha, rng);
+        MixPlan { perm: permutation(n, rng), lambda, cut: None }
     })
+}
+
+/// The batch-level step of [`AugmentConfig`]: with probability `mix_prob`, mixup or cutmix
+/// (chosen by `switch_prob` when both are on), in place. `None` when the batch is left unmixed.
+pub fn mix_batch(
+    images: &mut [f32],
+    shape: ImageShape,
+    labels: &[usize],
+    cfg: &AugmentConfig,
+    rng: &mut Rng,
+) -> Option<Mix> {
+    let plan = plan_mix(labels.len(), shape, cfg, rng)?;
+    let n = shape.len();
+    let orig = images.to_vec();
+    for (img, &p) in images.chunks_exact_mut(n).zip(&plan.perm) {
+        plan.apply(img, &orig[p * n..(p + 1) * n], shape);
+    }
+    Some(plan.mix(labels, 0..labels.len()))
 }

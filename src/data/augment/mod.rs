@@ -34,7 +34,10 @@ use autograd::Rng;
 
 pub use erasing::{random_erasing, RandomErasing};
 pub use geometric::{hflip, random_crop, shift, to_unit};
-pub use mix::{cutmix, cutmix_box, cutmix_with, mix_batch, mixup, mixup_with, permutation, sample_beta, CutBox, Mix};
+pub use mix::{
+    cutmix, cutmix_box, cutmix_with, mix_batch, mixup, mixup_with, permutation, plan_mix, sample_beta, CutBox, Mix,
+    MixPlan,
+};
 pub use normalize::Normalization;
 pub use randaugment::{apply_op, AugOp, RandAugment, MAX_MAGNITUDE};
 

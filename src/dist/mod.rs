@@ -1,0 +1,135 @@
+//! Data-parallel training across processes: the collective seam and the engines behind it.
+//!
+//! A distributed run is `W` copies of the same program (ranks `0..W`, one per machine, core
+//! group or GPU), each holding the whole model. Every step, each rank computes the gradient of
+//! its shard of the global batch; the gradients are summed across ranks, so every rank takes
+//! the same optimizer step and the copies stay identical. Five operations are all it takes,
+//! and they are the whole seam ([`Collective`]):
+//!
+//! ```text
+//!     rank / world size   who am I, how many are we
+//!     all-reduce (sum)    gradients (in buckets, during backward), step and evaluation counts
+//!     broadcast           the initial parameters and the resume state, from rank 0
+//!     barrier             "everyone is here"
+//!     abort               bring every rank down now (a rank failed or hung)
+//! ```
+//!
+//! The engines are existing ones: MPI ([`mpi`], feature `mpi`: Open MPI, started by `mpirun`)
+//! across CPU processes and machines, NCCL (`nccl`, feature `cuda`) across GPUs; [`Local`] is
+//! the world of one process, where every operation is the identity.
+//!
+//! The training code never calls an engine directly: [`Comm`] runs the engine on a thread of
+//! its own, so an all-reduce of a layer's gradients proceeds while backward computes the layers
+//! below ([`GradReducer`]), and every wait on another rank has a deadline, after which the job
+//! is aborted with an error instead of hanging.
+
+mod comm;
+mod reducer;
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+pub use comm::{Comm, Pending, DEFAULT_TIMEOUT};
+pub use reducer::{GradReducer, ReduceStats, BUCKET_BYTES};
+
+use crate::error::Result;
+
+/// What an engine provides. Every method is collective: all ranks call it, in the same order,
+/// with buffers of the same length. The calls block until the operation is complete on this
+/// rank; [`Comm`] is what adds threading and deadlines. An engine need not be `Send`: it is
+/// created on the thread that calls it, and stays there (MPI wants that).
+pub trait Collective {
+    /// The engine's name for messages (`"MPI"`, `"NCCL"`, `"local"`).
+    fn name(&self) -> &'static str;
+
+    /// This process's rank, in `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// The number of processes.
+    fn world_size(&self) -> usize;
+
+    /// `buf <- sum over ranks of buf`, elementwise, in place.
+    fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()>;
+
+    /// `buf <- sum over ranks of buf` in f64 (counts and loss sums, exact up to 2^53).
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64]) -> Result<()>;
+
+    /// Every rank's `buf <- root's buf`.
+    fn broadcast_bytes(&mut self, buf: &mut [u8], root: usize) -> Result<()>;
+
+    /// Returns once every rank has called it.
+    fn barrier(&mut self) -> Result<()>;
+
+    /// A function that ends every process of the job with `code`, callable from any thread
+    /// while another is blocked in an operation (the deadline's way out of a hung collective).
+    fn aborter(&self) -> Aborter;
+}
+
+/// Ends the whole job with an exit code; never returns.
+pub type Aborter = std::sync::Arc<dyn Fn(i32) + Send + Sync>;
+
+/// The world of one process: every collective is the identity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Local;
+
+impl Collective for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn world_size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum_f32(&mut self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn all_reduce_sum_f64(&mut self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn broadcast_bytes(&mut self, _: &mut [u8], _: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn barrier(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn aborter(&self) -> Aborter {
+        std::sync::Arc::new(|code| std::process::exit(code))
+    }
+}
+
+/// The world size an MPI launcher announced in the environment, if any: Open MPI's `mpirun`
+/// sets `OMPI_COMM_WORLD_SIZE` in every process, MPICH's `mpiexec` and Slurm's `srun` (with PMI)
+/// set `PMI_SIZE`.
+pub fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+}
+
+/// The collective for this process: MPI when it was started by an MPI launcher (and this
+/// build has the `mpi` feature), otherwise the world of one. A launch of several processes by
+/// a build without MPI is an error, rather than `W` independent runs writing over each other.
+pub fn from_environment(timeout: std::time::Duration) -> Result<Comm> {
+    let announced = launcher_world_size();
+    #[cfg(feature = "mpi")]
+    if announced.is_some() {
+        return Comm::spawn(timeout, || mpi::Mpi::init().map(|m| Box::new(m) as Box<dyn Collective>));
+    }
+    match announced {
+        Some(w) if w > 1 => Err(crate::Error::Distributed(format!(
+            "started by a launcher as one of {w} processes, but this vit was built without MPI: rebuild with \
+             `cargo build --release --features mpi` (needs an MPI library, e.g. Debian's libopenmpi-dev)"
+        ))),
+        _ => {
+            let _ = timeout;
+            Ok(Comm::local())
+        }
+    }
+}
