@@ -304,6 +304,9 @@ fn a_killed_rank_ends_the_job_with_the_checkpoint_intact() {
     let (status, took, before, err) = disturb_rank_one(&dir, libc::SIGKILL, &[]);
     println!("killed rank 1: the job ended in {:.1} s with {status}", took.as_secs_f64());
     assert!(!status.success(), "{err}");
+    // The launcher names the rank that died and how (Open MPI: "mpirun noticed that process
+    // rank 1 ... exited on signal 9 (Killed)").
+    assert!(err.contains("rank 1") && err.contains("signal 9"), "no word of rank 1's death: {err}");
     assert!(took < Duration::from_secs(60), "{took:?}");
     let c = Checkpoint::from_bytes(before, dir.join("last.safetensors")).expect("the checkpoint is whole");
     assert!(!c.is_empty());

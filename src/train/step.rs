@@ -94,7 +94,6 @@ pub fn train_step(
     rng: &mut Rng,
 ) -> Result<StepOutput> {
     let sharding = Sharding::whole(batch.len());
-    let rngs = vec![rng.clone()];
     let out = train_step_sharded(
         model,
         params,
@@ -104,7 +103,7 @@ pub fn train_step(
         label_smoothing,
         clip_grad,
         &sharding,
-        rngs,
+        std::slice::from_mut(rng),
         &Comm::local(),
         None,
     )?;
@@ -125,7 +124,7 @@ pub fn train_step_sharded(
     label_smoothing: f64,
     clip_grad: Option<f64>,
     sharding: &Sharding,
-    rngs: Vec<Rng>,
+    rngs: &mut [Rng],
     comm: &Comm,
     mut reducer: Option<&mut GradReducer>,
 ) -> Result<StepOutput> {
@@ -145,7 +144,7 @@ pub fn train_step_sharded(
     if let Some(r) = reducer.as_deref_mut() {
         r.begin();
     }
-    for (k, mut rng) in rngs.into_iter().enumerate() {
+    for (k, rng) in rngs.iter_mut().enumerate() {
         let rows = sharding.micro_batch(k);
         let mb = if sharding.count == 1 { batch.clone() } else { batch.rows(rows.clone()) };
         let n = mb.len();
@@ -153,7 +152,7 @@ pub fn train_step_sharded(
         g.set_record_grad_norms(false);
         let p = params.bind(&mut g);
         let x = g.input(Tensor::from_vec(mb.images, &mb.shape));
-        let logits = model.forward(&mut g, &p, x, &mut rng).logits;
+        let logits = model.forward(&mut g, &p, x, rng).logits;
         let loss = match &mb.mix {
             None => g.cross_entropy(logits, &mb.labels, label_smoothing),
             Some(mix) => {

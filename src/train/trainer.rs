@@ -259,7 +259,7 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
                 return Err(interrupted(pos));
             }
             lr = schedule.lr(pos.global_step);
-            let rngs = (sharding.first..sharding.first + sharding.count)
+            let mut rngs: Vec<_> = (sharding.first..sharding.first + sharding.count)
                 .map(|s| derive_rng(cfg.seed, &[STEP_STREAM, pos.global_step, s as u64]))
                 .collect();
             let out = train_step_sharded(
@@ -271,7 +271,7 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
                 cfg.label_smoothing,
                 cfg.clip_grad,
                 &sharding,
-                rngs,
+                &mut rngs,
                 comm,
                 reducer.as_mut(),
             )
