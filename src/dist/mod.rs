@@ -15,8 +15,9 @@
 //! ```
 //!
 //! The engines are existing ones: MPI ([`mpi`], feature `mpi`: Open MPI, started by `mpirun`)
-//! across CPU processes and machines, NCCL (`nccl`, feature `cuda`) across GPUs; [`Local`] is
-//! the world of one process, where every operation is the identity.
+//! across CPU processes and machines; [`Local`] is the world of one process, where every
+//! operation is the identity. NCCL across GPUs (feature `cuda`, one process per GPU) is not
+//! here yet: it is another [`Collective`], for when the ops run on the GPU.
 //!
 //! The training code never calls an engine directly: [`Comm`] runs the engine on a thread of
 //! its own, so an all-reduce of a layer's gradients proceeds while backward computes the layers
@@ -39,7 +40,7 @@ use crate::error::Result;
 /// rank; [`Comm`] is what adds threading and deadlines. An engine need not be `Send`: it is
 /// created on the thread that calls it, and stays there (MPI wants that).
 pub trait Collective {
-    /// The engine's name for messages (`"MPI"`, `"NCCL"`, `"local"`).
+    /// The engine's name for messages (`"MPI"`, `"local"`).
     fn name(&self) -> &'static str;
 
     /// This process's rank, in `0..world_size()`.
