@@ -182,6 +182,10 @@ fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
 }
 
 fn run_mm(s: &Shape, o: &mut Operands) {
+    // SAFETY: every slice passed in starts a whole product's operands (`sa`, `sb`, `sc` elements,
+    // `operands`), and the strides address only the `m x k`, `k x n`, `m x n` elements
+    // inside them; `c` is a distinct `&mut` (one chunk per product), so C aliases neither A nor B
+    // and the parallel products write disjoint memory.
     let one = |a: &[f32], b: &[f32], c: &mut [f32]| unsafe {
         matrixmultiply::sgemm(
             s.m,
@@ -288,6 +292,8 @@ fn fma_peak(isa: Isa, threads: usize) -> f64 {
                 || {
                     (0..threads).into_par_iter().for_each(|t| {
                         let x = black_box(t as f32 * 1e-3);
+                        // SAFETY: the loops only need their ISA, and `isa.available()` was
+                        // checked above (Portable returned early).
                         let r = unsafe {
                             if isa == Isa::Avx512 {
                                 peak::avx512(iters, x)
