@@ -1,6 +1,6 @@
 //! Optimizers, learning-rate schedules and gradient clipping.
 //!
-//! Every optimizer walks a [`ParamStore`](crate::nn::ParamStore) together with the step's
+//! Every optimizer walks a [`ParamStore`] together with the step's
 //! gradients in the same order (as `ParamVars::take_grads` returns them), so no name lookups
 //! happen on the hot path.
 

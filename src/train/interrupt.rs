@@ -3,7 +3,7 @@
 //! The signal only raises a flag. The training loop looks at it between steps (and between
 //! evaluation batches): it finishes the step under way, writes `last.safetensors` at exactly the
 //! position reached, so `--resume` continues bit for bit as if nothing had happened, and returns
-//! [`Error::Interrupted`](crate::Error::Interrupted); `vit` then says how to resume and exits
+//! [`Error::Interrupted`]; `vit` then says how to resume and exits
 //! with 130, the shell's code for "ended by SIGINT". A second signal exits at once (a checkpoint
 //! write under way is atomic, so even that loses nothing but the current epoch's progress).
 

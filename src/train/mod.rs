@@ -1,4 +1,4 @@
-//! Training: the recipe ([`TrainConfig`]), the loop ([`train`]), evaluation ([`evaluate`]) and
+//! Training: the recipe ([`TrainConfig`]), the loop ([`train`]), evaluation ([`evaluate()`]) and
 //! metrics.
 //!
 //! One step, as data flows through the floors of the house:

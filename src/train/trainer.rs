@@ -3,7 +3,7 @@
 //! Every source of randomness is derived from the run's seed and a position — the loader's
 //! shuffle and augmentation from `(seed, epoch, index)`, each step's dropout and stochastic
 //! depth from `(seed, global step)` — so the state a checkpoint needs to continue exactly is
-//! the parameters, the optimizer's moments and the position (see [`super::checkpointing`]).
+//! the parameters, the optimizer's moments and the position (see `train/checkpointing.rs`).
 //!
 //! The order of the writes at the end of an epoch is what makes a kill at any instant lose
 //! nothing: the metrics line first (a resumed run drops lines its checkpoint does not cover),

@@ -10,7 +10,7 @@
 //! The mask is saved, one byte per element: it cannot be recovered from `x` and `y` wherever
 //! `x_i = 0`. In eval mode, or with `p = 0`, dropout is the identity and returns `x` itself.
 //!
-//! The mask is drawn from independent streams, one per fixed [`CHUNK`]-element piece, each seeded
+//! The mask is drawn from independent streams, one per fixed `CHUNK`-element piece, each seeded
 //! from a single draw of the caller's generator. The pieces can then be filled in parallel, and
 //! the mask depends on the caller's seed alone, not on the number of threads; a call advances
 //! the caller's generator by exactly one draw, whatever the tensor's size.

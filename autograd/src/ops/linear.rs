@@ -215,7 +215,7 @@ impl<T: Float> Graph<T> {
     }
 
     /// `gelu(x W^T + b)` in one op that keeps no pre-activation and can recompute its output (so
-    /// a model may release it); see [`LinearGelu`]. A ViT MLP's first layer.
+    /// a model may release it); see `LinearGelu` in this file. A ViT MLP's first layer.
     pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
