@@ -46,25 +46,42 @@ pub trait Float:
     + DivAssign
     + Sum
 {
+    /// The additive identity, 0 (what accumulators and gradients start from).
     const ZERO: Self;
+    /// The multiplicative identity, 1 (the seed gradient dL/dL of backward).
     const ONE: Self;
+    /// The runtime tag of this type, for printing and checkpoint headers.
     const DTYPE: DType;
 
+    /// Rounds an f64 to this type (exact for f64). Constants and hyper-parameters are written
+    /// in f64 and converted once, so both element types see the same value.
     fn from_f64(x: f64) -> Self;
+    /// Widens to f64 (exact for both types): where sums and statistics are accumulated.
     fn to_f64(self) -> f64;
+    /// A count (a dimension, a batch size) as this type, e.g. the `1/n` of a mean.
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
+    /// e^x, the exponential (softmax, GELU's tanh form, AdamW's decay).
     fn exp(self) -> Self;
+    /// ln x, the natural logarithm (log-softmax, cross-entropy).
     fn ln(self) -> Self;
+    /// The square root (LayerNorm's standard deviation, AdamW's denominator).
     fn sqrt(self) -> Self;
+    /// The hyperbolic tangent (GELU's tanh approximation).
     fn tanh(self) -> Self;
+    /// `self` to the power `p`, x^p.
     fn powf(self, p: Self) -> Self;
     /// The error function, from `libm` (fdlibm's rational approximations, about 1 ulp).
     fn erf(self) -> Self;
+    /// |x|, the absolute value.
     fn abs(self) -> Self;
+    /// The larger of `self` and `other` (the running maximum of a stable softmax).
     fn max(self, other: Self) -> Self;
+    /// The smaller of `self` and `other`.
     fn min(self, other: Self) -> Self;
+    /// Whether the value is neither infinite nor NaN (how gradcheck and the trainer detect a
+    /// diverged step).
     fn is_finite(self) -> bool;
 }
 

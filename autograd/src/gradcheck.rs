@@ -29,8 +29,12 @@ use crate::tensor::Tensor;
 /// `|analytic - numeric| <= rtol * max(|analytic|, |numeric|)`.
 #[derive(Clone, Debug)]
 pub struct GradcheckOptions {
+    /// The finite-difference step h of `(f(x + h) - f(x - h)) / 2h`: small enough that the
+    /// O(h^2) truncation error is negligible, large enough that f64 rounding (~1e-16 / h) is too.
     pub eps: f64,
+    /// Relative tolerance, against the larger of the two gradients' magnitudes.
     pub rtol: f64,
+    /// Absolute tolerance, for elements whose gradient is (near) zero.
     pub atol: f64,
     /// Seed of the projection `r`.
     pub seed: u64,
@@ -51,7 +55,9 @@ pub struct GradcheckError {
     pub shape: Vec<usize>,
     /// Multi-index of the worst element.
     pub index: Vec<usize>,
+    /// The op's hand-written backward gradient at that element.
     pub analytic: f64,
+    /// The central finite difference at that element.
     pub numeric: f64,
     /// How many elements of this input failed.
     pub failures: usize,
@@ -80,7 +86,9 @@ impl std::error::Error for GradcheckError {}
 pub struct GradcheckReport {
     /// Number of input elements checked.
     pub checked: usize,
+    /// The largest `|analytic - numeric|` over the checked elements.
     pub max_abs_err: f64,
+    /// The largest `|analytic - numeric| / max(|analytic|, |numeric|)` over the checked elements.
     pub max_rel_err: f64,
 }
 

@@ -119,6 +119,7 @@ impl<T: Float> Graph<T> {
         std::mem::replace(&mut self.grad_enabled, enabled)
     }
 
+    /// Whether new ops are recorded for backward (see [`Graph::set_grad_enabled`]).
     pub fn grad_enabled(&self) -> bool {
         self.grad_enabled
     }
@@ -128,6 +129,7 @@ impl<T: Float> Graph<T> {
         self.training = training;
     }
 
+    /// Whether dropout and stochastic depth are active (see [`Graph::set_training`]).
     pub fn is_training(&self) -> bool {
         self.training
     }
@@ -138,10 +140,12 @@ impl<T: Float> Graph<T> {
         self.record_grad_norms = on;
     }
 
+    /// The number of values on the tape (leaves and op results).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether nothing has been recorded yet.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -230,10 +234,13 @@ impl<T: Float> Graph<T> {
         op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its released output", op.name()))
     }
 
+    /// The shape of `v`'s value (known even after the value itself was released).
     pub fn shape(&self, v: Var) -> &[usize] {
         &self.nodes[v.index()].shape
     }
 
+    /// Whether backward computes a gradient for `v`: it is a parameter, or depends on one
+    /// through recorded ops.
     pub fn requires_grad(&self, v: Var) -> bool {
         self.nodes[v.index()].requires_grad
     }

@@ -15,6 +15,8 @@
 //! assert_eq!(g.grad(x).unwrap().data(), &[2.0, 4.0, 6.0]); // dL/dx = 2x
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod dtype;
 pub mod gradcheck;
 pub mod graph;

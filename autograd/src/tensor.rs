@@ -17,6 +17,7 @@ use crate::rng::Rng;
 /// device slots in here behind the `cuda` feature without changing the ops' signatures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
+    /// Host memory, run on by the SIMD and GEMM kernels of [`crate::kernels`].
     Cpu,
 }
 
@@ -78,20 +79,24 @@ impl<T: Float> Tensor<T> {
         Self::from_vec(data.iter().map(|&x| T::from_f64(x)).collect(), shape)
     }
 
+    /// A 0-dimensional tensor (shape `[]`) holding `x`: what a loss is.
     pub fn scalar(x: T) -> Self {
         Self::from_vec(vec![x], &[])
     }
 
+    /// A tensor of `shape` with every element `value` (its buffer comes from the pool).
     pub fn full(shape: &[usize], value: T) -> Self {
         let mut v = crate::pool::take(numel(shape));
         v.fill(value);
         Self::from_vec(v, shape)
     }
 
+    /// A tensor of `shape` filled with 0 (gradient accumulators, biases).
     pub fn zeros(shape: &[usize]) -> Self {
         Self::full(shape, T::ZERO)
     }
 
+    /// A tensor of `shape` filled with 1 (LayerNorm's initial gain).
     pub fn ones(shape: &[usize]) -> Self {
         Self::full(shape, T::ONE)
     }
@@ -130,10 +135,12 @@ impl<T: Float> Tensor<T> {
         Self::from_fn(shape, |_| T::from_f64(d.sample(rng)))
     }
 
+    /// The size of each axis, outermost first (`[]` for a scalar).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The number of axes (0 for a scalar).
     pub fn ndim(&self) -> usize {
         self.shape.len()
     }
@@ -143,14 +150,17 @@ impl<T: Float> Tensor<T> {
         self.shape[axis]
     }
 
+    /// The number of elements, the product of the shape.
     pub fn numel(&self) -> usize {
         numel(&self.shape)
     }
 
+    /// The element type as a runtime value (`T::DTYPE`).
     pub fn dtype(&self) -> DType {
         T::DTYPE
     }
 
+    /// Where the elements live.
     pub fn device(&self) -> Device {
         match self.storage {
             Storage::Cpu(_) => Device::Cpu,

@@ -21,6 +21,7 @@ use crate::train::metrics::argmax;
 /// What to analyse and where the figures go.
 #[derive(Clone, Debug)]
 pub struct AnalyzeOptions {
+    /// The folder the figures (PNG) and their data (JSON) are written to; created if missing.
     pub out_dir: PathBuf,
     /// PNG images (of the model's input size) for the rollout figures; none: test images.
     pub images: Vec<PathBuf>,

@@ -10,12 +10,15 @@ use crate::nn::{ParamStore, VisionTransformer};
 /// row `i` of head `h` is how query token `i` spreads its attention over the `N` keys.
 #[derive(Clone, Debug)]
 pub struct AttentionMaps {
+    /// Images `B` in the pass.
     pub batch: usize,
+    /// Attention heads `H` per layer.
     pub heads: usize,
     /// Tokens `N` (patches, plus the class token first when the model has one).
     pub tokens: usize,
     /// Tokens before the patches: 1 for a class-token model, 0 for GAP.
     pub prefix: usize,
+    /// One `[B, H, N, N]` softmax output per block, first block first.
     pub layers: Vec<Vec<f32>>,
     /// The logits `[B, classes]` of the same pass.
     pub logits: Vec<f32>,

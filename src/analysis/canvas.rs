@@ -38,7 +38,9 @@ pub fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
 
 /// A white RGB image of `width x height` pixels to draw a figure on.
 pub struct Canvas {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     rgb: Vec<u8>,
 }
@@ -47,6 +49,8 @@ pub struct Canvas {
 pub type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 impl Canvas {
+    /// A blank white canvas. Registers the embedded font with plotters first, so text can be
+    /// drawn without any system font; fails only if that font does not parse.
     pub fn new(width: u32, height: u32) -> Result<Self> {
         register_font()?;
         Ok(Canvas { width, height, rgb: vec![255; width as usize * height as usize * 3] })
@@ -76,8 +80,11 @@ impl Canvas {
 /// A small picture to paste into a figure: `width x height` RGB pixels, row-major.
 #[derive(Clone, Debug)]
 pub struct Raster {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// `width * height` colours, row-major, top row first.
     pub pixels: Vec<RGBColor>,
 }
 

@@ -20,11 +20,17 @@ pub const CURVES_SIZE: (u32, u32) = (1200, 800);
 /// One epoch of a run, as `metrics.jsonl` records it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochPoint {
+    /// The epoch number, counted from 1 (as the plot's x coordinate).
     pub epoch: f64,
+    /// The learning rate of the epoch's last step.
     pub lr: f64,
+    /// Mean training loss over the epoch (augmented batches, dropout on).
     pub train_loss: f64,
+    /// Training top-1 accuracy over the epoch, in `[0, 1]`.
     pub train_acc: f64,
+    /// Mean cross-entropy on the test set, in eval mode (no dropout).
     pub test_loss: f64,
+    /// Fraction of test images classified correctly, in `[0, 1]`.
     pub test_acc: f64,
     /// Training time up to the end of this epoch (the sum of the epochs' durations).
     pub elapsed_seconds: f64,
@@ -33,7 +39,9 @@ pub struct EpochPoint {
 /// A run: its name (for the legend) and its epochs in order.
 #[derive(Clone, Debug)]
 pub struct RunCurves {
+    /// The legend entry: the run folder's name.
     pub name: String,
+    /// Epochs in increasing order, one point each.
     pub epochs: Vec<EpochPoint>,
 }
 

@@ -64,11 +64,13 @@ pub fn mean_distance(attn: &[f32], n: usize, prefix: usize, dist: &[f64]) -> f64
 pub struct DistanceSums {
     /// `[layer][head]` sums of per-image mean distances.
     pub sums: Vec<Vec<f64>>,
+    /// How many images the sums are over (the divisor of the mean).
     pub images: usize,
     dist: Vec<f64>,
 }
 
 impl DistanceSums {
+    /// Zero sums for `config`'s layers and heads, with the patch-centre distances of its grid.
     pub fn new(config: &ViTConfig) -> Self {
         DistanceSums {
             sums: vec![vec![0.0; config.heads]; config.depth],

@@ -12,13 +12,18 @@ use crate::nn::ViTConfig;
 /// it comes from the dataset, and the caption written above it.
 #[derive(Clone, Debug)]
 pub struct ShownImage {
+    /// The file name, or `test image i` for the dataset's image `i`.
     pub name: String,
+    /// `C x H x W` values in `[0, 1]`, before normalisation.
     pub pixels: Vec<f32>,
+    /// The true class, for a dataset image.
     pub label: Option<usize>,
+    /// The text drawn above the image (see [`ShownImage::caption_with`]).
     pub caption: String,
 }
 
 impl ShownImage {
+    /// The image as a `size x size` picture to paste into a figure.
     pub fn raster(&self, chans: usize, size: usize) -> Raster {
         Raster::from_chw(&self.pixels, chans, size, size)
     }

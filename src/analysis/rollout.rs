@@ -89,7 +89,9 @@ pub fn pooling(prefix: usize) -> &'static str {
 /// each over the patch grid.
 #[derive(Clone, Debug)]
 pub struct ImageMaps {
+    /// The pooled row of the rollout `R` over the `N_p` patches, row-major on the grid.
     pub rollout: Vec<f64>,
+    /// Per block, the same pooled row of the head-mean attention `mean_h A_l^h` alone.
     pub layers: Vec<Vec<f64>>,
 }
 

@@ -20,22 +20,31 @@ use super::params::{ParamStore, ParamVars};
 /// qkv projection.
 #[derive(Clone, Debug)]
 pub struct Attention {
+    /// `W_qkv, b_qkv`: `D -> 3D`, the three projections in one product.
     pub qkv: Linear,
+    /// `W_proj, b_proj`: `D -> D`, mixes the concatenated heads.
     pub proj: Linear,
+    /// `H`, the number of heads.
     pub heads: usize,
+    /// `Dh = D / H`, each head's width (the `sqrt(Dh)` of the scaling).
     pub head_dim: usize,
+    /// Dropout rate on the attention probabilities `A_h`.
     pub attn_dropout: f64,
+    /// Dropout rate on the output projection.
     pub proj_dropout: f64,
 }
 
 /// What attention produced: the output tokens and the attention probabilities `[B, H, N, N]`
 /// (a handle on the tape: keeping it costs nothing).
 pub struct AttentionOutput {
+    /// The output tokens `y`, `[B, N, D]`.
     pub y: Var,
+    /// The probabilities `A_h` of every head, `[B, H, N, N]` (before attention dropout).
     pub attn: Var,
 }
 
 impl Attention {
+    /// Registers `{name}.qkv` and `{name}.proj` (timm's names); `dim` must divide into `heads`.
     #[allow(clippy::too_many_arguments)]
     pub fn new<T: Float>(
         store: &mut ParamStore<T>,
@@ -54,6 +63,7 @@ impl Attention {
         Attention { qkv, proj, heads, head_dim: dim / heads, attn_dropout, proj_dropout }
     }
 
+    /// `MSA(x)` for tokens `x: [B, N, D]`, as in the formula above; `rng` draws the dropout masks.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> AttentionOutput {
         let qkv = self.qkv.forward(g, p, x); // [B, N, 3D]
                                              // One fused op per layer: per-head scores, softmax, dropout and the value product, read

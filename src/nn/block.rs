@@ -25,20 +25,28 @@ use super::params::{ParamStore, ParamVars};
 /// keeps only the tensors its backward needs.
 #[derive(Clone, Debug)]
 pub struct Block {
+    /// The LN before attention (eq. 2).
     pub norm1: LayerNorm,
+    /// The MSA of eq. 2.
     pub attn: Attention,
+    /// The LN before the MLP (eq. 3).
     pub norm2: LayerNorm,
+    /// The MLP of eq. 3.
     pub mlp: Mlp,
+    /// This block's stochastic-depth rate (it grows with depth; see [`super::ViTConfig::drop_path`]).
     pub drop_path: f64,
 }
 
 /// A block's output and, if asked for, its attention probabilities `[B, H, N, N]`.
 pub struct BlockOutput {
+    /// The block's output tokens `z_l`, `[B, N, D]`.
     pub z: Var,
+    /// The attention probabilities, when [`Block::forward_ex`] was asked to keep them.
     pub attn: Option<Var>,
 }
 
 impl Block {
+    /// Registers `{name}.norm1`, `.attn`, `.norm2` and `.mlp` (timm's names), shaped by `c`.
     pub fn new<T: Float>(store: &mut ParamStore<T>, name: &str, c: &ViTConfig, drop_path: f64, rng: &mut Rng) -> Self {
         let norm1 = LayerNorm::new(store, &format!("{name}.norm1"), c.dim, c.ln_eps);
         let attn = Attention::new(
@@ -57,6 +65,7 @@ impl Block {
         Block { norm1, attn, norm2, mlp, drop_path }
     }
 
+    /// `z_l` from `z_{l-1}`, eqs. 2 and 3; `rng` draws the dropout and drop-path masks.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, rng: &mut Rng) -> BlockOutput {
         self.forward_ex(g, p, z, rng, false)
     }

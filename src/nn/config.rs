@@ -17,14 +17,19 @@ pub enum Classifier {
 /// Everything that fixes a ViT's shape and regularisation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViTConfig {
+    /// Side `H = W` of the (square) input images, in pixels.
     pub image_size: usize,
+    /// Side `P` of the square patches; must divide `image_size`.
     pub patch_size: usize,
+    /// Channels `C` of the input (1 for Fashion-MNIST, 3 for RGB).
     pub in_chans: usize,
+    /// Output classes of the head.
     pub num_classes: usize,
     /// Width `D`.
     pub dim: usize,
     /// Number of blocks `L`.
     pub depth: usize,
+    /// Attention heads `H` per block; must divide `dim`.
     pub heads: usize,
     /// Hidden width of the MLP (the paper uses `4 D`).
     pub mlp_dim: usize,
@@ -32,6 +37,7 @@ pub struct ViTConfig {
     pub qkv_bias: bool,
     /// Width of the tanh "pre-logits" layer of the pre-training head, if any.
     pub representation_size: Option<usize>,
+    /// How `y` is read off the encoder: the class token or the mean of the patch tokens.
     pub classifier: Classifier,
     /// Dropout after every dense layer but qkv, and after adding `pos_embed`.
     pub dropout: f64,
@@ -39,18 +45,26 @@ pub struct ViTConfig {
     pub attn_dropout: f64,
     /// Stochastic depth: the drop-path rate of the last block (linearly from 0 at the first).
     pub drop_path: f64,
+    /// The GELU form of the MLP: exact (erf, timm's) or the tanh approximation (the Flax code's).
     pub gelu: GeluKind,
+    /// The `eps` of every LayerNorm (1e-6 in ViT, not PyTorch's default 1e-5).
     pub ln_eps: f64,
+    /// The initialisation scheme.
     pub init: Init,
 }
 
 /// The paper's named sizes (Table 1) plus ViT-Ti from DeiT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
+    /// ViT-Ti (DeiT): D = 192, 12 blocks, 3 heads.
     Tiny,
+    /// ViT-S (DeiT, timm): D = 384, 12 blocks, 6 heads.
     Small,
+    /// ViT-B: D = 768, 12 blocks, 12 heads.
     Base,
+    /// ViT-L: D = 1024, 24 blocks, 16 heads.
     Large,
+    /// ViT-H: D = 1280, 32 blocks, 16 heads.
     Huge,
 }
 
@@ -66,6 +80,7 @@ impl Variant {
         }
     }
 
+    /// A variant from its short or long name (`ti`/`tiny`, `s`, `b`, `l`, `h`, any case).
     pub fn parse(s: &str) -> Result<Variant> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "ti" | "tiny" => Variant::Tiny,
@@ -104,18 +119,23 @@ impl ViTConfig {
         }
     }
 
+    /// [`Variant::Tiny`] (see [`ViTConfig::variant`]).
     pub fn tiny(patch_size: usize, image_size: usize) -> Self {
         Self::variant(Variant::Tiny, patch_size, image_size)
     }
+    /// [`Variant::Small`] (see [`ViTConfig::variant`]).
     pub fn small(patch_size: usize, image_size: usize) -> Self {
         Self::variant(Variant::Small, patch_size, image_size)
     }
+    /// [`Variant::Base`] (see [`ViTConfig::variant`]).
     pub fn base(patch_size: usize, image_size: usize) -> Self {
         Self::variant(Variant::Base, patch_size, image_size)
     }
+    /// [`Variant::Large`] (see [`ViTConfig::variant`]).
     pub fn large(patch_size: usize, image_size: usize) -> Self {
         Self::variant(Variant::Large, patch_size, image_size)
     }
+    /// [`Variant::Huge`] (see [`ViTConfig::variant`]).
     pub fn huge(patch_size: usize, image_size: usize) -> Self {
         Self::variant(Variant::Huge, patch_size, image_size)
     }
@@ -135,6 +155,7 @@ impl ViTConfig {
         self.num_patches() + self.num_prefix_tokens()
     }
 
+    /// Tokens before the patches: 1 (the class token) or 0 (GAP).
     pub fn num_prefix_tokens(&self) -> usize {
         match self.classifier {
             Classifier::Token => 1,

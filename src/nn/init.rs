@@ -17,8 +17,10 @@ use autograd::{Float, Rng, Tensor};
 /// Which initialisation scheme a model is built with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Init {
+    /// timm's `init_weights_vit_timm` (see the module notes).
     #[default]
     Timm,
+    /// The paper's Flax code (see the module notes).
     Jax,
 }
 

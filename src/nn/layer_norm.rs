@@ -9,9 +9,13 @@ use super::params::{ParamId, ParamStore, ParamVars};
 /// so backward needs no second pass over the statistics. ViT uses `eps = 1e-6`.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
+    /// The per-feature gain `weight`, `[D]`.
     pub weight: ParamId,
+    /// The per-feature shift `bias`, `[D]`.
     pub bias: ParamId,
+    /// `D`, the width normalised over.
     pub dim: usize,
+    /// Added to the variance so that a constant row does not divide by zero.
     pub eps: f64,
 }
 
@@ -23,10 +27,12 @@ impl LayerNorm {
         LayerNorm { weight, bias, dim, eps }
     }
 
+    /// `LN(x)` over the last axis of `x: [..., D]`.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
         g.layer_norm(x, p.get(self.weight), p.get(self.bias), self.eps)
     }
 
+    /// Parameters of a LayerNorm of width `dim`: gain and shift, `2 D`.
     pub fn num_params(dim: usize) -> usize {
         2 * dim
     }

@@ -12,9 +12,13 @@ use super::params::{ParamId, ParamStore, ParamVars};
 /// Gradients (from the ops): `dx = g W`, `dW = g^T x` summed over all leading axes, `db = sum g`.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// `W`, `[out, in]`.
     pub weight: ParamId,
+    /// `b`, `[out]`, if the layer has one.
     pub bias: Option<ParamId>,
+    /// Input width `in`.
     pub in_features: usize,
+    /// Output width `out`.
     pub out_features: usize,
 }
 
@@ -35,10 +39,12 @@ impl Linear {
         Linear { weight, bias, in_features, out_features }
     }
 
+    /// `x W^T + b` for `x: [..., in]`, giving `[..., out]`.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
         g.linear(x, p.get(self.weight), self.bias.map(|b| p.get(b)))
     }
 
+    /// Parameters of such a layer: `in * out` weights plus `out` biases if `bias`.
     pub fn num_params(in_features: usize, out_features: usize, bias: bool) -> usize {
         in_features * out_features + if bias { out_features } else { 0 }
     }

@@ -10,13 +10,18 @@ use super::params::{ParamStore, ParamVars};
 /// `y = dropout(fc2(dropout(GELU(fc1(x)))))`, hidden width `mlp_dim` (4 D in the paper).
 #[derive(Clone, Debug)]
 pub struct Mlp {
+    /// The expansion `D -> mlp_dim`.
     pub fc1: Linear,
+    /// The projection back `mlp_dim -> D`.
     pub fc2: Linear,
+    /// Exact (erf) or tanh-approximated GELU.
     pub gelu: GeluKind,
+    /// Dropout rate after the GELU and after `fc2`.
     pub dropout: f64,
 }
 
 impl Mlp {
+    /// Registers `{name}.fc1` and `{name}.fc2` (timm's names), initialised per `init`.
     #[allow(clippy::too_many_arguments)]
     pub fn new<T: Float>(
         store: &mut ParamStore<T>,
@@ -37,6 +42,7 @@ impl Mlp {
         Mlp { fc1, fc2, gelu, dropout }
     }
 
+    /// `MLP(x)` for `x: [..., D]`, as in the formula above; `rng` draws the dropout masks.
     pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
         let h = self.hidden(g, p, x, rng);
         let y = self.fc2.forward(g, p, h);

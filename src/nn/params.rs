@@ -16,6 +16,7 @@ use autograd::{Float, Graph, Tensor, Var};
 pub struct ParamId(usize);
 
 impl ParamId {
+    /// The parameter's position in its store (creation order, the order of gradients).
     pub fn index(self) -> usize {
         self.0
     }
@@ -26,6 +27,7 @@ impl ParamId {
 pub struct Param<T: Float> {
     /// timm's name, e.g. `blocks.0.attn.qkv.weight`.
     pub name: String,
+    /// The current value, updated in place by the optimizer.
     pub value: Tensor<T>,
     /// Whether AdamW's decoupled weight decay applies. Off for biases, norms, `pos_embed` and
     /// `cls_token`, as in timm and the paper's code: decaying them only fights the data.
@@ -45,6 +47,7 @@ impl<T: Float> Default for ParamStore<T> {
 }
 
 impl<T: Float> ParamStore<T> {
+    /// An empty store; modules' constructors fill it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,10 +60,12 @@ impl<T: Float> ParamStore<T> {
         ParamId(self.params.len() - 1)
     }
 
+    /// The parameter `id` refers to.
     pub fn get(&self, id: ParamId) -> &Param<T> {
         &self.params[id.0]
     }
 
+    /// The parameter `id` refers to, to change (e.g. a custom initialisation or a loaded value).
     pub fn get_mut(&mut self, id: ParamId) -> &mut Param<T> {
         &mut self.params[id.0]
     }
@@ -70,18 +75,22 @@ impl<T: Float> ParamStore<T> {
         self.params.iter().position(|p| p.name == name).map(ParamId)
     }
 
+    /// Every parameter, in creation order.
     pub fn iter(&self) -> impl Iterator<Item = &Param<T>> {
         self.params.iter()
     }
 
+    /// Every parameter, in creation order, to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Param<T>> {
         self.params.iter_mut()
     }
 
+    /// The number of parameter tensors (not of scalars: see [`ParamStore::num_elements`]).
     pub fn len(&self) -> usize {
         self.params.len()
     }
 
+    /// Whether no parameter was registered.
     pub fn is_empty(&self) -> bool {
         self.params.is_empty()
     }
@@ -127,6 +136,7 @@ impl ParamVars {
         self.vars[id.0]
     }
 
+    /// Every parameter's tape handle, in store order (the inputs of a gradcheck).
     pub fn vars(&self) -> &[Var] {
         &self.vars
     }

@@ -18,14 +18,21 @@ use super::params::{ParamId, ParamStore, ParamVars};
 /// vector `(c, py, px)` exactly as the convolution's weight is laid out.
 #[derive(Clone, Debug)]
 pub struct PatchEmbed {
+    /// `E`, stored `[D, C, P, P]`.
     pub weight: ParamId,
+    /// `b`, `[D]`.
     pub bias: ParamId,
+    /// Patch side `P`.
     pub patch_size: usize,
+    /// Image channels `C`.
     pub in_chans: usize,
+    /// Token width `D`.
     pub dim: usize,
 }
 
 impl PatchEmbed {
+    /// Registers `{name}.proj.weight` and `{name}.proj.bias` (timm's names, from its
+    /// convolution), initialised per `init`.
     pub fn new<T: Float>(
         store: &mut ParamStore<T>,
         name: &str,

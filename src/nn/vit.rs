@@ -26,13 +26,21 @@ use crate::error::Result;
 /// Dropout (rate `dropout`) follows the addition of `E_pos`, and every dense layer but qkv.
 #[derive(Clone, Debug)]
 pub struct VisionTransformer {
+    /// The configuration the model was built from.
     pub config: ViTConfig,
+    /// `E` of eq. 1: patches to tokens.
     pub patch_embed: PatchEmbed,
+    /// `x_class`, `[1, 1, D]`; absent for a GAP model.
     pub cls_token: Option<ParamId>,
+    /// `E_pos`, `[1, N, D]` (class token included), learned.
     pub pos_embed: ParamId,
+    /// The `L` encoder blocks, eqs. 2-3.
     pub blocks: Vec<Block>,
+    /// The final LN of eq. 4.
     pub norm: LayerNorm,
+    /// The tanh pre-logits layer of a pre-training head, if `representation_size` is set.
     pub pre_logits: Option<Linear>,
+    /// The classification head: `y` (or the pre-logits) to class scores.
     pub head: Linear,
 }
 
@@ -40,7 +48,9 @@ pub struct VisionTransformer {
 /// ([`VisionTransformer::forward_with_attention`]), every block's attention probabilities
 /// `[B, H, N, N]`; otherwise `attn` is empty.
 pub struct ViTOutput {
+    /// Class scores `[B, classes]`, before softmax.
     pub logits: Var,
+    /// One `[B, H, N, N]` per block, first block first, or empty.
     pub attn: Vec<Var>,
 }
 

@@ -19,9 +19,13 @@ use crate::nn::ParamStore;
 /// the gradient, where Adam's per-coordinate scaling would distort it.
 #[derive(Clone, Debug)]
 pub struct AdamW {
+    /// `b1`, the decay rate of the first moment `m` (the running mean of the gradient).
     pub beta1: f64,
+    /// `b2`, the decay rate of the second moment `v` (the running mean of its square).
     pub beta2: f64,
+    /// Added to the denominator so that coordinates with `v ~ 0` take bounded steps.
     pub eps: f64,
+    /// `wd`, the decoupled decay rate, applied to parameters whose `weight_decay` flag is set.
     pub weight_decay: f64,
     /// Number of steps taken (`t` above after the next step is `step + 1`).
     pub step: u64,

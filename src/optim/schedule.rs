@@ -3,8 +3,11 @@
 /// The shape of the decay after warmup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decay {
+    /// Half a cosine from `base_lr` down to `min_lr` (the paper's fine-tuning schedule).
     Cosine,
+    /// A straight line from `base_lr` down to `min_lr` (the paper's pre-training schedule).
     Linear,
+    /// `base_lr` throughout, after warmup.
     Constant,
 }
 
@@ -21,14 +24,20 @@ pub enum Decay {
 /// steps, not none.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LrSchedule {
+    /// The peak rate `base`, reached at the end of warmup.
     pub base_lr: f64,
+    /// The floor `min` the decay ends at.
     pub min_lr: f64,
+    /// Steps of linear warmup.
     pub warmup_steps: u64,
+    /// Steps of the whole run, warmup included; the rate stays at `min` past them.
     pub total_steps: u64,
+    /// The shape `f` of the decay after warmup.
     pub decay: Decay,
 }
 
 impl LrSchedule {
+    /// The rate of step `step` (counted from 0), by the formula above.
     pub fn lr(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
             return self.base_lr * (step + 1) as f64 / self.warmup_steps as f64;

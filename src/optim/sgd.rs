@@ -14,14 +14,19 @@ use crate::nn::ParamStore;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Sgd {
+    /// `mu`, the momentum coefficient (0: plain SGD).
     pub momentum: f64,
+    /// `wd`, the L2 coefficient, applied to parameters whose `weight_decay` flag is set.
     pub weight_decay: f64,
+    /// Nesterov's variant: step along the look-ahead `d + mu * b` instead of `b`.
     pub nesterov: bool,
+    /// Number of steps taken (0 means the next step initialises the buffers `b`).
     pub step: u64,
     buf: Vec<Tensor<f32>>,
 }
 
 impl Sgd {
+    /// Zero momentum buffers for every parameter of `params`.
     pub fn new(params: &ParamStore<f32>, momentum: f64, weight_decay: f64, nesterov: bool) -> Self {
         let buf = params.iter().map(|p| Tensor::zeros(p.value.shape())).collect();
         Sgd { momentum, weight_decay, nesterov, step: 0, buf }

@@ -32,9 +32,13 @@ use crate::tensor::Tensor;
 /// Zero padding on each side of an image, in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Padding {
+    /// Rows of zeros above the image.
     pub top: usize,
+    /// Rows of zeros below it (SAME padding puts the odd row here).
     pub bottom: usize,
+    /// Columns of zeros left of the image.
     pub left: usize,
+    /// Columns of zeros right of it (SAME padding puts the odd column here).
     pub right: usize,
 }
 
