@@ -107,6 +107,7 @@ impl CachingAllocator {
         Self::release(&mut s, driver);
     }
 
+    /// A snapshot of the counters: bytes in use and reserved, their peaks, and driver calls.
     pub fn stats(&self) -> MemoryStats {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).stats
     }

@@ -13,10 +13,15 @@ use super::gpu::Gpu;
 /// A strided matrix view on the device: element `(i, j)` at `ptr + (i rs + j cs) * size`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat {
+    /// Device address of element `(0, 0)`.
     pub ptr: DevicePtr,
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Row stride, in elements.
     pub rs: i64,
+    /// Column stride, in elements.
     pub cs: i64,
 }
 
@@ -55,9 +60,13 @@ fn as_op(m: &Mat) -> Option<(bool, i64)> {
 /// Per-batch element strides of a strided-batched product.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch {
+    /// Number of products.
     pub count: usize,
+    /// Elements from one product's A to the next.
     pub a: i64,
+    /// Elements from one product's B to the next.
     pub b: i64,
+    /// Elements from one product's C to the next.
     pub c: i64,
 }
 
@@ -69,12 +78,19 @@ impl Batch {
 /// `C_i = alpha A_i B_i + beta C_i` for `i < batch.count`, on strided views.
 #[derive(Clone, Copy, Debug)]
 pub struct Product {
+    /// Element type of A, B and C.
     pub ty: GemmType,
+    /// Scale of the product `A B`.
     pub alpha: f64,
+    /// Left factor, `m x k`.
     pub a: Mat,
+    /// Right factor, `k x n`.
     pub b: Mat,
+    /// Scale of C's old value (0: C is only written).
     pub beta: f64,
+    /// Output, `m x n`.
     pub c: Mat,
+    /// How many products, and the strides between them.
     pub batch: Batch,
 }
 

@@ -24,10 +24,15 @@ pub const MAX_RANK: usize = 8;
 pub enum Arg {
     /// A device pointer (`const T*` / `T*`); 0 stands for a null pointer.
     Ptr(DevicePtr),
+    /// A `long long`.
     I64(i64),
+    /// An `int`.
     I32(i32),
+    /// An `unsigned long long` (e.g. a dropout seed).
     U64(u64),
+    /// A `float`.
     F32(f32),
+    /// A `double`.
     F64(f64),
     /// A `Dims` struct (`long long d[8]`): a shape or strides, padded with leading entries.
     Dims([i64; MAX_RANK]),
@@ -51,8 +56,11 @@ impl Arg {
 /// Grid and block sizes of a launch, and its dynamic shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// Blocks per grid, `(x, y, z)`.
     pub grid: (u32, u32, u32),
+    /// Threads per block, `(x, y, z)`.
     pub block: (u32, u32, u32),
+    /// Dynamic shared memory per block, in bytes.
     pub shared_bytes: u32,
 }
 
@@ -66,7 +74,9 @@ impl LaunchConfig {
 /// Element type of a GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmType {
+    /// `cublasSgemmStridedBatched`.
     F32,
+    /// `cublasDgemmStridedBatched`.
     F64,
 }
 
@@ -82,23 +92,41 @@ pub enum GemmType {
 /// this definition, so the mapping is tested without a GPU.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmCall {
+    /// Element type (which cuBLAS function).
     pub ty: GemmType,
+    /// `op(A) = A^T`.
     pub trans_a: bool,
+    /// `op(B) = B^T`.
     pub trans_b: bool,
+    /// Rows of `op(A)` and C.
     pub m: i32,
+    /// Columns of `op(B)` and C.
     pub n: i32,
+    /// Columns of `op(A)`, rows of `op(B)`.
     pub k: i32,
+    /// Scale of the product.
     pub alpha: f64,
+    /// Device address of `A_0`.
     pub a: DevicePtr,
+    /// Leading dimension of A.
     pub lda: i32,
+    /// Elements from `A_i` to `A_{i+1}`.
     pub stride_a: i64,
+    /// Device address of `B_0`.
     pub b: DevicePtr,
+    /// Leading dimension of B.
     pub ldb: i32,
+    /// Elements from `B_i` to `B_{i+1}`.
     pub stride_b: i64,
+    /// Scale of C's old value.
     pub beta: f64,
+    /// Device address of `C_0`.
     pub c: DevicePtr,
+    /// Leading dimension of C.
     pub ldc: i32,
+    /// Elements from `C_i` to `C_{i+1}`.
     pub stride_c: i64,
+    /// Number of products.
     pub batch: i32,
 }
 

@@ -59,6 +59,7 @@ impl Gpu {
         self.tf32.store(on, Ordering::Relaxed);
     }
 
+    /// Whether f32 products may use TF32 (see [`Gpu::set_tf32`]).
     pub fn tf32(&self) -> bool {
         self.tf32.load(Ordering::Relaxed)
     }
@@ -154,14 +155,17 @@ impl<T> std::fmt::Debug for DeviceBuffer<T> {
 }
 
 impl<T: Copy> DeviceBuffer<T> {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the buffer holds no element.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Size in bytes, `len * size_of::<T>()`.
     pub fn bytes(&self) -> usize {
         self.len * std::mem::size_of::<T>()
     }
@@ -177,6 +181,7 @@ impl<T: Copy> DeviceBuffer<T> {
         self.ptr + (i * std::mem::size_of::<T>()) as u64
     }
 
+    /// The device (context and allocator) the buffer lives on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }

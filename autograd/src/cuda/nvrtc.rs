@@ -38,7 +38,9 @@ const MISSING: &str = "NVRTC (libnvrtc.so) not found: install the CUDA toolkit o
 /// A compiled kernel family: NUL-terminated PTX and the compiler's log (warnings; empty for a
 /// clean compile).
 pub struct Compiled {
+    /// The PTX text, NUL-terminated as `cuModuleLoadData` wants it.
     pub ptx: Vec<u8>,
+    /// NVRTC's program log.
     pub log: String,
 }
 

@@ -18,9 +18,13 @@ use crate::dtype::Float;
 /// The geometry of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct Heads {
+    /// Batch size `B`.
     pub b: usize,
+    /// Tokens `N`.
     pub n: usize,
+    /// Heads `H`.
     pub heads: usize,
+    /// Head width `Dh`.
     pub dh: usize,
 }
 
@@ -159,7 +163,7 @@ pub fn attention_backward<T: Float>(
     let dp = gpu.alloc::<T>(p.len());
     let (sq, so, ss) = (d.stride_qkv(), d.stride_out(), d.stride_scores());
     for h in 0..d.heads {
-        // SAFETY (all products): views inside their buffers (shapes above); each output buffer
+        // SAFETY: for all the products: views inside their buffers (shapes above); each output buffer
         // (dp, dqkv) is distinct from its operands.
         unsafe {
             // dPd = dO v^T   (N x Dh @ Dh x N)

@@ -20,10 +20,15 @@ pub(crate) fn gemm_type<T: Float>() -> GemmType {
 /// A view into a buffer: element offset `offset`, then `(rows, cols, rs, cs)` in elements.
 #[derive(Clone, Copy, Debug)]
 pub struct View {
+    /// Element `(0, 0)`'s index in the buffer.
     pub offset: usize,
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Row stride, in elements.
     pub rs: i64,
+    /// Column stride, in elements.
     pub cs: i64,
 }
 
@@ -84,8 +89,11 @@ fn product<T: Float>(x: &DeviceBuffer<T>, w: &DeviceBuffer<T>, rows: usize, k: u
 /// The residual part of a fused Linear: `y = r + s_i (x W^T + b)`, `s_i = scale[row /
 /// rows_per_sample]` (or 1).
 pub struct Residual<'a, T> {
+    /// The residual stream `r`, `[rows, n]`.
     pub r: &'a DeviceBuffer<T>,
+    /// Per-sample scale `s` (stochastic depth's kept/dropped factor), or none for 1.
     pub scale: Option<&'a DeviceBuffer<T>>,
+    /// Rows of one sample (its tokens): row `i` uses `scale[i / rows_per_sample]`.
     pub rows_per_sample: usize,
 }
 
