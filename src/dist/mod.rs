@@ -14,7 +14,7 @@
 //!     abort               bring every rank down now (a rank failed or hung)
 //! ```
 //!
-//! The engines are existing ones: MPI ([`mpi`], feature `mpi`: Open MPI, started by `mpirun`)
+//! The engines are existing ones: MPI (module `mpi`, feature `mpi`: Open MPI, started by `mpirun`)
 //! across CPU processes and machines; [`Local`] is the world of one process, where every
 //! operation is the identity. NCCL across GPUs (feature `cuda`, one process per GPU) is not
 //! here yet: it is another [`Collective`], for when the ops run on the GPU.
