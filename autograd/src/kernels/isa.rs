@@ -2,11 +2,12 @@
 //!
 //! One binary serves every x86-64 machine: the best of AVX-512F, AVX2+FMA and the portable
 //! fallback is detected with `is_x86_feature_detected!` (no `-C target-cpu=native` needed). On
-//! aarch64 the portable kernels are NEON code, since `wide`'s vectors compile to NEON there.
+//! aarch64 the kernels are written with NEON intrinsics (NEON is part of the aarch64 baseline,
+//! so it is always there); every other target runs the portable kernels.
 //!
 //! The choice can be forced, process-wide, with the environment variable `AUTOGRAD_ISA`
-//! (`avx512`, `avx2`, `portable`; read once, ignored if that ISA is not available), and per call
-//! through the `*_with(isa, ..)` entry points, which is how the tests cover every path.
+//! (`avx512`, `avx2`, `neon`, `portable`; read once, ignored if that ISA is not available), and
+//! per call through the `*_with(isa, ..)` entry points, which is how the tests cover every path.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,13 +20,15 @@ pub enum Isa {
     Avx512,
     /// x86-64 AVX2 with FMA: 8-lane vectors, 16 vector registers.
     Avx2Fma,
+    /// aarch64 Advanced SIMD (NEON): 4-lane vectors, 32 vector registers, FMA.
+    Neon,
     /// `wide`'s portable 8-lane vectors: SSE2 on x86-64, NEON on aarch64, scalar elsewhere.
     Portable,
 }
 
 impl Isa {
     /// Every ISA, best first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
+    pub const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2Fma, Isa::Neon, Isa::Portable];
 
     /// Whether this machine can run kernels compiled for `self`.
     pub fn available(self) -> bool {
@@ -36,6 +39,10 @@ impl Isa {
             Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx512 | Isa::Avx2Fma => false,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon => false,
             Isa::Portable => true,
         }
     }
@@ -58,7 +65,8 @@ impl Isa {
         match ACTIVE.load(Ordering::Relaxed) {
             1 => Isa::Avx512,
             2 => Isa::Avx2Fma,
-            3 => Isa::Portable,
+            3 => Isa::Neon,
+            4 => Isa::Portable,
             _ => {
                 let isa = std::env::var("AUTOGRAD_ISA")
                     .ok()
@@ -68,7 +76,8 @@ impl Isa {
                 let code = match isa {
                     Isa::Avx512 => 1,
                     Isa::Avx2Fma => 2,
-                    Isa::Portable => 3,
+                    Isa::Neon => 3,
+                    Isa::Portable => 4,
                 };
                 ACTIVE.store(code, Ordering::Relaxed);
                 isa
@@ -76,11 +85,12 @@ impl Isa {
         }
     }
 
-    /// A short lower-case name: `avx512`, `avx2`, `portable`.
+    /// A short lower-case name: `avx512`, `avx2`, `neon`, `portable`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
             Isa::Avx2Fma => "avx2",
+            Isa::Neon => "neon",
             Isa::Portable => "portable",
         }
     }
@@ -98,8 +108,9 @@ impl FromStr for Isa {
         match s.trim().to_ascii_lowercase().as_str() {
             "avx512" | "avx512f" | "avx-512" => Ok(Isa::Avx512),
             "avx2" | "avx2fma" | "avx2+fma" | "fma" => Ok(Isa::Avx2Fma),
-            "portable" | "neon" | "fallback" | "generic" => Ok(Isa::Portable),
-            other => Err(format!("unknown ISA {other:?}: expected avx512, avx2 or portable")),
+            "neon" | "asimd" => Ok(Isa::Neon),
+            "portable" | "fallback" | "generic" => Ok(Isa::Portable),
+            other => Err(format!("unknown ISA {other:?}: expected avx512, avx2, neon or portable")),
         }
     }
 }

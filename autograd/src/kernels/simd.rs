@@ -1,7 +1,8 @@
 //! A small vector abstraction that every kernel is written against once.
 //!
-//! [`Simd`] is implemented three times: [`Avx512`] (`__m512`, 16 lanes), [`Avx2`] (`__m256`, 8
-//! lanes, FMA) and [`Portable`] (`wide::f32x8`, which is SSE2 on x86-64 and NEON on aarch64).
+//! [`Simd`] is implemented four times: [`Avx512`] (`__m512`, 16 lanes) and [`Avx2`] (`__m256`, 8
+//! lanes, FMA) on x86-64, `Neon` (`float32x4_t`, 4 lanes, in `simd/neon.rs`) on aarch64, and
+//! [`Portable`] (`wide::f32x8`, whatever the target's baseline offers) everywhere.
 //! Kernels are generic `#[inline(always)]` functions over `S: Simd`; an ISA's entry point is a
 //! small `#[target_feature]` function that calls the generic body, into which the body, its
 //! closures (themselves `#[inline(always)]`) and the intrinsics are all inlined, so the whole
@@ -10,7 +11,8 @@
 //! line, compiled without the features, and then every intrinsic becomes a call.)
 //!
 //! Every method is `unsafe`: the x86 ones require their ISA (the caller checked it with
-//! `is_x86_feature_detected!`), and the loads and stores take raw pointers.
+//! `is_x86_feature_detected!`), and the loads and stores take raw pointers. The x86 impls and
+//! their `#[target_feature]` entry points compile only on x86-64, the NEON ones only on aarch64.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -81,6 +83,11 @@ pub(crate) trait Simd: Copy + 'static {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use neon::Neon;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -4,12 +4,12 @@
 //!
 //! Each kernel is written once over the `Simd` vector abstraction (`kernels/simd.rs`)
 //! (`imp.rs`, with the transcendental functions and their measured accuracy in `math.rs`) and
-//! instantiated for AVX-512F, AVX2+FMA and the portable `wide` vectors; [`Rows`] picks one
-//! (by default [`Isa::active`]). Work is split over rayon threads by the one row driver
-//! ([`crate::kernels::parallel`]): whole rows (or, for the element-wise kernels, runs of 64
-//! elements) in blocks that depend on the width only, so small tensors stay on the calling
-//! thread and the reductions (layer norm's parameter gradients, [`Rows::sum_rows`]) give the
-//! same bits on any number of threads.
+//! instantiated for AVX-512F and AVX2+FMA (x86-64), NEON (aarch64) and the portable `wide`
+//! vectors (everywhere); [`Rows`] picks one (by default [`Isa::active`]). Work is split over
+//! rayon threads by the one row driver ([`crate::kernels::parallel`]): whole rows (or, for the
+//! element-wise kernels, runs of 64 elements) in blocks that depend on the width only, so small
+//! tensors stay on the calling thread and the reductions (layer norm's parameter gradients,
+//! [`Rows::sum_rows`]) give the same bits on any number of threads.
 //!
 //! The math of each kernel is in its doc comment; shapes are `rows x n`, row-major, with `n`
 //! passed explicitly and `rows = x.len() / n`.
@@ -127,11 +127,19 @@ macro_rules! dispatchers {
                     unsafe fn avx2($($arg: $ty),*) {
                         imp::$name::<crate::kernels::simd::Avx2>($($arg),*)
                     }
+                    #[cfg(target_arch = "aarch64")]
+                    #[target_feature(enable = "neon")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn neon($($arg: $ty),*) {
+                        imp::$name::<crate::kernels::simd::Neon>($($arg),*)
+                    }
                     match isa {
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx512 => avx512($($arg),*),
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma => avx2($($arg),*),
+                        #[cfg(target_arch = "aarch64")]
+                        Isa::Neon => neon($($arg),*),
                         _ => imp::$name::<crate::kernels::simd::Portable>($($arg),*),
                     }
                 }
