@@ -12,6 +12,7 @@
 //! | [`isa`] | which instruction set runs, detected at run time |
 //! | `send_ptr` | the one raw pointer parallel tasks may share |
 
+pub mod caches;
 pub mod gemm;
 pub mod isa;
 pub mod mat;

@@ -1,9 +1,10 @@
 //! ISA dispatch: what each instruction set provides ([`GemmArch`]), the macro that builds one
 //! from a [`Simd`] type and its blocking, and the one `match` from an [`Isa`] to it.
 //!
-//! Adding an ISA (NEON, say) takes: a variant of [`Isa`] with its run-time detection
-//! (`kernels/isa.rs`), a [`Simd`] implementation (`kernels/simd.rs`), a file like `avx2.rs`
-//! holding one [`gemm_arch!`] invocation, and one arm in [`on_arch!`] below.
+//! Adding an ISA takes: a variant of [`Isa`] with its run-time detection (`kernels/isa.rs`), a
+//! [`Simd`] implementation (`kernels/simd.rs`), a file like `avx2.rs` holding one [`gemm_arch!`]
+//! invocation, and one arm in [`on_arch!`] below. An ISA with a microkernel of its own shape
+//! (NEON's FMAs by vector lane, `neon.rs`) implements [`GemmArch`] by hand in its file instead.
 
 use super::buffers::Buffers;
 use super::kernel::KernelFn;
@@ -11,6 +12,18 @@ use super::Gemm;
 use crate::kernels::simd::Simd;
 #[allow(unused_imports)]
 use crate::kernels::Isa;
+
+/// The cache blocking of one ISA: constants tuned per ISA, or derived from the cache sizes the
+/// OS reports (NEON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CacheBlocking {
+    /// The largest depth block.
+    pub(crate) kc: usize,
+    /// Budget for one packed B block (`kc x nc` floats), sized for L2.
+    pub(crate) b_block_bytes: usize,
+    /// Budget for one packed A block (whole micro-panels), sized for L2 next to the B block.
+    pub(crate) a_block_bytes: usize,
+}
 
 /// One ISA's blocking parameters and kernels.
 pub(crate) trait GemmArch {
@@ -20,19 +33,18 @@ pub(crate) trait GemmArch {
     const NR: usize;
     /// The tallest tile; the kernel exists for every `MR` in `1..=MR_MAX`.
     const MR_MAX: usize;
-    /// The largest depth block.
-    const KC: usize;
-    /// Row stride of a rows-layout A micro-panel (`KC` plus one cache line, so rows spread over
-    /// cache sets).
+    /// Whether A is packed k-major whatever its strides (the kernel reads A by vector lanes),
+    /// instead of in the layout that makes packing a copy.
+    const A_KMAJOR_ALWAYS: bool = false;
+    /// Row stride of a rows-layout A micro-panel (the largest `kc` plus one cache line, so rows
+    /// spread over cache sets).
     const KCP: usize;
-    /// Budget for one packed B block (`kc x nc` floats), sized for L2.
-    const B_BLOCK_BYTES: usize;
-    /// Budget for one packed A block (whole micro-panels), sized for L2 next to the B block.
-    const A_BLOCK_BYTES: usize;
+    /// Depth and block sizes.
+    fn cache_blocking() -> CacheBlocking;
     /// The microkernel for `mr` rows, `nv` vectors, A layout.
     fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn;
-    /// The dot-product kernel for the narrowest B edges, rows-layout A.
-    fn dot_kernel(mr: usize) -> KernelFn;
+    /// The dot-product kernel for the narrowest B edges, rows-layout A, if the ISA has one.
+    fn dot_kernel(mr: usize) -> Option<KernelFn>;
     /// [`super::loops::block`] compiled for this ISA: a `#[target_feature]` function into
     /// which the generic loops, the packing and the vector intrinsics are all inlined.
     ///
@@ -51,7 +63,7 @@ macro_rules! gemm_arch {
         mr: $($m:literal)*
     ) => {
         use $crate::kernels::gemm::buffers::Buffers;
-        use $crate::kernels::gemm::dispatch::GemmArch;
+        use $crate::kernels::gemm::dispatch::{CacheBlocking, GemmArch};
         use $crate::kernels::gemm::kernel::{dot_kernel, dot_table, kernel, kernel_table, KernelFn, Tile};
         use $crate::kernels::gemm::Gemm;
 
@@ -84,17 +96,18 @@ macro_rules! gemm_arch {
             type S = $S;
             const NR: usize = NR;
             const MR_MAX: usize = [$($m),*].len();
-            const KC: usize = KC;
             const KCP: usize = KCP;
-            const B_BLOCK_BYTES: usize = $bb;
-            const A_BLOCK_BYTES: usize = $ab;
+
+            fn cache_blocking() -> CacheBlocking {
+                CacheBlocking { kc: KC, b_block_bytes: $bb, a_block_bytes: $ab }
+            }
 
             fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
                 kernel_table!(k, mr, nv, kmajor; $($m)*)
             }
 
-            fn dot_kernel(mr: usize) -> KernelFn {
-                dot_table!(d, mr; $($m)*)
+            fn dot_kernel(mr: usize) -> Option<KernelFn> {
+                Some(dot_table!(d, mr; $($m)*))
             }
 
             unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
@@ -119,6 +132,11 @@ macro_rules! on_arch {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {
                 type $G = super::avx2::Arch;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                type $G = super::neon::Arch;
                 $body
             }
             _ => {

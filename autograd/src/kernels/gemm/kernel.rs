@@ -57,17 +57,7 @@ pub(crate) unsafe fn kernel<
 >(
     t: &Tile,
 ) {
-    // Start fetching the C tile now: it is needed only after the k loop, and a row-major C is
-    // often not in cache when several depth blocks pass over it.
-    for i in 0..MR {
-        if i < t.mr {
-            let row = t.c.offset(i as isize * t.rsc);
-            S::prefetch(row);
-            if t.csc == 1 && t.nr > 16 {
-                S::prefetch(row.add(t.nr - 1));
-            }
-        }
-    }
+    prefetch_c::<S, MR>(t);
     let mut acc = [[S::zero(); NV]; MR];
     let mut a = t.a;
     let mut b = t.b;
@@ -88,6 +78,21 @@ pub(crate) unsafe fn kernel<
     store_tile::<S, MR, NV>(&acc, t);
 }
 
+/// Starts fetching the C tile: it is needed only after the k loop, and a row-major C is often
+/// not in cache when several depth blocks pass over it.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_c<S: Simd, const MR: usize>(t: &Tile) {
+    for i in 0..MR {
+        if i < t.mr {
+            let row = t.c.offset(i as isize * t.rsc);
+            S::prefetch(row);
+            if t.csc == 1 && t.nr > 16 {
+                S::prefetch(row.add(t.nr - 1));
+            }
+        }
+    }
+}
+
 /// `C = alpha * acc + beta * C` on the tile's existing `mr x nr` elements; C is not read when
 /// `beta == 0`.
 ///
@@ -97,7 +102,7 @@ pub(crate) unsafe fn kernel<
 /// and other C layouts first spill `acc` to a stack tile, then store from there.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: &[[S::V; NV]; MR], t: &Tile) {
+pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: &[[S::V; NV]; MR], t: &Tile) {
     let alpha = S::splat(t.alpha);
     if t.csc == 1 && t.mr == MR && t.nr == NV * S::LANES {
         if t.beta == 0.0 {

@@ -14,18 +14,22 @@
 
 use super::buffers::Buffers;
 use super::dispatch::GemmArch;
-use super::kernel::{self, Tile};
+use super::kernel::{self, KernelFn, Tile};
 use super::mr::choose_mr;
 use super::pack;
 use super::prefetch::Prefetch;
 use super::Gemm;
 use crate::kernels::simd::Simd;
 
+/// The widest tile of any ISA, in vectors (`NR / LANES`: 2 on x86, 3 for NEON's 12 columns).
+const MAX_NV: usize = 3;
+
 /// The block sizes of one product, worked out once before its loops.
 pub(crate) struct Blocking {
     /// Tile height.
     pub(crate) mr: usize,
-    /// Whether A is packed k-major (A is not row-contiguous) rather than row by row.
+    /// Whether A is packed k-major (A is not row-contiguous, or the ISA always wants it so)
+    /// rather than row by row.
     pub(crate) kmajor: bool,
     /// Floats per packed A micro-panel.
     pub(crate) panel: usize,
@@ -41,18 +45,19 @@ impl Blocking {
     fn of<G: GemmArch>(g: &Gemm) -> Blocking {
         let (m, n, k, nr) = (g.m, g.n, g.k, G::NR);
         let mr = choose_mr::<G>(m);
-        let kmajor = g.a.cs != 1;
+        let kmajor = G::A_KMAJOR_ALWAYS || g.a.cs != 1;
+        let cache = G::cache_blocking();
         // Depth blocks of equal size (`K = 576` runs as 2 x 288, not 384 + 192); B blocks
         // within the L2 budget; A blocks of whole micro-panels within theirs.
-        let kc_max = k.div_ceil(k.div_ceil(G::KC));
-        let nc_cap = (G::B_BLOCK_BYTES / (4 * kc_max) / nr * nr).max(nr);
+        let kc_max = k.div_ceil(k.div_ceil(cache.kc));
+        let nc_cap = (cache.b_block_bytes / (4 * kc_max) / nr * nr).max(nr);
         let nc_max = n.div_ceil(n.div_ceil(nc_cap)).next_multiple_of(nr);
         // A k-major panel ends in a vector's worth of padding for the packing's full-width stores.
         let panel = if kmajor { (kc_max * mr).next_multiple_of(16) + 16 } else { mr * G::KCP };
-        let mc_cap = (G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
+        let mc_cap = (cache.a_block_bytes / (4 * panel)).max(1) * mr;
         // A short A (a weight gradient's M = 192..768) is packed once per depth block and reused
         // for every B block, with a larger budget (it then shares L2 only with the B block).
-        let a_once = m <= (2 * G::A_BLOCK_BYTES / (4 * panel)).max(1) * mr;
+        let a_once = m <= (2 * cache.a_block_bytes / (4 * panel)).max(1) * mr;
         let mc_max = if a_once { m.next_multiple_of(mr) } else { m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr) };
         Blocking { mr, kmajor, panel, kc_max, nc_max, mc_max, a_once }
     }
@@ -83,11 +88,13 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
     let lanes = <G::S as Simd>::LANES;
     let bl = Blocking::of::<G>(g);
     let mr = bl.mr;
-    let kernels = [G::kernel(mr, 1, bl.kmajor), G::kernel(mr, 2, bl.kmajor)];
+    // One kernel per tile width in vectors (an edge tile uses fewer).
+    let nv_max = nr / lanes;
+    debug_assert!(nr.is_multiple_of(lanes) && nv_max <= MAX_NV);
+    let kernels: [KernelFn; MAX_NV] = std::array::from_fn(|v| G::kernel(mr, (v + 1).min(nv_max), bl.kmajor));
     // A B edge of at most DOT_NR columns runs as dot products (rows-layout A only).
-    let dot = (!bl.kmajor).then(|| G::dot_kernel(mr));
+    let dot = if bl.kmajor { None } else { G::dot_kernel(mr) };
     let dot_edge = if dot.is_some() { kernel::DOT_NR } else { 0 };
-    debug_assert_eq!(nr, 2 * lanes);
     let bbuf = bufs.b.get(bl.kc_max * bl.nc_max);
     let abuf = bufs.a.get(bl.mc_max / mr * bl.panel);
 

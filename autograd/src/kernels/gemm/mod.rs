@@ -19,6 +19,7 @@
 //! | `pack.rs` | packing A and B blocks into the layouts the microkernel reads |
 //! | `kernel.rs` | the register-blocked microkernel, written once over `Simd` |
 //! | `avx512.rs`, `avx2.rs`, `portable.rs` | one ISA's blocking and kernel instantiation each |
+//! | `neon.rs` | aarch64: its own 8 x 12 microkernel (FMAs by vector lane) and cache-derived blocking |
 //! | `timing.rs` | opt-in accounting of GEMM time for benchmarks |
 //!
 //! * `KC` is split evenly (`K = 576` runs as 2 x 288, not 384 + 192); `MR` is chosen per product
@@ -36,12 +37,14 @@
 //!
 //! # Microkernels and dispatch
 //!
-//! One generic kernel (`kernel.rs`) is instantiated per ISA: AVX-512F 14 x 32 (`avx512.rs`),
-//! AVX2+FMA 6 x 16 (`avx2.rs`) and `wide` 6 x 16 (`portable.rs`, which is also the aarch64 NEON
-//! path). Each ISA compiles the whole blocked loop inside one `#[target_feature]` function, so
-//! packing uses the ISA's vectors too. The ISA is [`Isa::active`] (detected at run time,
-//! overridable with `AUTOGRAD_ISA`) or forced per call with [`sgemm_with`]; the normal path pays
-//! one relaxed atomic load for it.
+//! One generic kernel (`kernel.rs`) is instantiated per x86 ISA: AVX-512F 14 x 32 (`avx512.rs`),
+//! AVX2+FMA 6 x 16 (`avx2.rs`), and `wide` 6 x 16 (`portable.rs`, the path of every target
+//! without its own kernel). aarch64 has its own 8 x 12 NEON kernel (`neon.rs`), which multiplies
+//! by A values in vector lanes and so always packs A k-major. Each ISA compiles the whole blocked
+//! loop inside one `#[target_feature]` function, so packing uses the ISA's vectors too; the
+//! x86-only and aarch64-only files compile only on their architecture. The ISA is
+//! [`Isa::active`] (detected at run time, overridable with `AUTOGRAD_ISA`) or forced per call
+//! with [`sgemm_with`]; the normal path pays one relaxed atomic load for it.
 //!
 //! # Threads
 //!
@@ -53,6 +56,7 @@
 //!
 //! f64 products (gradient checks: exact, not fast) go to `matrixmultiply`.
 
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -61,6 +65,8 @@ mod dispatch;
 pub(crate) mod kernel;
 mod loops;
 mod mr;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod pack;
 mod portable;
 mod prefetch;

@@ -8,6 +8,9 @@
 //!   - rows (`csa == 1`): `A[i, k]` at `i*KCP + k`;
 //!   - k-major (otherwise): `A[i, k]` at `k*MR + i`.
 //!
+//!   An ISA whose kernel reads A by vector lanes (NEON) takes the k-major layout always, and a
+//!   row-major A is then transposed while packing.
+//!
 //!   A whole block of micro-panels (`MC x kc`, sized for L2) is packed at once, reading A in its
 //!   own contiguous direction so the hardware prefetchers see long streams.
 //!
@@ -143,9 +146,11 @@ pub(super) unsafe fn pack_a_rows<S: Simd>(
 }
 
 /// Packs the `mc x kc` block of A (any strides) into k-major micro-panels of `mr` rows, each
-/// `panel` floats apart (`kc * mr` used, the last panel zero-padded); `mr` must be below the
-/// vector width, and `panel` at least `kc * mr + LANES`.
-/// A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
+/// `panel` floats apart (`kc * mr` used, the last panel zero-padded), `panel` at least
+/// `kc * mr + LANES`.
+/// * A column-contiguous A (`rsa == 1`) is read one contiguous run of `mc` floats per depth.
+/// * A row-contiguous A (`csa == 1`, only for ISAs that always pack k-major) is transposed in
+///   `LANES x LANES` tiles in registers, the ragged rows and depths element by element.
 #[inline(always)]
 pub(super) unsafe fn pack_a_kmajor<S: Simd>(
     panel: usize,
@@ -153,17 +158,46 @@ pub(super) unsafe fn pack_a_kmajor<S: Simd>(
     (a, rsa, csa): (*const f32, isize, isize),
     dst: *mut f32,
 ) {
-    debug_assert!(mr < S::LANES);
     let panels = mc.div_ceil(mr);
+    let l = S::LANES;
     if rsa == 1 {
         for k in 0..kc {
             let src = a.offset(k as isize * csa);
             for p in 0..panels {
                 let rows = mr.min(mc - p * mr);
-                // A full-width store: the lanes past `mr` (zeros) spill into the next depth's
-                // slot, rewritten right after, or past the panel's end, into its padding.
-                let v = S::load_partial(src.add(p * mr), rows);
-                S::store(dst.add(p * panel + k * mr), v);
+                let d = dst.add(p * panel + k * mr);
+                if mr < l {
+                    // A full-width store: the lanes past `mr` (zeros) spill into the next
+                    // depth's slot, rewritten right after, or past the panel's end, into its
+                    // padding.
+                    S::store(d, S::load_partial(src.add(p * mr), rows));
+                } else {
+                    copy::<S>(src.add(p * mr), d, rows);
+                    zero::<S>(d.add(rows), mr - rows);
+                }
+            }
+        }
+    } else if csa == 1 {
+        let kf = kc / l * l;
+        for p in 0..panels {
+            let rows = mr.min(mc - p * mr);
+            let (src, d) = (a.offset((p * mr) as isize * rsa), dst.add(p * panel));
+            let rf = rows / l * l;
+            for i in (0..rf).step_by(l) {
+                let s = src.offset(i as isize * rsa);
+                for k in (0..kf).step_by(l) {
+                    S::transpose(s.add(k), rsa, d.add(k * mr + i), mr);
+                }
+                for k in kf..kc {
+                    for r in 0..l {
+                        *d.add(k * mr + i + r) = *s.offset(r as isize * rsa + k as isize);
+                    }
+                }
+            }
+            for k in 0..kc {
+                for i in rf..mr {
+                    *d.add(k * mr + i) = if i < rows { *src.offset(i as isize * rsa + k as isize) } else { 0.0 };
+                }
             }
         }
     } else {

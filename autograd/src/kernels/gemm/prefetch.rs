@@ -37,7 +37,8 @@ impl Prefetch {
     pub(crate) fn a_block(g: &Gemm, bl: &Blocking, ic: usize, pc: usize) -> Prefetch {
         let (mc, kc) = (bl.mc_max.min(g.m - ic), bl.kc_max.min(g.k - pc));
         let p = g.a.at(ic, pc);
-        if !bl.kmajor {
+        // A's own layout, not the packed one (NEON packs a row-major A k-major too).
+        if g.a.cs == 1 {
             Prefetch::new(p, mc, g.a.rs, kc)
         } else if g.a.rs == 1 {
             Prefetch::new(p, kc, g.a.cs, mc)

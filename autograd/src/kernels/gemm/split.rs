@@ -42,6 +42,7 @@ pub(crate) fn plan<G: GemmArch>(g: &Gemm, threads: usize) -> Split {
     let mr = choose_mr::<G>(g.m);
     let (mp, np) = (g.m.div_ceil(mr), g.n.div_ceil(G::NR));
     let flops_per_cycle = 4.0 * <G::S as Simd>::LANES as f64;
+    let b_block_bytes = G::cache_blocking().b_block_bytes as f64;
     // Cycles per packed element: a copy is cheap, a transpose or gather is not.
     let cost_a = if g.a.cs == 1 || g.a.rs == 1 { 0.15 } else { 1.0 };
     let cost_b = if g.b.cs == 1 { 0.1 } else { 0.6 };
@@ -56,7 +57,7 @@ pub(crate) fn plan<G: GemmArch>(g: &Gemm, threads: usize) -> Split {
             let cols = (np.div_ceil(tn) * G::NR).min(g.n) as f64;
             let depth = g.k.div_ceil(tk) as f64;
             let compute = 2.0 * rows * cols * depth / flops_per_cycle;
-            let n_blocks = (cols * depth * 4.0 / G::B_BLOCK_BYTES as f64).ceil().max(1.0);
+            let n_blocks = (cols * depth * 4.0 / b_block_bytes).ceil().max(1.0);
             let packing = rows * depth * n_blocks * cost_a + depth * cols * cost_b;
             let reduce = if tk > 1 { g.m as f64 * g.n as f64 * (tk as f64) * 0.5 / tasks as f64 } else { 0.0 };
             let cost = compute + packing + reduce;
