@@ -73,7 +73,7 @@ impl Run {
 /// The `vit` binary with one worker thread (deterministic and light on a shared machine) and
 /// without any download override inherited from the caller's environment.
 fn vit() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vit"));
+    let mut cmd = common::vit_binary();
     cmd.env_remove(URL_ENV).env_remove(MD5_ENV).env_remove("RAYON_NUM_THREADS").arg("--threads").arg("1");
     cmd
 }

@@ -9,15 +9,14 @@ use vit::nn::{
     VisionTransformer,
 };
 
+mod common;
+
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let cases = common::cases(64);
     // A fixed seed (overridable with PROPTEST_RNG_SEED) makes every run, CI's included, draw the
     // same cases, so a failure reproduces; raise PROPTEST_CASES to explore further.
     let seed = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
-    ProptestConfig {
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        ..ProptestConfig::with_cases(cases.max(64))
-    }
+    ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(seed), ..ProptestConfig::with_cases(cases) }
 }
 
 /// Randomises every parameter (so e.g. LayerNorm's unit weights and zero biases are not a

@@ -11,9 +11,10 @@ use autograd::kernels::gemm::{sgemm, sgemm_with, MIN_TASK_FLOPS};
 use autograd::kernels::{Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
+mod common;
+
 fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96u32);
-    ProptestConfig::with_cases(cases.max(64))
+    ProptestConfig::with_cases(common::cases(96))
 }
 
 /// How a matrix sits in its buffer.

@@ -7,9 +7,10 @@ use autograd::kernels::rows::{AdamW, GeluKind, Rows};
 use autograd::kernels::Isa;
 use proptest::prelude::*;
 
+mod common;
+
 fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64u32);
-    ProptestConfig::with_cases(cases.max(64))
+    ProptestConfig::with_cases(common::cases(64))
 }
 
 fn isas() -> Vec<Rows> {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vit::data::Dataset;
@@ -55,4 +56,36 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Whether this test runs under an emulator: the aarch64 cargo runner (`.cargo/config.toml`)
+/// sets `VIT_EMULATOR` to the command that runs an aarch64 binary on this machine.
+pub fn emulator() -> Option<String> {
+    std::env::var("VIT_EMULATOR").ok().filter(|e| !e.trim().is_empty())
+}
+
+/// Proptest cases per property: `default`, raised by `PROPTEST_CASES`, never lowered below it,
+/// except under emulation (every case runs tens of times slower): a quarter, never fewer than 16.
+pub fn cases(default: u32) -> u32 {
+    let asked = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(default);
+    if emulator().is_some() {
+        (asked / 4).max(16)
+    } else {
+        asked
+    }
+}
+
+/// The `vit` binary as a command; under emulation, run through the emulator (the kernel of an
+/// x86-64 host cannot exec an aarch64 binary by itself).
+pub fn vit_binary() -> Command {
+    let exe = env!("CARGO_BIN_EXE_vit");
+    match emulator() {
+        Some(emu) => {
+            let mut words = emu.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap_or_default());
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
 }

@@ -5,16 +5,26 @@
 use autograd::{gradcheck, GradcheckOptions, Graph, Tensor, Var};
 use proptest::prelude::*;
 
-/// Cases per property: at least 64 everywhere (CI included); `PROPTEST_CASES` raises it.
+/// Cases per property: `default` (64 for most properties), raised by `PROPTEST_CASES`, never
+/// lowered below it, except under emulation: the aarch64 cargo runner (`.cargo/config.toml`) sets
+/// `VIT_EMULATOR`, every case then runs tens of times slower, and a quarter of the cases (never
+/// fewer than 16) is what keeps `.ci/run` within its time.
+pub fn cases(default: u32) -> u32 {
+    let asked = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(default);
+    if std::env::var_os("VIT_EMULATOR").is_some() {
+        (asked / 4).max(16)
+    } else {
+        asked
+    }
+}
+
+/// The op tests' proptest configuration: [`cases`]`(64)`, a fixed seed.
 pub fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let cases = cases(64);
     // A fixed seed (overridable with PROPTEST_RNG_SEED) makes every run, CI's included, draw the
     // same cases, so a failure reproduces; raise PROPTEST_CASES to explore further.
     let seed = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
-    ProptestConfig {
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        ..ProptestConfig::with_cases(cases.max(64))
-    }
+    ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(seed), ..ProptestConfig::with_cases(cases) }
 }
 
 /// A dimension size: biased towards the edge sizes 1, 2 and small primes.
