@@ -277,44 +277,66 @@ mod peak {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod peak {
+    use core::arch::aarch64::*;
+    pub const CHAINS: usize = 12;
+
+    /// `iters` rounds of 12 independent 4-lane FMAs.
+    pub unsafe fn neon(iters: usize, x: f32) -> f32 {
+        let mut acc = [vdupq_n_f32(x); CHAINS];
+        let (m, a) = (vdupq_n_f32(0.999_999), vdupq_n_f32(1e-7));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = vfmaq_f32(a, *v, m);
+            }
+        }
+        let mut s = vdupq_n_f32(0.0);
+        for v in acc {
+            s = vaddq_f32(s, v);
+        }
+        vaddvq_f32(s)
+    }
+}
+
+/// `iters` rounds of an FMA loop, returning a value that depends on every round.
+type PeakLoop = unsafe fn(usize, f32) -> f32;
+
+/// The FMA loop for `isa` and the flops of one of its rounds, where this program has one.
+fn peak_loop(isa: Isa) -> Option<(PeakLoop, usize)> {
+    if !isa.available() {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some((peak::avx512, 2 * 16 * peak::CHAINS)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => Some((peak::avx2, 2 * 8 * peak::CHAINS)),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Some((peak::neon, 2 * 4 * peak::CHAINS)),
+        _ => None,
+    }
+}
+
 /// Measured FMA peak in GFLOP/s for `threads` threads running the loop at once (median of runs).
 fn fma_peak(isa: Isa, threads: usize) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !isa.available() || isa == Isa::Portable {
-            return f64::NAN;
-        }
-        let lanes = if isa == Isa::Avx512 { 16 } else { 8 };
-        let iters = 20_000_000usize;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let secs = pool.install(|| {
-            time(
-                || {
-                    (0..threads).into_par_iter().for_each(|t| {
-                        let x = black_box(t as f32 * 1e-3);
-                        // SAFETY: the loops only need their ISA, and `isa.available()` was
-                        // checked above (Portable returned early).
-                        let r = unsafe {
-                            if isa == Isa::Avx512 {
-                                peak::avx512(iters, x)
-                            } else {
-                                peak::avx2(iters, x)
-                            }
-                        };
-                        black_box(r);
-                    })
-                },
-                Duration::from_millis(300),
-                5,
-            )
-        });
-        (threads * iters * peak::CHAINS * lanes * 2) as f64 / secs / 1e9
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (isa, threads);
-        f64::NAN
-    }
+    let Some((kernel, round_flops)) = peak_loop(isa) else { return f64::NAN };
+    let iters = 20_000_000usize;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let secs = pool.install(|| {
+        time(
+            || {
+                (0..threads).into_par_iter().for_each(|t| {
+                    let x = black_box(t as f32 * 1e-3);
+                    // SAFETY: `peak_loop` only returns a loop whose ISA is available.
+                    black_box(unsafe { kernel(iters, x) });
+                })
+            },
+            Duration::from_millis(300),
+            5,
+        )
+    });
+    (threads * iters * round_flops) as f64 / secs / 1e9
 }
 
 fn gflops(s: &Shape, secs: f64) -> f64 {
@@ -376,19 +398,22 @@ fn main() {
         .collect();
 
     let best = Isa::detect();
-    let peak512 = [fma_peak(Isa::Avx512, 1), fma_peak(Isa::Avx512, 2)];
-    let peak2 = [fma_peak(Isa::Avx2Fma, 1), fma_peak(Isa::Avx2Fma, 2)];
-    let peak_of = |isa: Isa, t: usize| if isa == Isa::Avx512 { peak512[t - 1] } else { peak2[t - 1] };
+    let peaks: Vec<(Isa, [f64; 2])> = Isa::all_available()
+        .into_iter()
+        .filter(|&i| peak_loop(i).is_some())
+        .map(|i| (i, [fma_peak(i, 1), fma_peak(i, 2)]))
+        .collect();
+    let peak_of = |isa: Isa, t: usize| peaks.iter().find(|p| p.0 == isa).map_or(f64::NAN, |p| p.1[t - 1]);
     println!("# GEMM benchmark (f32, GFLOP/s, median of timed runs)");
     println!();
     println!(
-        "machine: {} cores visible, ISA detected: {best}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "machine: {} cores visible, ISA detected: {best}; caches reported by the OS: {:?}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        autograd::kernels::caches::CacheSizes::detect()
     );
-    println!(
-        "measured FMA peak: AVX-512 {:.0} (1 thread) / {:.0} (2 threads); AVX2 {:.0} / {:.0}",
-        peak512[0], peak512[1], peak2[0], peak2[1]
-    );
+    let peak_line: Vec<String> =
+        peaks.iter().map(|(i, p)| format!("{i} {:.0} (1 thread) / {:.0} (2 threads)", p[0], p[1])).collect();
+    println!("measured FMA peak: {}", peak_line.join("; "));
     println!();
     println!("| product (M x K x N) | threads | ours | % of peak | matrixmultiply | ours / mm |");
     println!("|---|---|---|---|---|---|");
@@ -418,15 +443,15 @@ fn main() {
     let forced: Vec<Shape> =
         shapes(quick).into_iter().filter(|s| s.name == "square" && s.m == 1024 || s.name.starts_with("qkv")).collect();
     for isa in [Isa::Avx2Fma, Isa::Portable] {
-        if !isa.available() {
+        if !isa.available() || isa == best {
             continue;
         }
         for s in &forced {
             let mut o = operands(s);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
             let g = gflops(s, pool.install(|| time(|| run_ours(isa, s, &mut o), bud, min_runs.min(3))));
-            let pct =
-                if isa == Isa::Portable { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak_of(isa, 1)) };
+            let peak = peak_of(isa, 1);
+            let pct = if peak.is_nan() { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak) };
             println!("| {isa}: {} | 1 | {g:.0} | {pct} |", s.label());
         }
     }
