@@ -355,6 +355,18 @@ fn default_entry_point_is_the_active_isa() {
     eprintln!("ISAs tested on this machine: {:?} (active: {isa})", Isa::all_available());
 }
 
+/// Each architecture runs its own kernels: NEON is detected (and, unless `AUTOGRAD_ISA` forces
+/// another, active) on aarch64 and nowhere else, so the aarch64 runs under emulation test the
+/// NEON GEMM and row kernels rather than silently falling back to the portable ones.
+#[test]
+fn neon_is_the_aarch64_isa() {
+    assert_eq!(Isa::Neon.available(), cfg!(target_arch = "aarch64"));
+    assert_eq!(Isa::all_available().contains(&Isa::Neon), cfg!(target_arch = "aarch64"));
+    if cfg!(target_arch = "aarch64") && std::env::var_os("AUTOGRAD_ISA").is_none() {
+        assert_eq!(Isa::active(), Isa::Neon);
+    }
+}
+
 /// The f32 matmul op (which runs its batches through one batched `sgemm`) agrees with the f64 op
 /// (one product at a time) in forward and in both gradients: batched attention-like products
 /// with either operand transposed, and a shared 2-D B.
