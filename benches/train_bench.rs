@@ -41,7 +41,7 @@ use std::time::Instant;
 use autograd::kernels::gemm::timing;
 use autograd::{Graph, Rng, Tensor};
 use vit::data::Batch;
-use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
+use vit::nn::{Ctx, Module, ParamStore, ViTConfig, VisionTransformer};
 use vit::optim::{clip_grad_norm, AdamW, Optimizer};
 use vit::train::{predict_logits, train_step};
 
@@ -357,7 +357,7 @@ fn breakdown_train(
         g.set_record_grad_norms(false);
         let p = params.bind(&mut g);
         let x = g.input(Tensor::from_vec(b.images, &b.shape));
-        let logits = model.forward(&mut g, &p, x, &mut rng).logits;
+        let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut rng));
         let loss = g.cross_entropy(logits, &b.labels, 0.0);
         std::hint::black_box(g.value(loss).item());
         fwd.push(ms(t0));

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use autograd::{Graph, Rng, Tensor};
 use vit::checkpoint::{self, Checkpoint, LoadOptions};
-use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
+use vit::nn::{Ctx, Module, ParamStore, ViTConfig, VisionTransformer};
 
 struct Args {
     checkpoint: Option<String>,
@@ -98,8 +98,8 @@ fn main() {
         let mut g = Graph::inference();
         let vars = store.bind(&mut g);
         let x = g.input(images.clone());
-        let out = model.forward(&mut g, &vars, x, &mut Rng::seed(0));
-        logits = Some(g.value(out.logits).clone());
+        let out = model.forward(&mut g, &vars, x, &mut Ctx::new(&mut Rng::seed(0)));
+        logits = Some(g.value(out).clone());
         times.push(start.elapsed().as_secs_f64());
     }
     let logits = logits.expect("at least one run");

@@ -12,7 +12,7 @@ use vit::checkpoint::{
     self, config_from_json, config_to_json, infer_config, interpolate_grid, Checkpoint, Dtype, Interpolation,
     LoadOptions, CONFIG_KEY,
 };
-use vit::nn::{Classifier, Init, ParamStore, ViTConfig, VisionTransformer};
+use vit::nn::{Classifier, Ctx, Init, Module, ParamStore, ViTConfig, VisionTransformer};
 use vit::Error;
 
 /// A scratch directory for one test, emptied first.
@@ -548,9 +548,9 @@ fn loading_at_a_new_image_size_interpolates_pos_embed() {
         let mut g = Graph::inference();
         let vars = target.bind(&mut g);
         let x = g.input(Tensor::randn(&[2, 3, 16, 16], 0.0, 1.0, &mut Rng::seed(1)));
-        let out = model.forward(&mut g, &vars, x, &mut Rng::seed(2));
-        assert_eq!(g.shape(out.logits), [2, 5]);
-        assert!(g.value(out.logits).data().iter().all(|v| v.is_finite()));
+        let logits = model.forward(&mut g, &vars, x, &mut Ctx::new(&mut Rng::seed(2)));
+        assert_eq!(g.shape(logits), [2, 5]);
+        assert!(g.value(logits).data().iter().all(|v| v.is_finite()));
     }
 
     // Another width cannot be interpolated.

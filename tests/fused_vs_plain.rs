@@ -5,7 +5,7 @@
 
 use autograd::ops::gelu::GeluKind;
 use autograd::{Graph, Rng, Tensor, Var};
-use vit::nn::{ParamVars, ViTConfig, VisionTransformer};
+use vit::nn::{Ctx, Module, ParamVars, ViTConfig, VisionTransformer};
 
 /// `x W^T + b` from `matmul_t` and a broadcasting `add`.
 fn linear(g: &mut Graph<f32>, p: &ParamVars, store: &vit::nn::ParamStore, name: &str, x: Var) -> Var {
@@ -81,7 +81,7 @@ fn a_fused_step_equals_the_plain_step() {
         let p = store.bind(&mut g);
         let x = g.input(images.clone());
         let logits = if fused {
-            model.forward(&mut g, &p, x, &mut Rng::seed(0)).logits
+            model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(0)))
         } else {
             plain_forward(&mut g, &p, &store, &c, x)
         };

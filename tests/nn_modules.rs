@@ -5,8 +5,8 @@ use autograd::ops::gelu::GeluKind;
 use autograd::{gradcheck, GradcheckOptions, Graph, Rng, Tensor, Var};
 use proptest::prelude::*;
 use vit::nn::{
-    Attention, Block, Classifier, Init, LayerNorm, Linear, Mlp, ParamStore, ParamVars, PatchEmbed, ViTConfig,
-    VisionTransformer,
+    Attention, Block, Classifier, Ctx, Init, LayerNorm, Linear, Mlp, Module, ParamStore, ParamVars, PatchEmbed,
+    ViTConfig, VisionTransformer,
 };
 
 mod common;
@@ -29,24 +29,37 @@ fn randomised(store: &mut ParamStore<f64>, seed: u64) -> Vec<Tensor<f64>> {
     store.iter().map(|p| p.value.clone()).collect()
 }
 
-/// Gradchecks `forward(g, params, input)` over all parameters and the input.
-fn check_module(
-    mut store: ParamStore<f64>,
+/// Gradchecks `module.forward` over all parameters and the input, on the fused path and on the
+/// plain one. Randomness comes from a freshly seeded `Rng::seed(rng_seed)` on every evaluation,
+/// so dropout masks are the same in each.
+fn check_module(mut store: ParamStore<f64>, input: Tensor<f64>, seed: u64, module: &impl Module, rng_seed: u64) {
+    check_with(&mut store, input, seed, |g, p, x, fused| {
+        let mut rng = Rng::seed(rng_seed);
+        let mut cx = if fused { Ctx::new(&mut rng) } else { Ctx::plain(&mut rng) };
+        module.forward(g, p, x, &mut cx)
+    });
+}
+
+/// [`check_module`] for any forward: `forward(g, params, input, fused)`.
+fn check_with(
+    store: &mut ParamStore<f64>,
     input: Tensor<f64>,
     seed: u64,
-    forward: impl Fn(&mut Graph<f64>, &ParamVars, Var) -> Var,
+    forward: impl Fn(&mut Graph<f64>, &ParamVars, Var, bool) -> Var,
 ) {
-    let mut inputs = randomised(&mut store, seed);
+    let mut inputs = randomised(store, seed);
     let n = inputs.len();
     inputs.push(input);
-    let r = gradcheck(
-        |g, v| forward(g, &ParamVars::from_vars(v[..n].to_vec()), v[n]),
-        &inputs,
-        &GradcheckOptions::default(),
-    );
-    if let Err(e) = r {
-        let name = if e.input < n { store.iter().nth(e.input).unwrap().name.clone() } else { "the input".into() };
-        panic!("{name}: {e}");
+    for fused in [true, false] {
+        let r = gradcheck(
+            |g, v| forward(g, &ParamVars::from_vars(v[..n].to_vec()), v[n], fused),
+            &inputs,
+            &GradcheckOptions::default(),
+        );
+        if let Err(e) = r {
+            let name = if e.input < n { store.iter().nth(e.input).unwrap().name.clone() } else { "the input".into() };
+            panic!("{} path, {name}: {e}", if fused { "fused" } else { "plain" });
+        }
     }
 }
 
@@ -65,28 +78,28 @@ proptest! {
     fn linear(b in 1usize..4, n in 1usize..4, i in 1usize..6, o in 1usize..6, bias: bool, seed: u64) {
         let mut store = ParamStore::new();
         let l = Linear::new(&mut store, "fc", i, o, bias, Init::Timm, &mut Rng::seed(seed));
-        check_module(store, input(&[b, n, i], seed), seed, |g, p, x| l.forward(g, p, x));
+        check_module(store, input(&[b, n, i], seed), seed, &l, 1);
     }
 
     #[test]
     fn layer_norm(rows in 1usize..5, d in 1usize..8, seed: u64) {
         let mut store = ParamStore::new();
         let ln = LayerNorm::new(&mut store, "norm", d, 1e-6);
-        check_module(store, input(&[rows, d], seed), seed, |g, p, x| ln.forward(g, p, x));
+        check_module(store, input(&[rows, d], seed), seed, &ln, 1);
     }
 
     #[test]
     fn attention(b in 1usize..3, n in 1usize..5, heads in 1usize..3, dh in 1usize..4, qkv_bias: bool, seed: u64) {
         let mut store = ParamStore::new();
         let a = Attention::new(&mut store, "attn", heads * dh, heads, qkv_bias, 0.0, 0.0, Init::Timm, &mut Rng::seed(seed));
-        check_module(store, input(&[b, n, heads * dh], seed), seed, |g, p, x| a.forward(g, p, x, &mut Rng::seed(1)).y);
+        check_module(store, input(&[b, n, heads * dh], seed), seed, &a, 1);
     }
 
     #[test]
     fn mlp(b in 1usize..3, n in 1usize..4, d in 1usize..5, hidden in 1usize..7, kind in gelu_kind(), seed: u64) {
         let mut store = ParamStore::new();
         let m = Mlp::new(&mut store, "mlp", d, hidden, kind, 0.0, Init::Timm, &mut Rng::seed(seed));
-        check_module(store, input(&[b, n, d], seed), seed, |g, p, x| m.forward(g, p, x, &mut Rng::seed(1)));
+        check_module(store, input(&[b, n, d], seed), seed, &m, 1);
     }
 
     #[test]
@@ -97,8 +110,7 @@ proptest! {
         let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, dropout: 0.2, attn_dropout: 0.3, ..ViTConfig::tiny(1, 1) };
         let mut store = ParamStore::new();
         let blk = Block::new(&mut store, "blocks.0", &c, 0.25, &mut Rng::seed(seed));
-        // The masks come from a freshly seeded RNG on every evaluation, so they are the same.
-        check_module(store, input(&[b, n, c.dim], seed), seed, |g, p, x| blk.forward(g, p, x, &mut Rng::seed(seed)).z);
+        check_module(store, input(&[b, n, c.dim], seed), seed, &blk, seed);
     }
 
     #[test]
@@ -108,7 +120,7 @@ proptest! {
         let c = ViTConfig { dim: heads * dh, heads, mlp_dim: 5, ..ViTConfig::tiny(1, 1) };
         let mut store = ParamStore::new();
         let blk = Block::new(&mut store, "blocks.0", &c, 0.4, &mut Rng::seed(seed));
-        check_module(store, input(&[b, n, c.dim], seed), seed, |g, p, x| blk.forward(g, p, x, &mut Rng::seed(seed)).z);
+        check_module(store, input(&[b, n, c.dim], seed), seed, &blk, seed);
     }
 
     #[test]
@@ -116,7 +128,7 @@ proptest! {
         let mut store = ParamStore::new();
         let pe = PatchEmbed::new(&mut store, "patch_embed", chans, patch, d, Init::Timm, &mut Rng::seed(seed));
         let side = patch * grid;
-        check_module(store, input(&[b, chans, side, side], seed), seed, |g, p, x| pe.forward(g, p, x));
+        check_module(store, input(&[b, chans, side, side], seed), seed, &pe, 1);
     }
 }
 
@@ -146,9 +158,11 @@ fn whole_tiny_vit_gradchecks_end_to_end() {
             }
             let mut store = ParamStore::new();
             let model = VisionTransformer::new(&c, &mut store, &mut Rng::seed(3)).unwrap();
-            check_module(store, input(&[2, 2, 4, 4], 9), 4, |g, p, x| {
+            check_with(&mut store, input(&[2, 2, 4, 4], 9), 4, |g, p, x, fused| {
                 g.set_training(train);
-                model.forward(g, p, x, &mut Rng::seed(5)).logits
+                let mut rng = Rng::seed(5);
+                let mut cx = if fused { Ctx::new(&mut rng) } else { Ctx::plain(&mut rng) };
+                model.forward(g, p, x, &mut cx)
             });
         }
     }
@@ -163,8 +177,8 @@ fn every_parameter_receives_a_nonzero_gradient() {
     let mut g = Graph::new();
     let p = store.bind(&mut g);
     let x = g.input(Tensor::randn(&[3, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1)));
-    let out = model.forward(&mut g, &p, x, &mut Rng::seed(2));
-    let loss = g.cross_entropy(out.logits, &[0, 1, 2], 0.1);
+    let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(2)));
+    let loss = g.cross_entropy(logits, &[0, 1, 2], 0.1);
     g.backward(loss);
     for (param, grad) in store.iter().zip(p.take_grads(&mut g)) {
         assert!(grad.norm() > 0.0, "{} received a zero gradient", param.name);
@@ -235,10 +249,20 @@ fn attention_forward_matches_loops() {
         let mut g = Graph::inference();
         let p = store.bind(&mut g);
         let xv = g.input(x.clone());
-        let out = a.forward(&mut g, &p, xv, &mut Rng::seed(0));
         let (y, attn) = attention_reference(&x, &params[0], &params[1], &params[2], &params[3], heads);
-        assert!(g.value(out.y).allclose(&y, 1e-12, 1e-12), "output differs for {:?}", (b, n, heads, dh));
-        assert!(g.value(out.attn).allclose(&attn, 1e-12, 1e-12), "attention differs");
+        for fused in [true, false] {
+            let mut rng = Rng::seed(0);
+            let cx = if fused { Ctx::new(&mut rng) } else { Ctx::plain(&mut rng) };
+            let mut cx = cx.with_attention();
+            let out = a.forward(&mut g, &p, xv, &mut cx);
+            let maps = cx.attention.unwrap();
+            assert!(
+                g.value(out).allclose(&y, 1e-12, 1e-12),
+                "output differs for {:?}, fused {fused}",
+                (b, n, heads, dh)
+            );
+            assert!(g.value(maps[0]).allclose(&attn, 1e-12, 1e-12), "attention differs, fused {fused}");
+        }
     }
 }
 
@@ -255,7 +279,7 @@ fn patch_embed_is_the_strided_convolution() {
     let mut g = Graph::inference();
     let pv = store.bind(&mut g);
     let xv = g.input(x.clone());
-    let y = pe.forward(&mut g, &pv, xv);
+    let y = pe.forward(&mut g, &pv, xv, &mut Ctx::new(&mut Rng::seed(0)));
     let y = g.value(y);
     assert_eq!(y.shape(), &[b, grid * grid, d]);
     for bi in 0..b {
@@ -288,8 +312,8 @@ fn eval_mode_is_deterministic_and_ignores_dropout() {
         let mut g = if train { Graph::new() } else { Graph::inference() };
         let p = store.bind(&mut g);
         let xv = g.input(x.clone());
-        let out = model.forward(&mut g, &p, xv, &mut Rng::seed(seed));
-        g.value(out.logits).clone()
+        let logits = model.forward(&mut g, &p, xv, &mut Ctx::new(&mut Rng::seed(seed)));
+        g.value(logits).clone()
     };
     assert_eq!(run(1, false).data(), run(2, false).data());
     assert_ne!(run(1, true).data(), run(2, true).data());
@@ -302,7 +326,6 @@ fn forward_returns_every_blocks_attention() {
     let mut g = Graph::inference();
     let p = store.bind(&mut g);
     let x = g.input(Tensor::randn(&[2, 2, 4, 4], 0.0, 1.0, &mut Rng::seed(1)));
-    assert!(model.forward(&mut g, &p, x, &mut Rng::seed(0)).attn.is_empty(), "only on request");
     let out = model.forward_with_attention(&mut g, &p, x, &mut Rng::seed(0));
     assert_eq!(out.attn.len(), c.depth);
     for a in out.attn {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use autograd::{Graph, Rng, Tensor};
 use vit::checkpoint::{self, infer_config, resize_pos_embed, Checkpoint, Dtype, Interpolation, LoadOptions};
-use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
+use vit::nn::{Ctx, Module, ParamStore, ViTConfig, VisionTransformer};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -33,8 +33,8 @@ fn logits(model: &VisionTransformer, store: &ParamStore, images: &Tensor<f32>) -
     let mut g = Graph::inference();
     let vars = store.bind(&mut g);
     let x = g.input(images.clone());
-    let out = model.forward(&mut g, &vars, x, &mut Rng::seed(0));
-    g.value(out.logits).clone()
+    let logits = model.forward(&mut g, &vars, x, &mut Ctx::new(&mut Rng::seed(0)));
+    g.value(logits).clone()
 }
 
 fn max_abs_diff(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {

@@ -12,10 +12,15 @@
 //!
 //! Parameters outlive the tape: a step does `let w = g.param(&weight)` (no copy: storage is
 //! shared), builds the loss, calls [`Graph::backward`], and reads `g.grad(w)`.
+//!
+//! What the tape holds from forward to backward, and what it recomputes instead, is decided in
+//! one place: [`crate::memory`].
 
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::dtype::Float;
+use crate::memory::{Recomputed, Saves, Segment};
 use crate::tensor::Tensor;
 
 /// A handle to a value on the tape.
@@ -32,21 +37,33 @@ impl Var {
 /// What backward hands an op: the values it was built from, the value it produced, and the
 /// gradient of the loss with respect to that value.
 pub struct BackwardCtx<'a, T: Float> {
-    /// The op's input values, in the order they were recorded.
+    /// The op's input values, in the order they were recorded (recomputed if they were dropped).
     pub inputs: &'a [&'a Tensor<T>],
-    /// The op's output value.
-    pub output: &'a Tensor<T>,
-    /// dL/d(output), same shape as `output`.
+    /// The op's output value: always there for an op whose policy is [`OutputPolicy::Keep`](crate::memory::OutputPolicy::Keep);
+    /// `None` for a [`OutputPolicy::Recompute`](crate::memory::OutputPolicy::Recompute) op whose output was dropped (see
+    /// [`crate::memory`]).
+    pub output: Option<&'a Tensor<T>>,
+    /// dL/d(output), same shape as the output.
     pub grad: &'a Tensor<T>,
     /// Which inputs want a gradient; an op may return `None` for the others and skip the work.
     pub needs_grad: &'a [bool],
+    /// The by-product this op's own [`Op::recompute`] left, if it ran during this backward (the
+    /// tape's memo, see [`crate::memory`]).
+    pub memo: Option<&'a Tensor<T>>,
+}
+
+impl<T: Float> BackwardCtx<'_, T> {
+    /// The output, for an op whose backward reads it (and whose policy therefore keeps it).
+    pub fn kept_output(&self) -> &Tensor<T> {
+        self.output.expect("an op whose backward reads its output must keep it (OutputPolicy::Keep)")
+    }
 }
 
 /// A differentiable operation: the recorded half of an op. The forward half is a method on
 /// [`Graph`] that computes the value and records the op with [`Graph::push`].
 ///
 /// An op keeps whatever its backward needs beyond inputs and output (a saved mean and rstd, a
-/// dropout mask, an axis) in its own fields.
+/// dropout mask, an axis) in its own fields, and says what it keeps through [`Op::saves`].
 pub trait Op<T: Float>: Send + Sync {
     /// A short name for printing the tape, e.g. `"matmul"` or `"sum(axes=[1])"`.
     fn name(&self) -> String;
@@ -55,20 +72,16 @@ pub trait Op<T: Float>: Send + Sync {
     /// tensor must have its input's shape.
     fn backward(&self, ctx: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>>;
 
-    /// Whether [`Op::recompute`] can rebuild the output, so that [`Graph::release`] may drop it.
-    fn can_recompute(&self) -> bool {
-        false
+    /// The memory policy's one hook (see [`crate::memory`]): whether the output stays on the
+    /// tape for backward or is rebuilt by [`Op::recompute`], and the bytes of saved state.
+    fn saves(&self) -> Saves {
+        Saves::KEEP
     }
 
-    /// Whether [`Op::backward`] reads `ctx.output`. A released output is recomputed for backward
-    /// only if it does; otherwise `ctx.output` is an empty placeholder.
-    fn reads_output(&self) -> bool {
-        true
-    }
-
-    /// The output again, from the inputs (and whatever the op saved). Cheap ops (layer norm,
-    /// elementwise maps) implement it so their outputs need not be kept from forward to backward.
-    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+    /// The output again, from the inputs and the saved state, for an op whose policy is
+    /// [`OutputPolicy::Recompute`](crate::memory::OutputPolicy::Recompute) (cheap ops: layer norm, a fused Linear+GELU). `None` for the
+    /// others.
+    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
         None
     }
 }
@@ -77,9 +90,13 @@ struct Node<T: Float> {
     /// `None` for leaves (inputs, parameters, constants and everything built in no-grad mode).
     op: Option<Box<dyn Op<T>>>,
     inputs: Vec<Var>,
-    /// `None` once [`Graph::release`]d: backward recomputes it when it needs it.
+    /// `None` once the memory policy dropped it: backward recomputes it when it needs it.
     value: Option<Tensor<T>>,
     shape: Vec<usize>,
+    /// Data or a parameter the caller handed in: the tape never drops it.
+    leaf: bool,
+    /// The caller reads it after forward ([`Graph::keep`]): the tape never drops it.
+    kept_for_caller: bool,
     requires_grad: bool,
     /// Whether this node's gradient is kept after backward (leaves that asked for one).
     keep_grad: bool,
@@ -94,6 +111,7 @@ pub struct Graph<T: Float = f32> {
     grad_enabled: bool,
     training: bool,
     record_grad_norms: bool,
+    pub(crate) segments: Vec<Segment>,
 }
 
 impl<T: Float> Default for Graph<T> {
@@ -105,7 +123,14 @@ impl<T: Float> Default for Graph<T> {
 impl<T: Float> Graph<T> {
     /// An empty tape that records ops (training mode: dropout active).
     pub fn new() -> Self {
-        Graph { nodes: Vec::new(), grads: Vec::new(), grad_enabled: true, training: true, record_grad_norms: true }
+        Graph {
+            nodes: Vec::new(),
+            grads: Vec::new(),
+            grad_enabled: true,
+            training: true,
+            record_grad_norms: true,
+            segments: Vec::new(),
+        }
     }
 
     /// An empty tape in inference mode: nothing is recorded for backward and dropout is the
@@ -157,6 +182,8 @@ impl<T: Float> Graph<T> {
             inputs: Vec::new(),
             shape: value.shape().to_vec(),
             value: Some(value),
+            leaf: true,
+            kept_for_caller: false,
             requires_grad,
             keep_grad: requires_grad,
             grad_norm: None,
@@ -188,6 +215,8 @@ impl<T: Float> Graph<T> {
             inputs,
             value: Some(value),
             shape,
+            leaf: false,
+            kept_for_caller: false,
             requires_grad,
             keep_grad: false,
             grad_norm: None,
@@ -195,43 +224,73 @@ impl<T: Float> Graph<T> {
         Var((self.nodes.len() - 1) as u32)
     }
 
-    /// The value of `v`. Panics if it was [`released`](Graph::release).
+    /// The value of `v`. Panics if the memory policy dropped it (see [`crate::memory`]; a caller
+    /// that reads a value after its segment [`keep`](Graph::keep)s it).
     pub fn value(&self, v: Var) -> &Tensor<T> {
-        self.nodes[v.index()].value.as_ref().unwrap_or_else(|| panic!("the value of %{} was released", v.0))
+        self.nodes[v.index()]
+            .value
+            .as_ref()
+            .unwrap_or_else(|| panic!("the value of %{} was dropped by the memory policy", v.0))
     }
 
-    /// Drops the tape's copy of `v`'s value once the caller has built everything that reads it
-    /// in forward. Backward recomputes it from `v`'s inputs when an op needs it, so the memory a
-    /// step keeps from forward to backward shrinks by one tensor, at the cost of recomputing it.
-    ///
-    /// Only values whose op can recompute them ([`Op::can_recompute`]: layer norm, for example)
-    /// and, on a tape that records nothing (inference), every value are dropped; for any other
-    /// value this is a no-op, so a model may call it on everything it is done with: in training
-    /// it keeps what backward needs, in inference it keeps only what forward still reads.
-    pub fn release(&mut self, v: Var) {
-        let recording = self.grad_enabled;
-        let node = &mut self.nodes[v.index()];
-        let droppable = match &node.op {
-            Some(op) => op.can_recompute(),
-            // A leaf or constant: only when nothing is being recorded, since a recorded op's
-            // backward may read it.
-            None => !recording,
-        };
-        if droppable {
-            node.value = None;
+    /// Asks the tape to hold `v` whatever the memory policy says: the caller reads it after
+    /// forward (an attention map for a figure, say).
+    pub fn keep(&mut self, v: Var) {
+        self.nodes[v.index()].kept_for_caller = true;
+    }
+
+    pub(crate) fn is_leaf(&self, i: usize) -> bool {
+        self.nodes[i].leaf
+    }
+
+    pub(crate) fn is_kept_for_caller(&self, i: usize) -> bool {
+        self.nodes[i].kept_for_caller
+    }
+
+    pub(crate) fn has_value(&self, i: usize) -> bool {
+        self.nodes[i].value.is_some()
+    }
+
+    pub(crate) fn held_value(&self, i: usize) -> Option<&Tensor<T>> {
+        self.nodes[i].value.as_ref()
+    }
+
+    pub(crate) fn input_indices(&self, i: usize) -> Vec<usize> {
+        self.nodes[i].inputs.iter().map(|x| x.index()).collect()
+    }
+
+    pub(crate) fn drop_value(&mut self, i: usize) {
+        self.nodes[i].value = None;
+    }
+
+    /// The policy of the op that made node `i`; `None` for a value recorded without an op.
+    pub(crate) fn saves(&self, i: usize) -> Option<Saves> {
+        self.nodes[i].op.as_ref().map(|op| op.saves())
+    }
+
+    pub(crate) fn op_name(&self, i: usize) -> String {
+        match &self.nodes[i].op {
+            Some(op) => op.name(),
+            None if self.nodes[i].requires_grad => "param".to_string(),
+            None => "const".to_string(),
         }
     }
 
-    /// `v`'s value, recomputed (recursively) if it was released.
-    fn materialize(&self, idx: usize) -> Tensor<T> {
+    /// Node `idx`'s value, recomputed (recursively) if the memory policy dropped it. A
+    /// recompute's by-product goes into `memo`, for the same node's backward.
+    fn materialize(&self, idx: usize, memo: &mut HashMap<usize, Tensor<T>>) -> Tensor<T> {
         let node = &self.nodes[idx];
         if let Some(v) = &node.value {
             return v.clone();
         }
-        let op = node.op.as_ref().unwrap_or_else(|| panic!("the value of %{idx} was released and backward needs it"));
-        let inputs: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
+        let op = node.op.as_ref().unwrap_or_else(|| panic!("the value of %{idx} was dropped and backward needs it"));
+        let inputs: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index(), memo)).collect();
         let refs: Vec<&Tensor<T>> = inputs.iter().collect();
-        op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its released output", op.name()))
+        let r = op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its dropped output", op.name()));
+        if let Some(m) = r.memo {
+            memo.insert(idx, m);
+        }
+        r.output
     }
 
     /// The shape of `v`'s value (known even after the value itself was released).
@@ -313,6 +372,8 @@ impl<T: Float> Graph<T> {
             }
         }
         let mut grads: Vec<Option<Tensor<T>>> = (0..self.nodes.len()).map(|_| None).collect();
+        // By-products of recomputes, for the recomputed op's own backward (crate::memory).
+        let mut memo: HashMap<usize, Tensor<T>> = HashMap::new();
         if self.nodes[v.index()].requires_grad {
             grads[v.index()] = Some(seed);
         }
@@ -324,16 +385,19 @@ impl<T: Float> Graph<T> {
             let node = &self.nodes[i];
             let mut node_grad_norm = self.record_grad_norms.then(|| grad.norm());
             if let Some(op) = &node.op {
-                // Shared handles (no copies); released values are recomputed for this op only.
-                let owned: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
+                // Shared handles (no copies); dropped values are recomputed for this op only.
+                let owned: Vec<Tensor<T>> =
+                    node.inputs.iter().map(|x| self.materialize(x.index(), &mut memo)).collect();
                 let inputs: Vec<&Tensor<T>> = owned.iter().collect();
-                let output = match &node.value {
-                    Some(v) => v.clone(),
-                    None if op.reads_output() => self.materialize(i),
-                    None => Tensor::zeros(&[0]),
-                };
+                let own_memo = memo.remove(&i);
                 let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
-                let ctx = BackwardCtx { inputs: &inputs, output: &output, grad: &grad, needs_grad: &needs_grad };
+                let ctx = BackwardCtx {
+                    inputs: &inputs,
+                    output: node.value.as_ref(),
+                    grad: &grad,
+                    needs_grad: &needs_grad,
+                    memo: own_memo.as_ref(),
+                };
                 let input_grads = op.backward(&ctx);
                 assert_eq!(
                     input_grads.len(),
@@ -397,11 +461,7 @@ impl<T: Float> Graph<T> {
     pub fn print_tape(&self) -> String {
         let mut s = String::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            let name = match &node.op {
-                Some(op) => op.name(),
-                None if node.requires_grad => "param".to_string(),
-                None => "const".to_string(),
-            };
+            let name = self.op_name(i);
             let ins: Vec<String> =
                 node.inputs.iter().map(|x| format!("%{} {:?}", x.0, self.nodes[x.index()].shape)).collect();
             let grad = match node.grad_norm {

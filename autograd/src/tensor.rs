@@ -197,6 +197,13 @@ impl<T: Float> Tensor<T> {
         Tensor { shape: shape.to_vec(), storage: self.storage.clone() }
     }
 
+    /// Whether `self` and `other` are views of one buffer (a reshape of the other, a clone).
+    pub fn shares_storage(&self, other: &Tensor<T>) -> bool {
+        match (&self.storage, &other.storage) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Arc::ptr_eq(a, b),
+        }
+    }
+
     /// Flat index of a multi-index; panics naming the tensor's shape if out of range.
     pub fn offset(&self, index: &[usize]) -> usize {
         assert_eq!(index.len(), self.ndim(), "index {:?} has the wrong rank for shape {:?}", index, self.shape);

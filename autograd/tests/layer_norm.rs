@@ -155,41 +155,48 @@ fn mismatched_weight_panics_naming_the_op() {
     g.layer_norm(x, w, b, 1e-6);
 }
 
-/// A released layer-norm output is recomputed in backward: the same gradients as when kept.
+/// A layer-norm output the memory policy dropped (its segment ended) is recomputed in
+/// backward: the same gradients as when kept.
 #[test]
-fn a_released_output_is_recomputed_with_identical_gradients() {
+fn a_dropped_output_is_recomputed_with_identical_gradients() {
     use autograd::Rng;
     let mut rng = Rng::seed(9);
     let x = Tensor::<f64>::randn(&[4, 5, 6], 0.0, 1.0, &mut rng);
     let w = Tensor::<f64>::randn(&[6], 1.0, 0.2, &mut rng);
     let b = Tensor::<f64>::randn(&[6], 0.0, 0.2, &mut rng);
     let m = Tensor::<f64>::randn(&[3, 6], 0.0, 1.0, &mut rng);
-    let run = |release: bool| {
+    let run = |segment: bool| {
         let mut g = Graph::<f64>::new();
         let (xv, wv, bv, mv) = (g.param(&x), g.param(&w), g.param(&b), g.param(&m));
-        let h = g.layer_norm(xv, wv, bv, 1e-6);
-        let y = g.matmul_t(h, mv); // backward needs h
-        if release {
-            g.release(h);
-        }
+        let branch = |g: &mut Graph<f64>| {
+            let h = g.layer_norm(xv, wv, bv, 1e-6);
+            g.matmul_t(h, mv) // backward needs h
+        };
+        let y = if segment { g.segment("ln", xv, branch) } else { branch(&mut g) };
+        let held = g.memory().first().map(|s| s.entries[0].held);
+        assert_eq!(held, segment.then_some(autograd::memory::Held::Recomputed));
         let l = g.sum_all(y);
         g.backward(l);
         [xv, wv, bv, mv].map(|v| g.grad(v).unwrap().clone())
     };
-    let (kept, released) = (run(false), run(true));
-    for (a, b) in kept.iter().zip(&released) {
+    let (kept, dropped) = (run(false), run(true));
+    for (a, b) in kept.iter().zip(&dropped) {
         assert_eq!(a.data(), b.data());
     }
 }
 
 #[test]
-#[should_panic(expected = "was released")]
-fn reading_a_released_value_panics() {
+#[should_panic(expected = "dropped by the memory policy")]
+fn reading_a_dropped_value_panics() {
     let mut g = Graph::<f64>::new();
     let x = g.param(&Tensor::ones(&[2, 3]));
     let w = g.param(&Tensor::ones(&[3]));
     let b = g.param(&Tensor::zeros(&[3]));
-    let h = g.layer_norm(x, w, b, 1e-6);
-    g.release(h);
-    g.value(h);
+    let mut h = None;
+    g.segment("ln", x, |g| {
+        let hh = g.layer_norm(x, w, b, 1e-6);
+        h = Some(hh);
+        g.sum_all(hh)
+    });
+    g.value(h.unwrap());
 }

@@ -118,27 +118,32 @@ fn mismatched_shapes_panic_naming_the_op() {
     g.linear(x, w, None);
 }
 
+/// The fused Linear+GELU keeps neither its pre-activation nor (once its segment ends) its
+/// output: backward recomputes both, once, and the gradients are those of the kept run.
 #[test]
-fn released_linear_gelu_output_is_recomputed_with_identical_gradients() {
+fn dropped_linear_gelu_output_is_recomputed_with_identical_gradients() {
     use autograd::ops::gelu::GeluKind;
     let mut rng = autograd::Rng::seed(11);
     let x = Tensor::<f64>::randn(&[3, 4, 5], 0.0, 1.0, &mut rng);
     let w = Tensor::<f64>::randn(&[7, 5], 0.0, 0.5, &mut rng);
     let b = Tensor::<f64>::randn(&[7], 0.0, 0.5, &mut rng);
     let w2 = Tensor::<f64>::randn(&[2, 7], 0.0, 0.5, &mut rng);
-    let run = |release: bool| {
+    let run = |segment: bool| {
         let mut g = Graph::<f64>::new();
         let (xv, wv, bv, w2v) = (g.param(&x), g.param(&w), g.param(&b), g.param(&w2));
-        let a = g.linear_gelu(xv, wv, bv, GeluKind::Erf);
-        let y = g.linear(a, w2v, None); // its weight gradient reads a
-        if release {
-            g.release(a);
-        }
+        let mlp = |g: &mut Graph<f64>| {
+            let a = g.linear_gelu(xv, wv, bv, GeluKind::Erf);
+            g.linear(a, w2v, None) // its weight gradient reads a
+        };
+        let y = if segment { g.segment("mlp", xv, mlp) } else { mlp(&mut g) };
+        let kept_bytes = g.held_bytes();
         let l = g.sum_all(y);
         g.backward(l);
-        [xv, wv, bv, w2v].map(|v| g.grad(v).unwrap().clone())
+        (kept_bytes, [xv, wv, bv, w2v].map(|v| g.grad(v).unwrap().clone()))
     };
-    for (kept, released) in run(false).iter().zip(&run(true)) {
-        assert_eq!(kept.data(), released.data());
+    let ((kept_bytes, kept), (dropped_bytes, dropped)) = (run(false), run(true));
+    assert_eq!(kept_bytes - dropped_bytes, 3 * 4 * 7 * 8, "the segment drops exactly a: [3, 4, 7] f64");
+    for (a, b) in kept.iter().zip(&dropped) {
+        assert_eq!(a.data(), b.data());
     }
 }

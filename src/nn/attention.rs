@@ -4,7 +4,9 @@ use autograd::{Float, Graph, Rng, Var};
 
 use super::init::Init;
 use super::linear::Linear;
+use super::module::{Ctx, Module};
 use super::params::{ParamStore, ParamVars};
+use super::residual::residual_branch_end;
 
 /// Multi-head self-attention over tokens `x: [B, N, D]` with `H` heads of width `Dh = D / H`:
 ///
@@ -34,15 +36,6 @@ pub struct Attention {
     pub proj_dropout: f64,
 }
 
-/// What attention produced: the output tokens and the attention probabilities `[B, H, N, N]`
-/// (a handle on the tape: keeping it costs nothing).
-pub struct AttentionOutput {
-    /// The output tokens `y`, `[B, N, D]`.
-    pub y: Var,
-    /// The probabilities `A_h` of every head, `[B, H, N, N]` (before attention dropout).
-    pub attn: Var,
-}
-
 impl Attention {
     /// Registers `{name}.qkv` and `{name}.proj` (timm's names); `dim` must divide into `heads`.
     #[allow(clippy::too_many_arguments)]
@@ -63,14 +56,75 @@ impl Attention {
         Attention { qkv, proj, heads, head_dim: dim / heads, attn_dropout, proj_dropout }
     }
 
-    /// `MSA(x)` for tokens `x: [B, N, D]`, as in the formula above; `rng` draws the dropout masks.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> AttentionOutput {
-        let qkv = self.qkv.forward(g, p, x); // [B, N, 3D]
-                                             // One fused op per layer: per-head scores, softmax, dropout and the value product, read
-                                             // from qkv and written into the concatenated heads through strides (`autograd::ops::attention`).
-        let (y, attn) = g.attention_with_probs(qkv, self.heads, self.attn_dropout, rng); // [B, N, D]
-        let y = self.proj.forward(g, p, y);
-        let y = g.dropout(y, self.proj_dropout, rng);
-        AttentionOutput { y, attn }
+    /// `concat_h(A_h v_h)`: everything before the output projection, which the fused block
+    /// path merges with the residual sum ([`Attention::forward_residual`]).
+    fn heads<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, cx: &mut Ctx<'_>) -> Var {
+        let qkv = self.qkv.forward(g, p, x, cx); // [B, N, 3D]
+        if !cx.fused {
+            return self.heads_plain(g, qkv, cx);
+        }
+        // One op from qkv to the concatenated heads: per-head scores, softmax, dropout and the
+        // value product, read from qkv and written into the heads through strides, keeping
+        // nothing N x N for backward (`autograd::ops::attention`).
+        if cx.attention.is_none() {
+            return g.attention(qkv, self.heads, self.attn_dropout, cx.rng);
+        }
+        let (y, attn) = g.attention_with_probs(qkv, self.heads, self.attn_dropout, cx.rng);
+        collect(g, cx, attn);
+        y
+    }
+
+    /// The same, op by op: split qkv into heads, `softmax(q k^T / sqrt(Dh))`, dropout, `A v`,
+    /// heads back side by side.
+    fn heads_plain<T: Float>(&self, g: &mut Graph<T>, qkv: Var, cx: &mut Ctx<'_>) -> Var {
+        let (b, n, d) = (g.shape(qkv)[0], g.shape(qkv)[1], self.heads * self.head_dim);
+        let (h, dh) = (self.heads, self.head_dim);
+        let t = g.reshape(qkv, &[b, n, 3, h, dh]);
+        let t = g.permute(t, &[2, 0, 3, 1, 4]); // [3, B, H, N, Dh]
+        let mut part = |i| {
+            let x = g.narrow(t, 0, i, 1);
+            g.reshape(x, &[b, h, n, dh])
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let s = g.matmul_t(q, k);
+        let s = g.mul_scalar(s, 1.0 / (dh as f64).sqrt());
+        let a = g.softmax(s); // [B, H, N, N]
+        collect(g, cx, a);
+        let a = g.dropout(a, self.attn_dropout, cx.rng);
+        let o = g.matmul(a, v); // [B, H, N, Dh]
+        let o = g.permute(o, &[0, 2, 1, 3]);
+        g.reshape(o, &[b, n, d])
+    }
+
+    /// `z + drop_path(MSA(x))` with the output projection, its dropout, stochastic depth and
+    /// the sum in one op when possible (the fused path of eq. 2).
+    pub fn forward_residual<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamVars,
+        x: Var,
+        z: Var,
+        drop_path: f64,
+        cx: &mut Ctx<'_>,
+    ) -> Var {
+        let y = self.heads(g, p, x, cx);
+        residual_branch_end(g, p, &self.proj, y, self.proj_dropout, z, drop_path, cx.rng)
+    }
+}
+
+/// Keeps attention probabilities for the caller who asked for them.
+fn collect<T: Float>(g: &mut Graph<T>, cx: &mut Ctx<'_>, attn: Var) {
+    if let Some(maps) = &mut cx.attention {
+        g.keep(attn);
+        maps.push(attn);
+    }
+}
+
+impl Module for Attention {
+    /// `x: [B, N, D]` -> `[B, N, D]`; see the type's documentation for the equations.
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, cx: &mut Ctx<'_>) -> Var {
+        let y = self.heads(g, p, x, cx);
+        let y = self.proj.forward(g, p, y, cx);
+        g.dropout(y, self.proj_dropout, cx.rng)
     }
 }

@@ -2,6 +2,7 @@
 
 use autograd::{Float, Graph, Tensor, Var};
 
+use super::module::{Ctx, Module};
 use super::params::{ParamId, ParamStore, ParamVars};
 
 /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, statistics over the last axis `D`
@@ -27,13 +28,15 @@ impl LayerNorm {
         LayerNorm { weight, bias, dim, eps }
     }
 
-    /// `LN(x)` over the last axis of `x: [..., D]`.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
-        g.layer_norm(x, p.get(self.weight), p.get(self.bias), self.eps)
-    }
-
     /// Parameters of a LayerNorm of width `dim`: gain and shift, `2 D`.
     pub fn num_params(dim: usize) -> usize {
         2 * dim
+    }
+}
+
+impl Module for LayerNorm {
+    /// One op in both paths (the composed statistics would keep several `[.., D]` tensors).
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, _: &mut Ctx<'_>) -> Var {
+        g.layer_norm(x, p.get(self.weight), p.get(self.bias), self.eps)
     }
 }

@@ -3,6 +3,7 @@
 use autograd::{Float, Graph, Rng, Var};
 
 use super::init::Init;
+use super::module::{Ctx, Module};
 use super::params::{ParamId, ParamStore, ParamVars};
 
 /// `y = x W^T + b`, with `W: [out, in]` stored as PyTorch stores it (so checkpoints map 1:1) and
@@ -39,13 +40,15 @@ impl Linear {
         Linear { weight, bias, in_features, out_features }
     }
 
-    /// `x W^T + b` for `x: [..., in]`, giving `[..., out]`.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var) -> Var {
-        g.linear(x, p.get(self.weight), self.bias.map(|b| p.get(b)))
-    }
-
     /// Parameters of such a layer: `in * out` weights plus `out` biases if `bias`.
     pub fn num_params(in_features: usize, out_features: usize, bias: bool) -> usize {
         in_features * out_features + if bias { out_features } else { 0 }
+    }
+}
+
+impl Module for Linear {
+    /// One fused op in both paths: the product with the bias added while its rows are in cache.
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, _: &mut Ctx<'_>) -> Var {
+        g.linear(x, p.get(self.weight), self.bias.map(|b| p.get(b)))
     }
 }

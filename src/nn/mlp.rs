@@ -5,7 +5,9 @@ use autograd::{Float, Graph, Rng, Var};
 
 use super::init::Init;
 use super::linear::Linear;
+use super::module::{Ctx, Module};
 use super::params::{ParamStore, ParamVars};
+use super::residual::residual_branch_end;
 
 /// `y = dropout(fc2(dropout(GELU(fc1(x)))))`, hidden width `mlp_dim` (4 D in the paper).
 #[derive(Clone, Debug)]
@@ -42,21 +44,43 @@ impl Mlp {
         Mlp { fc1, fc2, gelu, dropout }
     }
 
-    /// `MLP(x)` for `x: [..., D]`, as in the formula above; `rng` draws the dropout masks.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
-        let h = self.hidden(g, p, x, rng);
-        let y = self.fc2.forward(g, p, h);
-        g.dropout(y, self.dropout, rng)
+    /// The hidden activations `dropout(GELU(fc1(x)))`: everything before `fc2`, which the fused
+    /// block path merges with the residual sum ([`Mlp::forward_residual`]).
+    fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, cx: &mut Ctx<'_>) -> Var {
+        let h = if cx.fused {
+            // fc1 and GELU in one op that keeps neither its pre-activation nor its output for
+            // backward, recomputing them with one more product: with a hidden width of 4D these
+            // are the largest tensors a block has.
+            let b1 = self.fc1.bias.expect("mlp layers have biases");
+            g.linear_gelu(x, p.get(self.fc1.weight), p.get(b1), self.gelu)
+        } else {
+            let h = self.fc1.forward(g, p, x, cx);
+            g.gelu(h, self.gelu)
+        };
+        g.dropout(h, self.dropout, cx.rng)
     }
 
-    /// The hidden activations `dropout(GELU(fc1(x)))`: everything before `fc2`, which a block
-    /// fuses with its residual sum.
-    pub fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, rng: &mut Rng) -> Var {
-        // fc1 and GELU are one op that keeps neither its pre-activation nor (once released) its
-        // output for backward, recomputing them with one more product: with a hidden width of
-        // 4D these are the largest tensors a block has.
-        let b1 = self.fc1.bias.expect("mlp layers have biases");
-        let h = g.linear_gelu(x, p.get(self.fc1.weight), p.get(b1), self.gelu);
-        g.dropout(h, self.dropout, rng)
+    /// `z + drop_path(MLP(x))` with `fc2`, its dropout, stochastic depth and the sum in one op
+    /// when possible (the fused path of eq. 3).
+    pub fn forward_residual<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamVars,
+        x: Var,
+        z: Var,
+        drop_path: f64,
+        cx: &mut Ctx<'_>,
+    ) -> Var {
+        let h = self.hidden(g, p, x, cx);
+        residual_branch_end(g, p, &self.fc2, h, self.dropout, z, drop_path, cx.rng)
+    }
+}
+
+impl Module for Mlp {
+    /// `x: [..., D]` -> `[..., D]`.
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, cx: &mut Ctx<'_>) -> Var {
+        let h = self.hidden(g, p, x, cx);
+        let y = self.fc2.forward(g, p, h, cx);
+        g.dropout(y, self.dropout, cx.rng)
     }
 }

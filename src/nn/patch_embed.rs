@@ -3,6 +3,7 @@
 use autograd::{Float, Graph, Rng, Var};
 
 use super::init::Init;
+use super::module::{Ctx, Module};
 use super::params::{ParamId, ParamStore, ParamVars};
 
 /// `x_p^i E + b` for every patch `i`: the paper's stride-`P`, kernel-`P` convolution, computed
@@ -47,9 +48,11 @@ impl PatchEmbed {
         let bias = store.add(format!("{name}.proj.bias"), b, false);
         PatchEmbed { weight, bias, patch_size, in_chans, dim }
     }
+}
 
+impl Module for PatchEmbed {
     /// `images: [B, C, H, W]` -> tokens `[B, N, D]`.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var) -> Var {
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, _: &mut Ctx<'_>) -> Var {
         let patches = g.patchify(images, self.patch_size);
         let w = g.reshape(p.get(self.weight), &[self.dim, self.in_chans * self.patch_size * self.patch_size]);
         g.linear(patches, w, Some(p.get(self.bias)))

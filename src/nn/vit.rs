@@ -6,6 +6,7 @@ use super::block::Block;
 use super::config::{Classifier, ViTConfig};
 use super::layer_norm::LayerNorm;
 use super::linear::Linear;
+use super::module::{Ctx, Module};
 use super::params::{ParamId, ParamStore, ParamVars};
 use super::patch_embed::PatchEmbed;
 use crate::error::Result;
@@ -44,9 +45,8 @@ pub struct VisionTransformer {
     pub head: Linear,
 }
 
-/// A forward pass's results: logits `[B, classes]` and, when asked for
-/// ([`VisionTransformer::forward_with_attention`]), every block's attention probabilities
-/// `[B, H, N, N]`; otherwise `attn` is empty.
+/// What [`VisionTransformer::forward_with_attention`] returns: logits `[B, classes]` and every
+/// block's attention probabilities `[B, H, N, N]`.
 pub struct ViTOutput {
     /// Class scores `[B, classes]`, before softmax.
     pub logits: Var,
@@ -92,14 +92,8 @@ impl VisionTransformer {
         Ok((model, store))
     }
 
-    /// Logits for `images: [B, C, H, W]`. `rng` drives dropout and stochastic depth when the
-    /// tape is in training mode.
-    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, rng: &mut Rng) -> ViTOutput {
-        self.forward_ex(g, p, images, rng, false)
-    }
-
-    /// [`VisionTransformer::forward`] that also returns each block's attention probabilities
-    /// (kept on the tape for analysis; the normal path recomputes them in backward instead).
+    /// [`Module::forward`] on the fused path that also returns each block's attention
+    /// probabilities `[B, H, N, N]`, kept on the tape for analysis.
     pub fn forward_with_attention<T: Float>(
         &self,
         g: &mut Graph<T>,
@@ -107,19 +101,57 @@ impl VisionTransformer {
         images: Var,
         rng: &mut Rng,
     ) -> ViTOutput {
-        self.forward_ex(g, p, images, rng, true)
+        let mut cx = Ctx::new(rng).with_attention();
+        let logits = self.forward(g, p, images, &mut cx);
+        ViTOutput { logits, attn: cx.attention.unwrap_or_default() }
     }
 
-    fn forward_ex<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamVars,
-        images: Var,
-        rng: &mut Rng,
-        keep_attention: bool,
-    ) -> ViTOutput {
+    /// Eq. 1: `z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos`, then dropout.
+    fn embed<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, cx: &mut Ctx<'_>) -> Var {
+        let b = g.shape(images)[0];
+        let x = self.patch_embed.forward(g, p, images, cx); // [B, N_p, D]: x_p^i E
+        let z = match self.cls_token {
+            Some(cls) => {
+                let cls = g.broadcast_to(p.get(cls), &[b, 1, self.config.dim]);
+                g.concat(&[cls, x], 1)
+            }
+            None => x,
+        };
+        let z = g.add(z, p.get(self.pos_embed));
+        g.dropout(z, self.config.dropout, cx.rng)
+    }
+
+    /// Eq. 4, `y = LN(z_L^0)` (or the mean of `LN(z_L)` over the patches), then the head.
+    fn classify<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, cx: &mut Ctx<'_>) -> Var {
+        let (b, d) = (g.shape(z)[0], self.config.dim);
+        let z = self.norm.forward(g, p, z, cx);
+        let y = match self.config.classifier {
+            Classifier::Token => {
+                let y = g.narrow(z, 1, 0, 1);
+                g.reshape(y, &[b, d])
+            }
+            Classifier::Gap => g.mean(z, &[1], false),
+        };
+        let y = match &self.pre_logits {
+            Some(fc) => {
+                let y = fc.forward(g, p, y, cx);
+                g.tanh(y)
+            }
+            None => y,
+        };
+        self.head.forward(g, p, y, cx)
+    }
+}
+
+impl Module for VisionTransformer {
+    /// Logits `[B, classes]` for `images: [B, C, H, W]`: eq. 1, the `L` blocks (eqs. 2-3), eq. 4.
+    ///
+    /// The embedding and each block are one segment of the tape's memory policy
+    /// (`autograd::memory`): when a segment ends, the tape drops what backward will recompute
+    /// (training) or everything forward is done with (inference).
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, cx: &mut Ctx<'_>) -> Var {
         let c = &self.config;
-        let shape = g.shape(images).to_vec();
+        let shape = g.shape(images);
         assert!(
             shape.len() == 4 && shape[1] == c.in_chans && shape[2] == c.image_size && shape[3] == c.image_size,
             "VisionTransformer: expected images [B, {}, {}, {}], got {:?}",
@@ -128,45 +160,11 @@ impl VisionTransformer {
             c.image_size,
             shape
         );
-        let b = shape[0];
-        let x = self.patch_embed.forward(g, p, images); // [B, N_p, D]
-        let z = match self.cls_token {
-            Some(cls) => {
-                let cls = g.broadcast_to(p.get(cls), &[b, 1, c.dim]);
-                g.concat(&[cls, x], 1)
-            }
-            None => x,
-        };
-        let z_pos = g.add(z, p.get(self.pos_embed));
-        let mut z = g.dropout(z_pos, c.dropout, rng);
-        // Forward is done with these (a no-op in training where backward reads them; see
-        // `Graph::release`). The blocks release their own intermediates the same way.
-        for v in [x, z_pos] {
-            if v != z {
-                g.release(v);
-            }
+        let mut z = g.segment("embed", images, |g| self.embed(g, p, images, cx)); // eq. 1
+        for (l, block) in self.blocks.iter().enumerate() {
+            z = g.segment(&format!("blocks.{l}"), z, |g| block.forward(g, p, z, cx));
+            // eqs. 2-3
         }
-        let mut attn = Vec::new();
-        for block in &self.blocks {
-            let out = block.forward_ex(g, p, z, rng, keep_attention);
-            z = out.z;
-            attn.extend(out.attn);
-        }
-        let z = self.norm.forward(g, p, z);
-        let y = match c.classifier {
-            Classifier::Token => {
-                let y = g.narrow(z, 1, 0, 1);
-                g.reshape(y, &[b, c.dim])
-            }
-            Classifier::Gap => g.mean(z, &[1], false),
-        };
-        let y = match &self.pre_logits {
-            Some(fc) => {
-                let y = fc.forward(g, p, y);
-                g.tanh(y)
-            }
-            None => y,
-        };
-        ViTOutput { logits: self.head.forward(g, p, y), attn }
+        self.classify(g, p, z, cx) // eq. 4
     }
 }

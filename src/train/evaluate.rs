@@ -4,7 +4,7 @@ use autograd::{Graph, Rng, Tensor};
 
 use super::metrics::Metrics;
 use crate::data::Loader;
-use crate::nn::{ParamStore, VisionTransformer};
+use crate::nn::{Ctx, Module, ParamStore, VisionTransformer};
 
 /// Logits `[B, classes]` for a batch of normalised images `[B, C, H, W]`: no tape recorded,
 /// dropout off.
@@ -17,8 +17,8 @@ pub fn predict_logits(
     let mut g = Graph::inference();
     let p = params.bind(&mut g);
     let x = g.input(Tensor::from_vec(images, shape));
-    let out = model.forward(&mut g, &p, x, &mut Rng::seed(0));
-    g.value(out.logits).clone()
+    let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(0)));
+    g.value(logits).clone()
 }
 
 /// Runs the model over every batch of `loader` (an evaluation loader) and accumulates metrics;

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::data::{Batch, Shard};
 use crate::dist::{Comm, GradReducer, ReduceStats};
 use crate::error::{Error, Result};
-use crate::nn::{ParamStore, VisionTransformer};
+use crate::nn::{Ctx, Module, ParamStore, VisionTransformer};
 use crate::optim::{clip_grad_norm, Optimizer};
 
 /// What a step measured.
@@ -152,7 +152,7 @@ pub fn train_step_sharded(
         g.set_record_grad_norms(false);
         let p = params.bind(&mut g);
         let x = g.input(Tensor::from_vec(mb.images, &mb.shape));
-        let logits = model.forward(&mut g, &p, x, rng).logits;
+        let logits = model.forward(&mut g, &p, x, &mut Ctx::new(rng));
         let loss = match &mb.mix {
             None => g.cross_entropy(logits, &mb.labels, label_smoothing),
             Some(mix) => {

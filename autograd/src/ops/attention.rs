@@ -35,6 +35,7 @@ use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::gemm::gemm;
 use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::{Layout, MatMut, MatRef};
+use crate::memory::Saves;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -113,6 +114,11 @@ impl<T: Float> Op<T> for Attention<T> {
             d.dh,
             if self.dropout.is_some() { ", dropout" } else { "" }
         )
+    }
+
+    /// Nothing `N x N` unless the probabilities were asked for.
+    fn saves(&self) -> Saves {
+        Saves::keep(self.probs.as_ref().map_or(0, |p| p.numel() * std::mem::size_of::<T>()))
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -57,7 +57,7 @@ impl<T: Float> Op<T> for Div {
         let (a, b) = (c.inputs[0], c.inputs[1]);
         let da = c.needs_grad[0].then(|| reduce_to(&broadcast_map(c.grad, b, "div backward", |g, b| g / b), a.shape()));
         let db = c.needs_grad[1].then(|| {
-            let gy = broadcast_map(c.grad, c.output, "div backward", |g, y| g * y);
+            let gy = broadcast_map(c.grad, c.kept_output(), "div backward", |g, y| g * y);
             reduce_to(&broadcast_map(&gy, b, "div backward", |gy, b| -gy / b), b.shape())
         });
         vec![da, db]

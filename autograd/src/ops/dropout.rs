@@ -20,6 +20,7 @@ use rand::RngCore;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::parallel::for_each_row;
+use crate::memory::Saves;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -48,6 +49,11 @@ fn factor<T: Float>(keep: bool, scale: T) -> T {
 impl<T: Float> Op<T> for Dropout<T> {
     fn name(&self) -> String {
         format!("dropout(p={})", self.p)
+    }
+
+    /// The mask, one byte per element.
+    fn saves(&self) -> Saves {
+        Saves::keep(self.keep.len() * std::mem::size_of::<bool>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -24,6 +24,7 @@ use crate::kernels::parallel::{for_each_row, reduce_row_blocks};
 use crate::kernels::rows::Rows;
 use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::{as_f32, as_f32_mut};
+use crate::memory::{Recomputed, Saves};
 use crate::tensor::Tensor;
 
 /// `y = LN(x) * w + b` over the last axis; see the module documentation for the gradients.
@@ -39,17 +40,14 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         format!("layer_norm(eps={:e})", self.eps)
     }
 
-    fn reads_output(&self) -> bool {
-        false
+    /// Two numbers per row are kept; the output is recomputed (one cheap pass) when the next
+    /// op's backward needs it, instead of staying on the tape.
+    fn saves(&self) -> Saves {
+        Saves::recompute((self.mean.len() + self.rstd.len()) * std::mem::size_of::<T>())
     }
 
-    fn can_recompute(&self) -> bool {
-        true
-    }
-
-    /// `y = (x - mean) * rstd * w + b` from the saved statistics: one cheap pass, so a model
-    /// may [`release`](Graph::release) the output instead of keeping it until backward.
-    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+    /// `y = (x - mean) * rstd * w + b` from the saved statistics.
+    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
         let (x, w, b) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (_, d) = last_axis(inputs[0].shape(), "layer_norm recompute");
         let mut y = crate::pool::take(x.len());
@@ -59,7 +57,7 @@ impl<T: Float> Op<T> for LayerNorm<T> {
                 *y = (x - m) * s * w[j] + b[j];
             }
         });
-        Some(Tensor::from_vec(y, inputs[0].shape()))
+        Some(Recomputed { output: Tensor::from_vec(y, inputs[0].shape()), memo: None })
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -19,6 +19,7 @@ use crate::kernels::gemm::gemm;
 use crate::kernels::parallel::{for_each_row, sum_rows};
 use crate::kernels::rows::Rows;
 use crate::kernels::{as_f32, as_f32_mut, MatMut, MatRef};
+use crate::memory::{Recomputed, Saves};
 use crate::tensor::Tensor;
 
 /// The gradients of `y = x W^T + b` given `g = dL/dy` (rows x n): `(dx, dW, db)`, each only if
@@ -76,6 +77,10 @@ impl<T: Float> Op<T> for Linear<T> {
         format!("linear({}x{} -> {}{extra})", self.rows, self.k, self.n)
     }
 
+    fn saves(&self) -> Saves {
+        Saves::keep(self.scale.as_ref().map_or(0, |s| s.len() * std::mem::size_of::<T>()))
+    }
+
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (rows, n) = (self.rows, self.n);
         // The branch's gradient: g, scaled per sample when the branch was.
@@ -107,67 +112,66 @@ impl<T: Float> Op<T> for Linear<T> {
     }
 }
 
-/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps neither `h` nor (once the model
-/// [`release`](Graph::release)s it) `a` from forward to backward:
+/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps neither `h` nor `a` from forward to
+/// backward (its policy is [`OutputPolicy::Recompute`](crate::memory::OutputPolicy::Recompute)):
 ///
 /// ```text
 ///     h = x W^T + b                recomputed: one more product, the price of the memory
+///     a = gelu(h)                  recomputed when the next layer's backward needs it
 ///     dh = g * gelu'(h),           then dx, dW, db as for a Linear with gradient dh
-///     a  = gelu(h)                 recomputed when the next layer's backward needs it
 /// ```
 ///
 /// In a ViT MLP (`N = 4D`) these are the largest tensors of a block; keeping neither halves what
 /// a block holds for backward. The next layer's backward asks for `a` right before this op's
-/// backward runs, so the `h` recomputed for it is cached briefly and used again here: one extra
-/// product per step, not two.
-struct LinearGelu<T: Float> {
+/// backward runs; the `h` recomputed for it goes into the tape's memo and reaches this op's
+/// backward as `ctx.memo`: one extra product per step, not two.
+struct LinearGelu {
     rows: usize,
     k: usize,
     n: usize,
     kind: GeluKind,
-    /// `h`, from a recent [`Op::recompute`], for [`Op::backward`] to take.
-    cached_h: std::sync::Mutex<Option<Vec<T>>>,
 }
 
-impl<T: Float> LinearGelu<T> {
-    fn pre_activation(&self, inputs: &[&Tensor<T>]) -> Vec<T> {
+impl LinearGelu {
+    fn pre_activation<T: Float>(&self, inputs: &[&Tensor<T>]) -> Vec<T> {
         let mut h = crate::pool::take(self.rows * self.n);
         affine((self.rows, self.k, self.n), inputs[0].data(), inputs[1].data(), Some(inputs[2].data()), &mut h);
         h
     }
 }
 
-impl<T: Float> Op<T> for LinearGelu<T> {
+impl<T: Float> Op<T> for LinearGelu {
     fn name(&self) -> String {
         format!("linear_gelu({}x{} -> {}, {:?})", self.rows, self.k, self.n, self.kind)
     }
 
-    fn reads_output(&self) -> bool {
-        false
+    fn saves(&self) -> Saves {
+        Saves::recompute(0)
     }
 
-    fn can_recompute(&self) -> bool {
-        true
-    }
-
-    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
+    /// `a = gelu(x W^T + b)`, with `h` as the by-product this op's backward reads.
+    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
         let h = self.pre_activation(inputs);
         let mut a = crate::pool::take(h.len());
         gelu_forward(self.kind, &h, &mut a);
-        *self.cached_h.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
         let mut shape = inputs[0].shape().to_vec();
         *shape.last_mut().unwrap() = self.n;
-        Some(Tensor::from_vec(a, &shape))
+        Some(Recomputed { output: Tensor::from_vec(a, &shape), memo: Some(Tensor::from_vec(h, &shape)) })
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w) = (c.inputs[0], c.inputs[1]);
         let (rows, k, n) = (self.rows, self.k, self.n);
-        let cached = self.cached_h.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let h = cached.unwrap_or_else(|| self.pre_activation(c.inputs));
+        let computed;
+        let h: &[T] = match c.memo {
+            Some(h) => h.data(),
+            None => {
+                computed = Tensor::from_vec(self.pre_activation(c.inputs), &[rows * n]);
+                computed.data()
+            }
+        };
         let mut dh = crate::pool::take(rows * n);
-        gelu_backward(self.kind, &h, c.grad.data(), &mut dh);
-        crate::pool::give(h);
+        gelu_backward(self.kind, h, c.grad.data(), &mut dh);
         let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
         crate::pool::give(dh);
         vec![dx, dw, db]
@@ -214,8 +218,8 @@ impl<T: Float> Graph<T> {
         self.linear_ex(x, w, b, Some(residual), scale)
     }
 
-    /// `gelu(x W^T + b)` in one op that keeps no pre-activation and can recompute its output (so
-    /// a model may release it); see `LinearGelu` in this file. A ViT MLP's first layer.
+    /// `gelu(x W^T + b)` in one op that keeps neither its pre-activation nor its output for
+    /// backward (both are recomputed); see `LinearGelu` in this file. A ViT MLP's first layer.
     pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
@@ -232,7 +236,7 @@ impl<T: Float> Graph<T> {
         crate::pool::give(h);
         let mut shape = xs;
         *shape.last_mut().unwrap() = n;
-        let op = LinearGelu { rows, k, n, kind, cached_h: std::sync::Mutex::new(None) };
+        let op = LinearGelu { rows, k, n, kind };
         self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
 

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::parallel::{for_each_row, rows_per_task};
+use crate::memory::Saves;
 use crate::tensor::Tensor;
 
 /// `L = mean_b cross_entropy(x_b, l_b)`; see the module documentation.
@@ -32,6 +33,10 @@ struct CrossEntropy<T> {
 impl<T: Float> Op<T> for CrossEntropy<T> {
     fn name(&self) -> String {
         format!("cross_entropy(smoothing={})", self.smoothing)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::keep(self.probs.len() * std::mem::size_of::<T>() + self.labels.len() * std::mem::size_of::<usize>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -87,10 +87,11 @@ impl<T: Float> Op<T> for Softmax {
         "softmax".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (_, d) = last_axis(c.output.shape(), "softmax backward");
-        let mut dx = crate::pool::take(c.output.numel());
-        softmax_rows_backward(c.output.data(), c.grad.data(), &mut dx, d);
-        vec![Some(Tensor::from_vec(dx, c.output.shape()))]
+        let y = c.kept_output();
+        let (_, d) = last_axis(y.shape(), "softmax backward");
+        let mut dx = crate::pool::take(y.numel());
+        softmax_rows_backward(y.data(), c.grad.data(), &mut dx, d);
+        vec![Some(Tensor::from_vec(dx, y.shape()))]
     }
 }
 
@@ -101,8 +102,9 @@ impl<T: Float> Op<T> for LogSoftmax {
         "log_softmax".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (_, d) = last_axis(c.output.shape(), "log_softmax backward");
-        let (y, g) = (c.output.data(), c.grad.data());
+        let out = c.kept_output();
+        let (_, d) = last_axis(out.shape(), "log_softmax backward");
+        let (y, g) = (out.data(), c.grad.data());
         let mut dx = crate::pool::zeros(y.len());
         for_each_row(&mut dx, d, |r, dx| {
             let (y, g) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
@@ -111,7 +113,7 @@ impl<T: Float> Op<T> for LogSoftmax {
                 *dx = g - y.exp() * gsum;
             }
         });
-        vec![Some(Tensor::from_vec(dx, c.output.shape()))]
+        vec![Some(Tensor::from_vec(dx, out.shape()))]
     }
 }
 

@@ -34,7 +34,7 @@ impl<T: Float> Op<T> for Exp {
         "exp".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        vec![Some(zip_map(c.grad, c.output, |g, y| g * y))]
+        vec![Some(zip_map(c.grad, c.kept_output(), |g, y| g * y))]
     }
 }
 
@@ -57,7 +57,7 @@ impl<T: Float> Op<T> for Sqrt {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let half = T::from_f64(0.5);
-        vec![Some(zip_map(c.grad, c.output, |g, y| half * g / y))]
+        vec![Some(zip_map(c.grad, c.kept_output(), |g, y| half * g / y))]
     }
 }
 
@@ -68,7 +68,7 @@ impl<T: Float> Op<T> for Tanh {
         "tanh".into()
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        vec![Some(zip_map(c.grad, c.output, |g, y| g * (T::ONE - y * y)))]
+        vec![Some(zip_map(c.grad, c.kept_output(), |g, y| g * (T::ONE - y * y)))]
     }
 }
 
