@@ -100,3 +100,37 @@ fn a_fused_step_equals_the_plain_step() {
         assert!(a.norm() > 0.0, "{} got no gradient", param.name);
     }
 }
+
+/// The model's own two paths (`Ctx::fused`, the one switch) in f64, in training mode with
+/// dropout and stochastic depth on (no attention dropout: the fused op draws its mask per head,
+/// the plain path per element): the same masks, so the same loss and gradients.
+#[test]
+fn the_models_fused_and_plain_paths_agree_in_f64() {
+    // With dropout the fused branch ends run as separate ops; without, the last Linear, the
+    // stochastic-depth scale and the residual sum are one op.
+    for dropout in [0.1, 0.0] {
+        let mut c = ViTConfig::tiny(4, 16);
+        (c.num_classes, c.dim, c.depth, c.heads, c.mlp_dim) = (10, 24, 2, 3, 48);
+        (c.dropout, c.drop_path) = (dropout, 0.3);
+        let (model, store) = VisionTransformer::init::<f64>(&c, 0).unwrap();
+        let images = Tensor::<f64>::randn(&[4, 3, 16, 16], 0.0, 1.0, &mut Rng::seed(1));
+        let step = |fused: bool| {
+            let mut g = Graph::<f64>::new();
+            let p = store.bind(&mut g);
+            let x = g.input(images.clone());
+            let mut rng = Rng::seed(7);
+            let mut cx = if fused { Ctx::new(&mut rng) } else { Ctx::plain(&mut rng) };
+            let logits = model.forward(&mut g, &p, x, &mut cx);
+            let loss = g.cross_entropy(logits, &[0, 3, 9, 1], 0.1);
+            g.backward(loss);
+            (g.value(loss).item(), p.take_grads(&mut g))
+        };
+        let ((loss_fused, grads_fused), (loss_plain, grads_plain)) = (step(true), step(false));
+        assert!((loss_fused - loss_plain).abs() <= 1e-14 * loss_plain.abs(), "loss {loss_fused} vs {loss_plain}");
+        for ((param, a), b) in store.iter().zip(&grads_fused).zip(&grads_plain) {
+            let scale = b.data().iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-300);
+            let err = a.max_abs_diff(b) / scale;
+            assert!(err < 1e-12, "dropout {dropout}, {}: gradients differ (max relative error {err:.2e})", param.name);
+        }
+    }
+}

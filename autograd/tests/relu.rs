@@ -27,13 +27,16 @@ proptest! {
 }
 
 #[test]
-fn the_gradient_at_zero_is_zero_and_a_released_output_is_rebuilt() {
+fn the_gradient_at_zero_is_zero_and_a_dropped_output_is_rebuilt() {
     let x = Tensor::from_f64s(&[-1.0, 0.0, 2.0], &[3]);
     let mut g = Graph::<f64>::new();
     let xv = g.param(&x);
-    let y = g.relu(xv);
-    let z = g.mul(y, y); // backward of mul reads y
-    g.release(y);
+    let z = g.segment("relu", xv, |g| {
+        let y = g.relu(xv);
+        g.mul(y, y) // backward of mul reads y
+    });
+    let y = g.memory()[0].entries[0].var;
+    assert!(!g.holds(y), "the relu output is dropped when its segment ends");
     let l = g.sum_all(z);
     g.backward(l);
     assert_eq!(g.grad(xv).unwrap().data(), &[0.0, 0.0, 4.0]);

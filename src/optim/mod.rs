@@ -1,8 +1,25 @@
-//! Optimizers, learning-rate schedules and gradient clipping.
+//! Optimizers, learning-rate schedules and gradient clipping: what happens to the gradients
+//! between one step's backward and the next step's forward.
 //!
-//! Every optimizer walks a [`ParamStore`] together with the step's
-//! gradients in the same order (as `ParamVars::take_grads` returns them), so no name lookups
-//! happen on the hot path.
+//! What each file holds:
+//! - [`adamw`]: AdamW (Loshchilov & Hutter, 2019), the paper's pre-training optimizer and our
+//!   default: Adam's per-coordinate step `m_hat / (sqrt(v_hat) + eps)` with the weight decay
+//!   applied to the weights directly (`p <- p - lr wd p`), not through the gradient, where Adam's
+//!   scaling would weaken it for coordinates with large gradients.
+//! - [`sgd`]: SGD with momentum, `b <- mu b + g; p <- p - lr b`, the paper's fine-tuning optimizer
+//!   (section 4.1, momentum 0.9).
+//! - [`schedule`]: linear warmup then cosine (or linear) decay, as the paper trains: warmup keeps
+//!   the first updates small while Adam's second-moment estimates are still noisy.
+//! - [`clip`]: global-norm clipping at 1 (the paper's setting): all gradients scaled by one factor,
+//!   so the update keeps its direction; the norm it returns also flags a non-finite step.
+//!
+//! Why: the update formulas follow `torch.optim` exactly, scalar by scalar, so a run can be
+//! compared with a PyTorch run step for step (the bias corrections and `1 - beta` are computed
+//! in f64, so an update lands where the exact formula puts it). Every optimizer walks a
+//! [`ParamStore`] together with the step's gradients in the same order
+//! (as `ParamVars::take_grads` returns them), so no name lookups happen on the hot path, and its
+//! state is a list of named tensors (`optim.<what>.<param name>`) a checkpoint stores beside the
+//! weights.
 
 pub mod adamw;
 pub mod clip;

@@ -196,10 +196,6 @@ impl<T: Float> Op<T> for Conv2d {
         format!("conv2d({}x{}, stride {}, pad {:?})", d.kh, d.kw, d.stride, d.pad)
     }
 
-    fn reads_output(&self) -> bool {
-        false
-    }
-
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = &self.win;
         let (o, plane, field, image) = (self.out_chans, d.out_plane(), d.field(), d.c * d.h * d.w);

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::memory::Saves;
 use crate::tensor::Tensor;
 
 /// The geometry: `b` images of `c` channels of `s` values each, in `groups` groups.
@@ -51,8 +52,8 @@ impl<T: Float> Op<T> for GroupNorm<T> {
         format!("group_norm(groups={})", self.geo.groups)
     }
 
-    fn reads_output(&self) -> bool {
-        false
+    fn saves(&self) -> Saves {
+        Saves::keep((self.mean.len() + self.rstd.len()) * std::mem::size_of::<T>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -28,10 +28,6 @@ impl<T: Float> Op<T> for MaxPool2d {
         format!("max_pool2d({}x{}, stride {}, pad {:?})", d.kh, d.kw, d.stride, d.pad)
     }
 
-    fn reads_output(&self) -> bool {
-        false
-    }
-
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = &self.win;
         let (plane, out) = (d.h * d.w, d.out_plane());

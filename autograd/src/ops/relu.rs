@@ -5,10 +5,11 @@
 //! ```
 //!
 //! At `x = 0` the gradient is taken as 0 (PyTorch's choice). Backward reads only the sign of
-//! the input, and the output can be rebuilt from the input, so a released output is not kept.
+//! the input, and the output can be rebuilt from the input, so its output is not kept for backward (`crate::memory`).
 
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
+use crate::memory::{Recomputed, Saves};
 use crate::tensor::Tensor;
 
 /// `y = max(x, 0)`;  `dx = g [x > 0]`.
@@ -25,16 +26,12 @@ impl<T: Float> Op<T> for Relu {
         vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
     }
 
-    fn can_recompute(&self) -> bool {
-        true
+    fn saves(&self) -> Saves {
+        Saves::recompute(0)
     }
 
-    fn reads_output(&self) -> bool {
-        false
-    }
-
-    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Tensor<T>> {
-        Some(relu(inputs[0]))
+    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
+        Some(Recomputed { output: relu(inputs[0]), memo: None })
     }
 }
 
