@@ -59,6 +59,7 @@ pub enum OutputPolicy {
 /// What an op keeps for its backward: the answer of [`crate::Op::saves`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Saves {
+    /// Whether the output stays on the tape.
     pub output: OutputPolicy,
     /// Bytes of the op's own saved state (statistics, masks, probabilities), held until the
     /// tape is dropped.
@@ -83,7 +84,9 @@ impl Saves {
 /// What [`crate::Op::recompute`] rebuilds: the output, and optionally a by-product the same op's
 /// backward reads (it reaches it as [`crate::BackwardCtx::memo`]).
 pub struct Recomputed<T: Float> {
+    /// The op's output, as forward made it.
     pub output: Tensor<T>,
+    /// A by-product for the op's own backward (a pre-activation), if any.
     pub memo: Option<Tensor<T>>,
 }
 
@@ -101,10 +104,13 @@ pub enum Held {
 /// One value of a segment, as [`Graph::memory`] lists it.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// The value's handle.
     pub var: Var,
     /// The op that made it (`"const"` for a value recorded without one).
     pub op: String,
+    /// The value's shape.
     pub shape: Vec<usize>,
+    /// Kept, to be recomputed, or freed.
     pub held: Held,
     /// Bytes of the value itself (`0` unless [`Held::Kept`]).
     pub value_bytes: usize,
@@ -115,6 +121,7 @@ pub struct Entry {
 /// A named stretch of the tape made by [`Graph::segment`].
 #[derive(Clone, Debug)]
 pub struct Segment {
+    /// The label given to [`Graph::segment`], e.g. `blocks.3`.
     pub name: String,
     /// The nodes made inside it.
     pub nodes: Range<usize>,
@@ -123,7 +130,9 @@ pub struct Segment {
 /// The listing of one segment: what it keeps for backward and what is recomputed.
 #[derive(Clone, Debug)]
 pub struct SegmentMemory {
+    /// The segment's label.
     pub name: String,
+    /// Every value made in the segment, in tape order.
     pub entries: Vec<Entry>,
 }
 

@@ -11,11 +11,14 @@ use super::vit::VisionTransformer;
 /// The tape's memory at the end of a training step's forward (loss included), per segment (the
 /// embedding, then each block), for a batch of `batch` images on the fused or the plain path.
 pub struct MemoryReport {
+    /// The embedding's and each block's listing.
     pub segments: Vec<SegmentMemory>,
     /// Everything the tape holds then beyond its leaves (images, parameters): the segments and
     /// the rest (final norm, head, loss).
     pub total_bytes: usize,
+    /// The batch the step ran on.
     pub batch: usize,
+    /// Whether the fused path ran (else the plain one).
     pub fused: bool,
 }
 
