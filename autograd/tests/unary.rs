@@ -7,25 +7,6 @@ use autograd::{Graph, Tensor, Var};
 use common::*;
 use proptest::prelude::*;
 
-/// `f` run forward on one input (see [`forward`]).
-fn forward1(f: impl Fn(&mut Graph<f64>, Var) -> Var, x: &Tensor<f64>) -> Tensor<f64> {
-    forward(|g, v| f(g, v[0]), std::slice::from_ref(x))
-}
-
-/// [`assert_gradcheck`] of a function of one input.
-fn gradcheck1(f: impl Fn(&mut Graph<f64>, Var) -> Var, x: &Tensor<f64>) {
-    assert_gradcheck(|g, v| f(g, v[0]), std::slice::from_ref(x))
-}
-
-/// Every multi-index of `shape`, row-major.
-fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
-    let mut all = vec![vec![]];
-    for &d in shape {
-        all = all.into_iter().flat_map(|idx| (0..d).map(move |i| [&idx[..], &[i]].concat())).collect();
-    }
-    all
-}
-
 /// `f` applied at every multi-index, by definition.
 fn reference(x: &Tensor<f64>, f: impl Fn(f64) -> f64) -> Tensor<f64> {
     let mut y = Tensor::zeros(x.shape());

@@ -73,3 +73,22 @@ pub fn forward(f: impl Fn(&mut Graph<f64>, &[Var]) -> Var, inputs: &[Tensor<f64>
     let y = f(&mut g, &vars);
     g.value(y).clone()
 }
+
+/// `f` run forward on one input (see [`forward`]).
+pub fn forward1(f: impl Fn(&mut Graph<f64>, Var) -> Var, x: &Tensor<f64>) -> Tensor<f64> {
+    forward(|g, v| f(g, v[0]), std::slice::from_ref(x))
+}
+
+/// [`assert_gradcheck`] of a function of one input.
+pub fn gradcheck1(f: impl Fn(&mut Graph<f64>, Var) -> Var, x: &Tensor<f64>) {
+    assert_gradcheck(|g, v| f(g, v[0]), std::slice::from_ref(x))
+}
+
+/// Every multi-index of `shape`, row-major.
+pub fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
+    let mut all = vec![vec![]];
+    for &d in shape {
+        all = all.into_iter().flat_map(|idx| (0..d).map(move |i| [&idx[..], &[i]].concat())).collect();
+    }
+    all
+}
