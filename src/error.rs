@@ -30,6 +30,9 @@ pub enum Error {
     /// A download failed or produced an archive that does not verify.
     #[error("download: {0}")]
     Download(String),
+    /// The requested device cannot be used (no GPU, no driver, a build without `cuda`).
+    #[error("device: {0}")]
+    Device(String),
     /// A figure could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

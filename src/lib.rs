@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod budget;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod dist;
 pub mod error;
 pub mod image;

@@ -29,6 +29,14 @@ struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else every core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Where to run: auto (a GPU when one is present), cpu, cuda or cuda:N. GPUs need a build
+    /// with `--features cuda`.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: autograd::DeviceRequest,
+    /// Let f32 matrix products on a GPU use TF32 tensor cores (10-bit mantissas; off by
+    /// default, so that results match the CPU's to f32 accuracy).
+    #[arg(long, global = true)]
+    tf32: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -347,14 +355,20 @@ fn main() -> ExitCode {
         eprintln!("vit: no command given; run `vit train` to train the default recipe, or `vit --help`");
         std::process::exit(2)
     });
-    let result = match &command {
+    // Everything but `plot` computes: it runs on the device asked for, or fails here, before
+    // any work, saying why that device cannot be used.
+    let device = match &command {
+        Command::Plot(_) => Ok(autograd::Device::Cpu),
+        _ => vit::device::select(cli.device, cli.tf32),
+    };
+    let result = device.and_then(|_| match &command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Predict(a) => run_predict(a),
         Command::Analyze(a) => run_analyze(a),
         Command::Plot(a) => vit::analysis::curves::plot_runs(&a.runs, a.out.as_deref())
             .map(|path| eprintln!("wrote {}", path.display())),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ Error::Interrupted(_)) => {

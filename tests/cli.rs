@@ -917,3 +917,34 @@ fn a_failed_download_leaves_no_data_dir() {
     run(train_cmd(&data_dir, &tmp.join("run"), &[]).env(URL_ENV, &url)).expect_error();
     assert!(!data_dir.exists(), "{} was left behind", data_dir.display());
 }
+
+/// `--device`: a bad name is a usage error; a GPU that cannot be used (a build without the
+/// `cuda` feature, or no GPU on this machine) is an error naming why, before any work; `auto`
+/// says what it chose; `--tf32` on the CPU is refused.
+#[test]
+fn device_flags_choose_or_refuse_clearly() {
+    let tmp = TempDir::new("device-flags");
+    let missing = tmp.path().join("missing.safetensors");
+    let bad = run(vit().args(["eval", "--device", "tpu"]).arg(&missing));
+    assert_eq!(bad.code, Some(2), "a usage error:\n{}", bad.dump());
+    assert!(bad.stderr.contains("expected auto, cpu, cuda or cuda:N"), "{}", bad.dump());
+
+    let err = run(vit().args(["eval", "--device", "cuda:1"]).arg(&missing)).expect_error();
+    assert!(err.contains("device: cuda:1"), "{err}");
+    #[cfg(not(feature = "cuda"))]
+    assert!(err.contains("--features cuda"), "{err}");
+    // Refused before the checkpoint is even looked at.
+    assert!(!err.contains("missing.safetensors"), "{err}");
+
+    // auto: the CPU here (no GPU path, or no GPU), said so; then the command runs (and fails
+    // on the missing checkpoint).
+    let auto = run(vit().args(["eval", "--device", "auto"]).arg(&missing));
+    if auto.stderr.contains("device: cpu (auto:") {
+        assert!(auto.expect_error().contains("missing.safetensors"));
+    } else {
+        println!("skipped: a GPU is present; auto chose it: {}", auto.stderr.lines().next().unwrap_or(""));
+    }
+
+    let tf32 = run(vit().args(["eval", "--tf32"]).arg(&missing)).expect_error();
+    assert!(tf32.contains("--tf32") && tf32.contains("cpu"), "{tf32}");
+}

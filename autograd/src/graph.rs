@@ -328,7 +328,8 @@ impl<T: Float> Graph<T> {
             1,
             "backward: the loss must have one element, found shape {shape:?} (use backward_with for a non-scalar seed)"
         );
-        self.backward_with(loss, Tensor::ones(&shape));
+        let device = self.nodes[loss.index()].value.as_ref().map_or(crate::Device::Cpu, |v| v.device());
+        self.backward_with(loss, Tensor::full_on(&shape, T::ONE, device));
     }
 
     /// Backward from `v` seeded with the gradient `seed` (same shape as `v`): computes the

@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+pub mod device;
 pub mod dtype;
 pub mod gradcheck;
 pub mod graph;
@@ -30,6 +31,7 @@ pub mod tensor;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
+pub use device::{DeviceError, DeviceRequest};
 pub use dtype::{DType, Float};
 pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions, GradcheckReport};
 pub use graph::{BackwardCtx, Graph, Op, Var};

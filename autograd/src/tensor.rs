@@ -4,6 +4,12 @@
 //! tensors, parameters are tensors that outlive the tape. Storage is reference-counted, so
 //! handing a parameter to the tape or cloning a tensor copies no data; writing to a shared
 //! buffer copies it first (`Arc::make_mut`).
+//!
+//! Storage is the seam between the ops and the device: a CPU buffer, or (with the `cuda`
+//! feature) a CUDA device buffer. An op looks at where its inputs live and runs that device's
+//! primitives; [`Tensor::to`] moves a tensor between devices. The host-side accessors
+//! ([`Tensor::data`] and friends) are for CPU tensors: on a GPU tensor they panic with a message
+//! naming the device, since reading device memory element by element would hide a copy.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,18 +19,15 @@ use rand_distr::{Distribution, Normal, Uniform};
 use crate::dtype::{DType, Float};
 use crate::rng::Rng;
 
-/// Where a tensor's elements live. The CPU is the only device of the default build; a CUDA
-/// device slots in here behind the `cuda` feature without changing the ops' signatures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// Host memory, run on by the SIMD and GEMM kernels of [`crate::kernels`].
-    Cpu,
-}
+pub use crate::device::Device;
+use crate::device::DeviceError;
 
 /// The buffer behind a tensor: the one seam between the ops and the memory they run on.
 #[derive(Clone, Debug)]
 enum Storage<T: Float> {
     Cpu(Arc<Buffer<T>>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<crate::cuda::DeviceBuffer<T>>),
 }
 
 /// A CPU buffer that returns its memory to the [`crate::pool`] when the last tensor using it
@@ -51,6 +54,16 @@ impl<T: Float> Clone for Buffer<T> {
 pub struct Tensor<T: Float = f32> {
     shape: Vec<usize>,
     storage: Storage<T>,
+}
+
+/// The panic of a host accessor on a GPU tensor.
+#[cfg(feature = "cuda")]
+fn not_on_host<T: Float>(what: &str, shape: &[usize], b: &crate::cuda::DeviceBuffer<T>) -> ! {
+    panic!(
+        "Tensor::{what}: this tensor of shape {shape:?} is on {}, not on the host; copy it with .to(Device::Cpu) \
+         (or run an op that has a CUDA path)",
+        Device::Cuda(b.gpu().ordinal())
+    )
 }
 
 /// Number of elements of a shape (1 for a scalar `[]`).
@@ -162,15 +175,24 @@ impl<T: Float> Tensor<T> {
 
     /// Where the elements live.
     pub fn device(&self) -> Device {
-        match self.storage {
+        match &self.storage {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => Device::Cuda(b.gpu().ordinal()),
         }
     }
 
-    /// The elements, row-major.
+    /// Whether the elements are on a CUDA device.
+    pub fn is_cuda(&self) -> bool {
+        self.device().is_cuda()
+    }
+
+    /// The elements, row-major. Panics on a GPU tensor (see the module documentation).
     pub fn data(&self) -> &[T] {
         match &self.storage {
             Storage::Cpu(v) => &v.0,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => not_on_host("data", &self.shape, b),
         }
     }
 
@@ -178,16 +200,83 @@ impl<T: Float> Tensor<T> {
     pub fn data_mut(&mut self) -> &mut [T] {
         match &mut self.storage {
             Storage::Cpu(v) => Arc::make_mut(v).0.as_mut_slice(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => not_on_host("data_mut", &self.shape, b),
         }
     }
 
-    /// The elements as an owned vector (no copy when this tensor is the only owner).
+    /// The elements as an owned vector (no copy when this tensor is the only owner of a CPU
+    /// buffer; a download from a GPU).
     pub fn into_vec(self) -> Vec<T> {
         match self.storage {
             Storage::Cpu(v) => match Arc::try_unwrap(v) {
                 Ok(mut buf) => std::mem::take(&mut buf.0),
                 Err(shared) => shared.0.clone(),
             },
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => b.to_vec(),
+        }
+    }
+
+    /// This tensor on `device`: itself (no copy) if it is there already, else a copy. Fails if
+    /// the device cannot be opened (no GPU, no driver, a build without the `cuda` feature).
+    pub fn to(&self, device: Device) -> Result<Tensor<T>, DeviceError> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        match device {
+            Device::Cpu => Ok(Tensor::from_vec(self.clone().into_vec(), &self.shape)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let gpu = crate::cuda::device(n).map_err(|e| DeviceError(format!("{device}: {e}")))?;
+                let host = self.to(Device::Cpu)?;
+                Ok(Tensor::from_cuda(gpu.upload(host.data()), &self.shape))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(DeviceError(format!("{device}: {}", crate::device::NO_CUDA))),
+        }
+    }
+
+    /// A tensor of `shape` over a device buffer of as many elements.
+    #[cfg(feature = "cuda")]
+    pub fn from_cuda(buf: crate::cuda::DeviceBuffer<T>, shape: &[usize]) -> Self {
+        assert_eq!(buf.len(), numel(shape), "Tensor::from_cuda: {} elements cannot have shape {:?}", buf.len(), shape);
+        Tensor { shape: shape.to_vec(), storage: Storage::Cuda(Arc::new(buf)) }
+    }
+
+    /// The device buffer of a GPU tensor.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(&self) -> Option<&crate::cuda::DeviceBuffer<T>> {
+        match &self.storage {
+            Storage::Cuda(b) => Some(b),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// The device buffer of a GPU tensor for writing in place (an optimizer step, a gradient
+    /// sum); copied first if another tensor shares it, as `data_mut` does.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_mut(&mut self) -> Option<&mut crate::cuda::DeviceBuffer<T>> {
+        match &mut self.storage {
+            Storage::Cuda(b) => {
+                if Arc::get_mut(b).is_none() {
+                    *b = Arc::new(b.duplicate());
+                }
+                Arc::get_mut(b)
+            }
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// A tensor of `shape` filled with `value` on `device` (the seed of backward, for one).
+    pub fn full_on(shape: &[usize], value: T, device: Device) -> Self {
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let gpu = crate::cuda::device(n).unwrap_or_else(|e| panic!("{device}: {e}"));
+                Tensor::from_cuda(crate::cuda::prims::elementwise::fill(&gpu, numel(shape), value), shape)
+            }
+            _ => Tensor::full(shape, value),
         }
     }
 
@@ -201,6 +290,10 @@ impl<T: Float> Tensor<T> {
     pub fn shares_storage(&self, other: &Tensor<T>) -> bool {
         match (&self.storage, &other.storage) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(a), Storage::Cuda(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            _ => false,
         }
     }
 
@@ -241,8 +334,12 @@ impl<T: Float> Tensor<T> {
         Tensor::from_vec(v, &self.shape)
     }
 
-    /// Converts to another element type.
+    /// Converts to another element type (on the tensor's device).
     pub fn cast<U: Float>(&self) -> Tensor<U> {
+        #[cfg(feature = "cuda")]
+        if let Some(b) = self.cuda() {
+            return Tensor::from_cuda(crate::cuda::prims::elementwise::cast::<T, U>(b), &self.shape);
+        }
         Tensor::from_vec(self.data().iter().map(|&x| U::from_f64(x.to_f64())).collect(), &self.shape)
     }
 
@@ -251,13 +348,21 @@ impl<T: Float> Tensor<T> {
         self.data().iter().map(|x| x.to_f64()).collect()
     }
 
-    /// Euclidean norm of all elements, accumulated in f64.
+    /// Euclidean norm of all elements, accumulated in f64 (on a GPU, read back as one scalar).
     pub fn norm(&self) -> f64 {
+        #[cfg(feature = "cuda")]
+        if let Some(b) = self.cuda() {
+            return crate::cuda::prims::optim::sum_of_squares(b.gpu(), &[b]).to_vec()[0].sqrt();
+        }
         self.data().iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt()
     }
 
-    /// Sum of all elements, accumulated in f64.
+    /// Sum of all elements, accumulated in f64 (on a GPU, read back as one scalar).
     pub fn sum_all(&self) -> f64 {
+        #[cfg(feature = "cuda")]
+        if let Some(b) = self.cuda() {
+            return crate::cuda::ops::sum_all(b);
+        }
         self.data().iter().map(|x| x.to_f64()).sum()
     }
 
@@ -265,6 +370,10 @@ impl<T: Float> Tensor<T> {
     pub fn add_assign(&mut self, other: &Tensor<T>) {
         use rayon::prelude::*;
         assert_eq!(self.shape, other.shape, "Tensor::add_assign: shapes differ");
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() || other.is_cuda() {
+            return crate::cuda::ops::add_assign(self, other);
+        }
         // Large sums (a residual stream's two gradients) in parallel chunks.
         const CHUNK: usize = 1 << 15;
         self.data_mut().par_chunks_mut(CHUNK).zip(other.data().par_chunks(CHUNK)).for_each(|(a, b)| {
@@ -304,6 +413,10 @@ impl<T: Float> fmt::Debug for Tensor<T> {
 /// 1000 elements print their shape and a few leading values.
 impl<T: Float> fmt::Display for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_cuda() {
+            let host = self.to(Device::Cpu).map_err(|_| fmt::Error)?;
+            return write!(f, "{host} (on {})", self.device());
+        }
         const MAX: usize = 1000;
         let data = self.data();
         if self.numel() > MAX {

@@ -11,7 +11,7 @@ use super::driver::{Arg, CudaError, DevicePtr, Driver, FnHandle, GemmCall, Launc
 use super::kernels::{self, Target};
 
 /// The ordinal under which the emulator is registered (see [`emulator`]).
-pub const EMULATOR: usize = usize::MAX;
+pub const EMULATOR: usize = crate::device::Device::EMULATOR;
 
 /// An open CUDA device (or the emulator). Shared by every buffer on it.
 pub struct Gpu {

@@ -28,6 +28,7 @@ pub mod gpu;
 pub mod kernels;
 mod nvidia;
 pub mod nvrtc;
+pub mod ops;
 pub mod prims;
 
 pub use alloc::MemoryStats;

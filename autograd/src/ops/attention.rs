@@ -124,6 +124,13 @@ impl<T: Float> Op<T> for Attention<T> {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = self.dims;
         let n = d.n;
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            let heads = crate::cuda::prims::attention::Heads { b: d.b, n, heads: d.heads, dh: d.dh };
+            let dx =
+                crate::cuda::ops::attention_backward(c, heads, self.scale.to_f64(), self.dropout, self.probs.as_ref());
+            return vec![Some(dx)];
+        }
         let qkv = c.inputs[0].data();
         let go = c.grad.data();
         // Every (b, h) block of dq, dk and dv is written by a GEMM (beta = 0) when N > 0.
@@ -213,6 +220,15 @@ impl<T: Float> Graph<T> {
         let (n, dh, dd) = (d.n, d.dh, d.d());
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
         let drop = (dropout > 0.0 && self.is_training()).then(|| (dropout, rng.next_u64()));
+        #[cfg(feature = "cuda")]
+        if self.value(qkv).is_cuda() {
+            let heads_geo = crate::cuda::prims::attention::Heads { b: d.b, n, heads, dh };
+            let (y, probs) = crate::cuda::ops::attention(self.value(qkv), heads_geo, scale.to_f64(), drop, keep);
+            let op = Attention { dims: d, scale, probs: probs.clone(), dropout: drop };
+            let y = self.push(y, op, &[qkv]);
+            let p = probs.map(|p| self.input(p));
+            return (y, p);
+        }
         let x = self.value(qkv).data();
         let mut probs = keep.then(|| crate::pool::take::<T>(d.b * heads * n * n));
         // Every head's output block is written by its value product (beta = 0) when N > 0.

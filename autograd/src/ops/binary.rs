@@ -4,9 +4,20 @@
 //! broadcast shape and then summed back to the input's own shape ([`reduce_to`]).
 
 use super::broadcast::{broadcast_map, reduce_to};
+use super::unary::scaled;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::tensor::Tensor;
+
+/// `f(a, b)` under broadcasting: the CUDA kernel `$op`, or `f` on the CPU.
+macro_rules! map2 {
+    ($name:expr, $op:ident, $a:expr, $b:expr, $f:expr) => {{
+        let (a, b) = ($a, $b);
+        on_device!([a, b],
+            cuda: crate::cuda::ops::binary($name, crate::cuda::kernels::BinaryOp::$op, a, b, 0.0),
+            cpu: broadcast_map(a, b, $name, $f))
+    }};
+}
 
 /// `y = a + b`;  `da = g`,  `db = g` (each summed over its broadcast axes).
 struct Add;
@@ -28,7 +39,7 @@ impl<T: Float> Op<T> for Sub {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let da = c.needs_grad[0].then(|| reduce_to(c.grad, c.inputs[0].shape()));
-        let db = c.needs_grad[1].then(|| reduce_to(&c.grad.map(|x| -x), c.inputs[1].shape()));
+        let db = c.needs_grad[1].then(|| reduce_to(&scaled(c.grad, -T::ONE), c.inputs[1].shape()));
         vec![da, db]
     }
 }
@@ -41,8 +52,8 @@ impl<T: Float> Op<T> for Mul {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (a, b) = (c.inputs[0], c.inputs[1]);
-        let da = c.needs_grad[0].then(|| reduce_to(&broadcast_map(c.grad, b, "mul backward", |g, b| g * b), a.shape()));
-        let db = c.needs_grad[1].then(|| reduce_to(&broadcast_map(c.grad, a, "mul backward", |g, a| g * a), b.shape()));
+        let da = c.needs_grad[0].then(|| reduce_to(&map2!("mul backward", Mul, c.grad, b, |g, b| g * b), a.shape()));
+        let db = c.needs_grad[1].then(|| reduce_to(&map2!("mul backward", Mul, c.grad, a, |g, a| g * a), b.shape()));
         vec![da, db]
     }
 }
@@ -55,10 +66,10 @@ impl<T: Float> Op<T> for Div {
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (a, b) = (c.inputs[0], c.inputs[1]);
-        let da = c.needs_grad[0].then(|| reduce_to(&broadcast_map(c.grad, b, "div backward", |g, b| g / b), a.shape()));
+        let da = c.needs_grad[0].then(|| reduce_to(&map2!("div backward", Div, c.grad, b, |g, b| g / b), a.shape()));
         let db = c.needs_grad[1].then(|| {
-            let gy = broadcast_map(c.grad, c.kept_output(), "div backward", |g, y| g * y);
-            reduce_to(&broadcast_map(&gy, b, "div backward", |gy, b| -gy / b), b.shape())
+            let gy = map2!("div backward", Mul, c.grad, c.kept_output(), |g, y| g * y);
+            reduce_to(&map2!("div backward", NegDiv, &gy, b, |gy, b| -gy / b), b.shape())
         });
         vec![da, db]
     }
@@ -82,47 +93,48 @@ impl<T: Float> Op<T> for MulScalar<T> {
         format!("mul_scalar({})", self.0)
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let s = self.0;
-        vec![Some(c.grad.map(|g| g * s))]
+        vec![Some(scaled(c.grad, self.0))]
     }
 }
 
 impl<T: Float> Graph<T> {
     /// `a + b` with broadcasting.
     pub fn add(&mut self, a: Var, b: Var) -> Var {
-        let y = broadcast_map(self.value(a), self.value(b), "add", |x, y| x + y);
+        let y = map2!("add", Add, self.value(a), self.value(b), |x, y| x + y);
         self.push(y, Add, &[a, b])
     }
 
     /// `a - b` with broadcasting.
     pub fn sub(&mut self, a: Var, b: Var) -> Var {
-        let y = broadcast_map(self.value(a), self.value(b), "sub", |x, y| x - y);
+        let y = map2!("sub", Sub, self.value(a), self.value(b), |x, y| x - y);
         self.push(y, Sub, &[a, b])
     }
 
     /// `a * b` (elementwise) with broadcasting.
     pub fn mul(&mut self, a: Var, b: Var) -> Var {
-        let y = broadcast_map(self.value(a), self.value(b), "mul", |x, y| x * y);
+        let y = map2!("mul", Mul, self.value(a), self.value(b), |x, y| x * y);
         self.push(y, Mul, &[a, b])
     }
 
     /// `a / b` (elementwise) with broadcasting.
     pub fn div(&mut self, a: Var, b: Var) -> Var {
-        let y = broadcast_map(self.value(a), self.value(b), "div", |x, y| x / y);
+        let y = map2!("div", Div, self.value(a), self.value(b), |x, y| x / y);
         self.push(y, Div, &[a, b])
     }
 
     /// `x + s`.
     pub fn add_scalar(&mut self, x: Var, s: f64) -> Var {
-        let s = T::from_f64(s);
-        let y = self.value(x).map(|v| v + s);
-        self.push(y, AddScalar(s), &[x])
+        let xv = self.value(x);
+        let y = on_device!([xv],
+            cuda: crate::cuda::ops::unary(crate::cuda::kernels::UnaryOp::AddScalar, xv, s),
+            cpu: { let s = T::from_f64(s); xv.map(|v| v + s) });
+        self.push(y, AddScalar(T::from_f64(s)), &[x])
     }
 
     /// `x * s`.
     pub fn mul_scalar(&mut self, x: Var, s: f64) -> Var {
         let s = T::from_f64(s);
-        let y = self.value(x).map(|v| v * s);
+        let y = scaled(self.value(x), s);
         self.push(y, MulScalar(s), &[x])
     }
 

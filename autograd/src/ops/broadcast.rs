@@ -96,6 +96,10 @@ pub fn reduce_to<T: Float>(grad: &Tensor<T>, shape: &[usize]) -> Tensor<T> {
     if grad.shape() == shape {
         return grad.clone();
     }
+    #[cfg(feature = "cuda")]
+    if grad.is_cuda() {
+        return crate::cuda::ops::reduce_to(grad, shape);
+    }
     let out = grad.shape();
     // Stretched leading axes only (a bias, `pos_embed` over the batch): the column sums of
     // `grad` seen as rows of `numel(shape)`.

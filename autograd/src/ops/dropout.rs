@@ -29,7 +29,10 @@ const CHUNK: usize = 4096;
 
 /// `y = m * s * x`; `dx = m * s * g`.
 struct Dropout<T> {
+    /// Which elements were kept (empty when the mask lives on a GPU, in `keep_gpu`).
     keep: Vec<bool>,
+    #[cfg(feature = "cuda")]
+    keep_gpu: Option<crate::cuda::DeviceBuffer<u8>>,
     /// `1 / (1 - p)`.
     scale: T,
     p: f64,
@@ -53,10 +56,18 @@ impl<T: Float> Op<T> for Dropout<T> {
 
     /// The mask, one byte per element.
     fn saves(&self) -> Saves {
+        #[cfg(feature = "cuda")]
+        if let Some(keep) = &self.keep_gpu {
+            return Saves::keep(keep.len() * std::mem::size_of::<u8>());
+        }
         Saves::keep(self.keep.len() * std::mem::size_of::<bool>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if let Some(keep) = &self.keep_gpu {
+            return vec![Some(crate::cuda::ops::dropout_backward(c.grad, keep, self.p))];
+        }
         let g = c.grad.data();
         let mut dx = crate::pool::take(g.len());
         for_each_row(&mut dx, CHUNK, |k, dx| {
@@ -80,6 +91,12 @@ impl<T: Float> Graph<T> {
         let seed = rng.next_u64();
         let scale = T::from_f64(1.0 / (1.0 - p));
         let xv = self.value(x);
+        #[cfg(feature = "cuda")]
+        if xv.is_cuda() {
+            // The same streams as below, drawn on the device (dropout.cu).
+            let (y, keep) = crate::cuda::ops::dropout(xv, p, seed);
+            return self.push(y, Dropout { keep: Vec::new(), keep_gpu: Some(keep), scale, p }, &[x]);
+        }
         let xd = xv.data();
         let mut keep = vec![false; xd.len()];
         for_each_row(&mut keep, CHUNK, |k, keep| {
@@ -95,6 +112,13 @@ impl<T: Float> Graph<T> {
             }
         });
         let y = Tensor::from_vec(y, xv.shape());
-        self.push(y, Dropout { keep, scale, p }, &[x])
+        let op = Dropout {
+            keep,
+            #[cfg(feature = "cuda")]
+            keep_gpu: None,
+            scale,
+            p,
+        };
+        self.push(y, op, &[x])
     }
 }

@@ -39,9 +39,15 @@ impl<T: Float> Op<T> for Gelu {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let mut dx = crate::pool::take(c.grad.numel());
-        gelu_backward(self.0, c.inputs[0].data(), c.grad.data(), &mut dx);
-        vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
+        let (x, g) = (c.inputs[0], c.grad);
+        let dx = on_device!([x, g],
+        cuda: crate::cuda::ops::gelu_backward(self.0, x, g),
+        cpu: {
+            let mut dx = crate::pool::take(g.numel());
+            gelu_backward(self.0, x.data(), g.data(), &mut dx);
+            Tensor::from_vec(dx, x.shape())
+        });
+        vec![Some(dx)]
     }
 }
 
@@ -110,9 +116,13 @@ impl<T: Float> Graph<T> {
     /// GELU, elementwise, in the chosen form.
     pub fn gelu(&mut self, x: Var, kind: GeluKind) -> Var {
         let xv = self.value(x);
-        let mut y = crate::pool::take(xv.numel());
-        gelu_forward(kind, xv.data(), &mut y);
-        let y = Tensor::from_vec(y, xv.shape());
+        let y = on_device!([xv],
+        cuda: crate::cuda::ops::gelu(kind, xv),
+        cpu: {
+            let mut y = crate::pool::take(xv.numel());
+            gelu_forward(kind, xv.data(), &mut y);
+            Tensor::from_vec(y, xv.shape())
+        });
         self.push(y, Gelu(kind), &[x])
     }
 }

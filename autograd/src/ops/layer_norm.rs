@@ -28,10 +28,11 @@ use crate::memory::{Recomputed, Saves};
 use crate::tensor::Tensor;
 
 /// `y = LN(x) * w + b` over the last axis; see the module documentation for the gradients.
-struct LayerNorm<T> {
-    /// Per-row mean and 1/sqrt(var + eps), as the forward used them.
-    mean: Vec<T>,
-    rstd: Vec<T>,
+struct LayerNorm<T: Float> {
+    /// Per-row mean and 1/sqrt(var + eps), as the forward used them (`[rows]`, on the input's
+    /// device).
+    mean: Tensor<T>,
+    rstd: Tensor<T>,
     eps: f64,
 }
 
@@ -43,16 +44,22 @@ impl<T: Float> Op<T> for LayerNorm<T> {
     /// Two numbers per row are kept; the output is recomputed (one cheap pass) when the next
     /// op's backward needs it, instead of staying on the tape.
     fn saves(&self) -> Saves {
-        Saves::recompute((self.mean.len() + self.rstd.len()) * std::mem::size_of::<T>())
+        Saves::recompute((self.mean.numel() + self.rstd.numel()) * std::mem::size_of::<T>())
     }
 
     /// `y = (x - mean) * rstd * w + b` from the saved statistics.
     fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
+        #[cfg(feature = "cuda")]
+        if inputs[0].is_cuda() {
+            let output = crate::cuda::ops::layer_norm_apply(inputs, &self.mean, &self.rstd);
+            return Some(Recomputed { output, memo: None });
+        }
         let (x, w, b) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (mean, rstd) = (self.mean.data(), self.rstd.data());
         let (_, d) = last_axis(inputs[0].shape(), "layer_norm recompute");
         let mut y = crate::pool::take(x.len());
         for_each_row(&mut y, d, |r, y| {
-            let (m, s) = (self.mean[r], self.rstd[r]);
+            let (m, s) = (mean[r], rstd[r]);
             for (j, (y, &x)) in y.iter_mut().zip(&x[r * d..(r + 1) * d]).enumerate() {
                 *y = (x - m) * s * w[j] + b[j];
             }
@@ -61,13 +68,18 @@ impl<T: Float> Op<T> for LayerNorm<T> {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.inputs[0].is_cuda() {
+            return crate::cuda::ops::layer_norm_backward(c, &self.mean, &self.rstd);
+        }
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
+        let (mean, rstd) = (self.mean.data(), self.rstd.data());
         let (rows, d) = last_axis(c.inputs[0].shape(), "layer_norm backward");
         let mut dx = crate::pool::take::<T>(x.len());
         // [dw | db], summed over rows by the deterministic blocked reduction.
         let mut dwb = vec![T::ZERO; 2 * d];
         if let (Some(x32), Some(w32), Some(g32), Some(m32), Some(r32)) =
-            (as_f32(x), as_f32(w), as_f32(g), as_f32(&self.mean), as_f32(&self.rstd))
+            (as_f32(x), as_f32(w), as_f32(g), as_f32(mean), as_f32(rstd))
         {
             // f32: the SIMD kernel, same formulas.
             let (dx32, dwb32) = (as_f32_mut(&mut dx).unwrap(), as_f32_mut(&mut dwb).unwrap());
@@ -79,7 +91,7 @@ impl<T: Float> Op<T> for LayerNorm<T> {
                 let (dw, db) = acc.split_at_mut(d);
                 for r in block {
                     let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                    let (mean, rstd) = (self.mean[r], self.rstd[r]);
+                    let (mean, rstd) = (mean[r], rstd[r]);
                     // SAFETY: row r of dx belongs to this block's task alone.
                     let dx = unsafe { std::slice::from_raw_parts_mut(dxp.at(r * d), d) };
                     // First pass: the two row means dx needs, and this row's share of dw, db.
@@ -126,7 +138,13 @@ impl<T: Float> Graph<T> {
             );
         }
         assert!(eps >= 0.0, "layer_norm: eps must be >= 0, got {eps}");
-        let (xd, w, b) = (self.value(x).data(), self.value(weight).data(), self.value(bias).data());
+        let (xv, wv, bv) = (self.value(x), self.value(weight), self.value(bias));
+        #[cfg(feature = "cuda")]
+        if xv.is_cuda() {
+            let (y, mean, rstd) = crate::cuda::ops::layer_norm(xv, wv, bv, eps);
+            return self.push(y, LayerNorm { mean, rstd, eps }, &[x, weight, bias]);
+        }
+        let (xd, w, b) = (xv.data(), wv.data(), bv.data());
         let mut y = crate::pool::zeros(xd.len());
         let mut mean = crate::pool::zeros(rows);
         let mut rstd = crate::pool::zeros(rows);
@@ -152,6 +170,7 @@ impl<T: Float> Graph<T> {
                 }
             });
         }
+        let (mean, rstd) = (Tensor::from_vec(mean, &[rows]), Tensor::from_vec(rstd, &[rows]));
         self.push(Tensor::from_vec(y, self.shape(x)), LayerNorm { mean, rstd, eps }, &[x, weight, bias])
     }
 }

@@ -83,6 +83,11 @@ impl<T: Float> Op<T> for Linear<T> {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (rows, n) = (self.rows, self.n);
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            let dims = (rows, self.k, n);
+            return crate::cuda::ops::linear_backward(c, dims, self.bias, self.residual, self.scale.as_deref());
+        }
         // The branch's gradient: g, scaled per sample when the branch was.
         let scaled: Option<Vec<T>> = self.scale.as_ref().map(|s| {
             let per_sample = (rows / s.len().max(1) * n).max(1);
@@ -151,6 +156,11 @@ impl<T: Float> Op<T> for LinearGelu {
 
     /// `a = gelu(x W^T + b)`, with `h` as the by-product this op's backward reads.
     fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
+        #[cfg(feature = "cuda")]
+        if inputs[0].is_cuda() {
+            let (output, h) = crate::cuda::ops::linear_gelu(inputs, self.kind, (self.rows, self.k, self.n), true);
+            return Some(Recomputed { output, memo: h });
+        }
         let h = self.pre_activation(inputs);
         let mut a = crate::pool::take(h.len());
         gelu_forward(self.kind, &h, &mut a);
@@ -162,6 +172,10 @@ impl<T: Float> Op<T> for LinearGelu {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let (x, w) = (c.inputs[0], c.inputs[1]);
         let (rows, k, n) = (self.rows, self.k, self.n);
+        #[cfg(feature = "cuda")]
+        if x.is_cuda() {
+            return crate::cuda::ops::linear_gelu_backward(c, self.kind, (rows, k, n));
+        }
         let computed;
         let h: &[T] = match c.memo {
             Some(h) => h.data(),
@@ -229,14 +243,20 @@ impl<T: Float> Graph<T> {
         let (n, k) = (ws[0], ws[1]);
         assert_eq!(self.shape(b), &[n], "linear_gelu: bias must have shape [{n}], got {:?}", self.shape(b));
         let rows = xs[..xs.len() - 1].iter().product::<usize>();
+        let mut shape = xs.clone();
+        *shape.last_mut().unwrap() = n;
+        let op = LinearGelu { rows, k, n, kind };
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let inputs = [self.value(x), self.value(w), self.value(b)];
+            let (y, _) = crate::cuda::ops::linear_gelu(&inputs, kind, (rows, k, n), false);
+            return self.push(y, op, &[x, w, b]);
+        }
         let mut h = crate::pool::take(rows * n);
         affine((rows, k, n), self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
         let mut y = crate::pool::take(rows * n);
         gelu_forward(kind, &h, &mut y);
         crate::pool::give(h);
-        let mut shape = xs;
-        *shape.last_mut().unwrap() = n;
-        let op = LinearGelu { rows, k, n, kind };
         self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
 
@@ -265,6 +285,17 @@ impl<T: Float> Graph<T> {
                 s.len()
             );
         }
+        let op = Linear { rows, k, n, bias: b.is_some(), residual: residual.is_some(), scale };
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        inputs.extend(residual);
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let values: Vec<&Tensor<T>> = inputs.iter().map(|&v| self.value(v)).collect();
+            let y = crate::cuda::ops::linear(&values, &shape, (rows, k, n), op.bias, op.scale.as_deref());
+            return self.push(y, op, &inputs);
+        }
+        let scale = &op.scale;
         let mut y = crate::pool::take(rows * n);
         let bias = b.map(|b| self.value(b).data());
         match residual {
@@ -288,10 +319,6 @@ impl<T: Float> Graph<T> {
             }
         }
         let y = Tensor::from_vec(y, &shape);
-        let op = Linear { rows, k, n, bias: b.is_some(), residual: residual.is_some(), scale };
-        let mut inputs = vec![x, w];
-        inputs.extend(b);
-        inputs.extend(residual);
         self.push(y, op, &inputs)
     }
 }

@@ -23,9 +23,12 @@ use crate::memory::Saves;
 use crate::tensor::Tensor;
 
 /// `L = mean_b cross_entropy(x_b, l_b)`; see the module documentation.
-struct CrossEntropy<T> {
-    /// softmax(x), `[B, C]` row-major.
+struct CrossEntropy<T: Float> {
+    /// softmax(x), `[B, C]` row-major (empty when it lives on a GPU, in `gpu`).
     probs: Vec<T>,
+    /// softmax(x) and the labels on the device, for a GPU backward.
+    #[cfg(feature = "cuda")]
+    gpu: Option<(Tensor<T>, crate::cuda::DeviceBuffer<i64>)>,
     labels: Vec<usize>,
     smoothing: f64,
 }
@@ -36,12 +39,20 @@ impl<T: Float> Op<T> for CrossEntropy<T> {
     }
 
     fn saves(&self) -> Saves {
+        #[cfg(feature = "cuda")]
+        if let Some((probs, labels)) = &self.gpu {
+            return Saves::keep(probs.numel() * std::mem::size_of::<T>() + labels.len() * std::mem::size_of::<i64>());
+        }
         Saves::keep(self.probs.len() * std::mem::size_of::<T>() + self.labels.len() * std::mem::size_of::<usize>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let shape = c.inputs[0].shape();
         let (b, classes) = (shape[0], shape[1]);
+        #[cfg(feature = "cuda")]
+        if let Some((probs, labels)) = &self.gpu {
+            return vec![Some(crate::cuda::ops::cross_entropy_backward(probs, labels, c.grad, self.smoothing))];
+        }
         let scale = c.grad.item() / T::from_usize(b);
         let off_target = T::from_f64(self.smoothing / classes as f64);
         let on_target = T::from_f64(1.0 - self.smoothing);
@@ -75,6 +86,13 @@ impl<T: Float> Graph<T> {
             "cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}"
         );
         let eps = label_smoothing;
+        #[cfg(feature = "cuda")]
+        if self.value(logits).is_cuda() {
+            let (loss, probs, labels_gpu) = crate::cuda::ops::cross_entropy(self.value(logits), labels, eps);
+            let op =
+                CrossEntropy { probs: Vec::new(), gpu: Some((probs, labels_gpu)), labels: Vec::new(), smoothing: eps };
+            return self.push(loss, op, &[logits]);
+        }
         let x = self.value(logits).data();
         let mut probs = crate::pool::zeros(b * classes);
         let mut losses = vec![0.0f64; b];
@@ -108,7 +126,13 @@ impl<T: Float> Graph<T> {
             });
         // Summed in row order, so the loss is the same on any number of threads.
         let mean = losses.iter().sum::<f64>() / b as f64;
-        let op = CrossEntropy { probs, labels: labels.to_vec(), smoothing: eps };
+        let op = CrossEntropy {
+            probs,
+            #[cfg(feature = "cuda")]
+            gpu: None,
+            labels: labels.to_vec(),
+            smoothing: eps,
+        };
         self.push(Tensor::scalar(T::from_f64(mean)), op, &[logits])
     }
 }

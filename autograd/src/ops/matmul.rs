@@ -110,74 +110,72 @@ impl<T: Float> Op<T> for MatMul {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = &self.dims;
-        let (a, b, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
+        let (a, b, g) = (c.inputs[0], c.inputs[1], c.grad);
         let (one, zero) = (T::ONE, T::ZERO);
 
         let da = c.needs_grad[0].then(|| {
-            let mut da = crate::pool::zeros(a.len());
+            let mut da = Tensor::full_on(a.shape(), zero, a.device());
             if d.folds() {
                 // dA = g op(B)^T, all products stacked: (batch*M) x N @ N x K.
-                gemm(
-                    one,
-                    MatRef::new(g, d.tall(d.n)),
-                    MatRef::new(b, d.b().t()),
-                    zero,
-                    MatMut::new(&mut da, d.tall(d.k)),
-                );
+                product((g, d.tall(d.n)), (b, d.b().t()), zero, (&mut da, d.tall(d.k)));
             } else if d.trans_a {
                 // A is stored K x M:  dA = op(B) g^T.
                 let da_l = Layout::row_major(d.k, d.m).batched(d.batch, (d.k * d.m) as isize);
-                gemm(one, MatRef::new(b, d.b()), MatRef::new(g, d.c().t()), zero, MatMut::new(&mut da, da_l));
+                product((b, d.b()), (g, d.c().t()), zero, (&mut da, da_l));
             } else {
                 // dA = g op(B)^T  (M x K).
-                gemm(one, MatRef::new(g, d.c()), MatRef::new(b, d.b().t()), zero, MatMut::new(&mut da, d.a()));
+                product((g, d.c()), (b, d.b().t()), zero, (&mut da, d.a()));
             }
-            Tensor::from_vec(da, c.inputs[0].shape())
+            da
         });
 
         let db = c.needs_grad[1].then(|| {
-            let mut db = crate::pool::zeros(b.len());
+            let mut db = Tensor::full_on(b.shape(), zero, b.device());
             // dB = op(A)^T g, or, with B stored N x K (trans_b), dB = g^T op(A).
-            let product = |a_l: Layout, g_l: Layout, beta: T, out: MatMut<'_, T>| {
+            let mut grad_b = |a_l: Layout, g_l: Layout, beta: T, db_l: Layout| {
                 if d.trans_b {
-                    gemm(one, MatRef::new(g, g_l.t()), MatRef::new(a, a_l), beta, out)
+                    product((g, g_l.t()), (a, a_l), beta, (&mut db, db_l))
                 } else {
-                    gemm(one, MatRef::new(a, a_l.t()), MatRef::new(g, g_l), beta, out)
+                    product((a, a_l.t()), (g, g_l), beta, (&mut db, db_l))
                 }
             };
             let db_one = if d.trans_b { Layout::row_major(d.n, d.k) } else { Layout::row_major(d.k, d.n) };
             if d.folds() {
                 // The batch folds into the long inner dimension of one product.
-                product(d.tall(d.k), d.tall(d.n), zero, MatMut::new(&mut db, db_one));
+                grad_b(d.tall(d.k), d.tall(d.n), zero, db_one);
             } else if d.shared_b {
                 // A transposed and B shared: the products' contributions add up in turn.
                 for p in 0..d.batch {
                     let beta = if p == 0 { zero } else { one };
-                    product(d.a().nth(p), d.c().nth(p), beta, MatMut::new(&mut db, db_one));
+                    grad_b(d.a().nth(p), d.c().nth(p), beta, db_one);
                 }
             } else {
-                let db_l = db_one.batched(d.batch, (d.k * d.n) as isize);
-                product(d.a(), d.c(), zero, MatMut::new(&mut db, db_l));
+                grad_b(d.a(), d.c(), zero, db_one.batched(d.batch, (d.k * d.n) as isize));
             }
-            Tensor::from_vec(db, c.inputs[1].shape())
+            db
         });
         vec![da, db]
     }
 }
 
+/// `C = op(A) op(B) + beta C` on the operands' device: our GEMM on the CPU, cuBLAS on a GPU.
+fn product<T: Float>(a: (&Tensor<T>, Layout), b: (&Tensor<T>, Layout), beta: T, c: (&mut Tensor<T>, Layout)) {
+    on_device!([a.0, b.0],
+        cuda: crate::cuda::ops::gemm(a, b, beta.to_f64(), c),
+        cpu: gemm(T::ONE, MatRef::new(a.0.data(), a.1), MatRef::new(b.0.data(), b.1), beta, MatMut::new(c.0.data_mut(), c.1)))
+}
+
 fn matmul_forward<T: Float>(a: &Tensor<T>, b: &Tensor<T>, d: &Dims) -> Tensor<T> {
     let mut shape = a.shape()[..a.ndim() - 2].to_vec();
     shape.extend([d.m, d.n]);
-    let mut c = crate::pool::zeros(d.batch * d.m * d.n);
-    let (one, zero) = (T::ONE, T::ZERO);
+    let mut c = Tensor::full_on(&shape, T::ZERO, a.device());
     if d.folds() {
         // One tall product: (batch*M) x K @ K x N.
-        let a_all = MatRef::new(a.data(), d.tall(d.k));
-        gemm(one, a_all, MatRef::new(b.data(), d.b()), zero, MatMut::new(&mut c, d.tall(d.n)));
+        product((a, d.tall(d.k)), (b, d.b()), T::ZERO, (&mut c, d.tall(d.n)));
     } else {
-        gemm(one, MatRef::new(a.data(), d.a()), MatRef::new(b.data(), d.b()), zero, MatMut::new(&mut c, d.c()));
+        product((a, d.a()), (b, d.b()), T::ZERO, (&mut c, d.c()));
     }
-    Tensor::from_vec(c, &shape)
+    c
 }
 
 impl<T: Float> Graph<T> {

@@ -5,10 +5,25 @@
 //! products. `g` is the upstream gradient dL/dy. On a programming error (shapes that do not fit)
 //! an op panics with a message naming the op and the shapes.
 
+/// `cuda` when one of the tensors is on a CUDA device (in a build with the `cuda` feature),
+/// else `cpu`: the one switch by which an op picks its device's primitive. A GPU op given a CPU
+/// tensor (or the other way round) panics naming both devices. Defined before the op modules,
+/// so it is in scope in every one of them.
+macro_rules! on_device {
+    ([$($x:expr),+], cuda: $gpu:expr, cpu: $cpu:expr $(,)?) => {{
+        #[cfg(feature = "cuda")]
+        let y = if false $(|| $x.is_cuda())+ { $gpu } else { $cpu };
+        #[cfg(not(feature = "cuda"))]
+        let y = $cpu;
+        y
+    }};
+}
+
 pub mod attention;
 pub mod binary;
 pub mod broadcast;
 pub mod conv2d;
+pub mod device;
 pub mod dropout;
 pub mod gelu;
 pub mod group_norm;

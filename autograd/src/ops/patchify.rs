@@ -102,6 +102,11 @@ impl<T: Float> Op<T> for Patchify {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            let d = self.grid;
+            return vec![Some(crate::cuda::ops::unpatchify(c.grad, (d.b, d.c, d.h, d.w), d.p, c.inputs[0].shape()))];
+        }
         let dx = unpatchify(c.grad.data(), self.grid);
         vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
     }
@@ -112,7 +117,10 @@ impl<T: Float> Graph<T> {
     /// `[B, (H/P)(W/P), C*P*P]`, patches in row-major grid order, each ordered `(c, py, px)`.
     pub fn patchify(&mut self, images: Var, patch: usize) -> Var {
         let grid = Grid::of(self.shape(images), patch);
-        let y = Tensor::from_vec(patchify(self.value(images).data(), grid), &grid.out_shape());
+        let x = self.value(images);
+        let y = on_device!([x],
+            cuda: crate::cuda::ops::patchify(x, (grid.b, grid.c, grid.h, grid.w), grid.p, &grid.out_shape()),
+            cpu: Tensor::from_vec(patchify(x.data(), grid), &grid.out_shape()));
         self.push(y, Patchify { grid }, &[images])
     }
 }

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::broadcast::reduce_to;
 use super::shape::{expand, split_at_axis};
+use super::unary::scaled;
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::parallel::{sum_rows, GRAIN};
@@ -45,7 +46,7 @@ fn reduced_shape(shape: &[usize], mask: &[bool], keepdim: bool) -> Vec<usize> {
 
 /// `(outer, r, inner)` if the reduced axes of size > 1 are adjacent once size-1 axes (which take
 /// no memory) are dropped; `None` if kept axes of size > 1 lie between reduced ones.
-fn outer_reduced_inner(shape: &[usize], mask: &[bool]) -> Option<(usize, usize, usize)> {
+pub(crate) fn outer_reduced_inner(shape: &[usize], mask: &[bool]) -> Option<(usize, usize, usize)> {
     let axes: Vec<(usize, bool)> = shape.iter().zip(mask).filter(|(&d, _)| d != 1).map(|(&d, &m)| (d, m)).collect();
     let product = |s: &[(usize, bool)]| s.iter().map(|&(d, _)| d).product::<usize>();
     let Some(first) = axes.iter().position(|&(_, m)| m) else {
@@ -157,12 +158,8 @@ impl<T: Float> Op<T> for Sum<T> {
         format!("{}(axes={:?})", self.op, self.axes)
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let mut dx = expand(&c.grad.reshape(&self.keep_shape), c.inputs[0].shape());
-        if self.scale != T::ONE {
-            let s = self.scale;
-            dx.data_mut().iter_mut().for_each(|v| *v *= s);
-        }
-        vec![Some(dx)]
+        let dx = expand(&c.grad.reshape(&self.keep_shape), c.inputs[0].shape());
+        vec![Some(if self.scale != T::ONE { scaled(&dx, self.scale) } else { dx })]
     }
 }
 
@@ -197,12 +194,19 @@ impl<T: Float> Graph<T> {
         let out_shape = reduced_shape(shape, &mask, keepdim);
         let count: usize = shape.iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
         let scale = if op == "mean" { T::ONE / T::from_usize(count) } else { T::ONE };
-        let mut y = sum_over(self.value(x), &mask);
-        if scale != T::ONE {
-            y.iter_mut().for_each(|v| *v *= scale);
-        }
+        let xv = self.value(x);
+        let y = on_device!([xv],
+            cuda: crate::cuda::ops::sum_over(xv, &mask, &out_shape, scale.to_f64()),
+            cpu: {
+                let mut y = sum_over(xv, &mask);
+                if scale != T::ONE {
+                    y.iter_mut().for_each(|v| *v *= scale);
+                }
+                Tensor::from_vec(y, &out_shape)
+            }
+        );
         let op = Sum { op, axes: axes.to_vec(), keep_shape, scale };
-        self.push(Tensor::from_vec(y, &out_shape), op, &[x])
+        self.push(y, op, &[x])
     }
 
     /// Largest entry along `axis` (NaN if the slice holds one).

@@ -25,6 +25,10 @@ pub(crate) fn expand<T: Float>(x: &Tensor<T>, shape: &[usize]) -> Tensor<T> {
     if x.shape() == shape {
         return x.clone();
     }
+    #[cfg(feature = "cuda")]
+    if x.is_cuda() {
+        return crate::cuda::ops::expand(x, shape);
+    }
     let src = broadcast_strides(x.shape(), shape);
     let (xd, mut data) = (x.data(), Vec::with_capacity(numel(shape)));
     // for_each_broadcast visits the output in row-major order, so pushing fills it in place.
@@ -41,6 +45,10 @@ fn permuted<T: Float>(x: &Tensor<T>, perm: &[usize]) -> Tensor<T> {
     if moved.windows(2).all(|w| w[0] < w[1]) {
         return x.reshape(&out);
     }
+    #[cfg(feature = "cuda")]
+    if x.is_cuda() {
+        return crate::cuda::ops::permute(x, perm);
+    }
     let s = strides(shape);
     let src: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
     let (xd, mut data) = (x.data(), Vec::with_capacity(x.numel()));
@@ -51,6 +59,10 @@ fn permuted<T: Float>(x: &Tensor<T>, perm: &[usize]) -> Tensor<T> {
 /// Elements `start..start + len` of `axis`.
 fn narrowed<T: Float>(x: &Tensor<T>, axis: usize, start: usize, len: usize) -> Tensor<T> {
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
+    #[cfg(feature = "cuda")]
+    if x.is_cuda() {
+        return crate::cuda::ops::narrow(x, axis, start, len);
+    }
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     let mut data = Vec::with_capacity(outer * len * inner);
@@ -101,6 +113,10 @@ impl<T: Float> Op<T> for Narrow {
         format!("narrow(axis={}, start={})", self.axis, self.start)
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            return vec![Some(crate::cuda::ops::unnarrow(c.grad, c.inputs[0].shape(), self.axis, self.start))];
+        }
         let (outer, n, inner) = split_at_axis(c.inputs[0].shape(), self.axis);
         let rows = c.grad.dim(self.axis) * inner;
         let mut dx = crate::pool::zeros(outer * n * inner);
@@ -145,6 +161,10 @@ impl<T: Float> Op<T> for IndexSelect {
         format!("index_select(axis={}, {} indices)", self.axis, self.indices.len())
     }
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            return vec![Some(crate::cuda::ops::index_add(c.grad, c.inputs[0].shape(), self.axis, &self.indices))];
+        }
         let (outer, n, inner) = split_at_axis(c.inputs[0].shape(), self.axis);
         let mut dx = crate::pool::zeros(outer * n * inner);
         let g = c.grad.data();
@@ -229,6 +249,12 @@ impl<T: Float> Graph<T> {
         let fits = |s: &[usize]| s.len() == first.len() && (0..s.len()).all(|k| k == axis || s[k] == first[k]);
         assert!(shapes.iter().all(|s| fits(s)), "concat: shapes {shapes:?} differ outside axis {axis}");
 
+        #[cfg(feature = "cuda")]
+        if self.value(xs[0]).is_cuda() {
+            let values: Vec<&Tensor<T>> = xs.iter().map(|&x| self.value(x)).collect();
+            let y = crate::cuda::ops::concat(&values, axis);
+            return self.push(y, Concat { axis }, xs);
+        }
         let mut shape = first.to_vec();
         shape[axis] = shapes.iter().map(|s| s[axis]).sum();
         let (outer, _, inner) = split_at_axis(&shape, axis);
@@ -253,6 +279,11 @@ impl<T: Float> Graph<T> {
         let (outer, n, inner) = split_at_axis(shape, axis);
         let mut out_shape = shape.to_vec();
         out_shape[axis] = indices.len();
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let y = crate::cuda::ops::index_select(self.value(x), axis, indices);
+            return self.push(y, IndexSelect { axis, indices: indices.to_vec() }, &[x]);
+        }
         let xd = self.value(x).data();
         let mut data = Vec::with_capacity(numel(&out_shape));
         for o in 0..outer {

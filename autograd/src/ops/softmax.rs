@@ -89,9 +89,14 @@ impl<T: Float> Op<T> for Softmax {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let y = c.kept_output();
         let (_, d) = last_axis(y.shape(), "softmax backward");
-        let mut dx = crate::pool::take(y.numel());
-        softmax_rows_backward(y.data(), c.grad.data(), &mut dx, d);
-        vec![Some(Tensor::from_vec(dx, y.shape()))]
+        let dx = on_device!([y, c.grad],
+        cuda: crate::cuda::ops::softmax_backward(y, c.grad, false),
+        cpu: {
+            let mut dx = crate::pool::take(y.numel());
+            softmax_rows_backward(y.data(), c.grad.data(), &mut dx, d);
+            Tensor::from_vec(dx, y.shape())
+        });
+        vec![Some(dx)]
     }
 }
 
@@ -104,6 +109,10 @@ impl<T: Float> Op<T> for LogSoftmax {
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let out = c.kept_output();
         let (_, d) = last_axis(out.shape(), "log_softmax backward");
+        #[cfg(feature = "cuda")]
+        if out.is_cuda() {
+            return vec![Some(crate::cuda::ops::softmax_backward(out, c.grad, true))];
+        }
         let (y, g) = (out.data(), c.grad.data());
         let mut dx = crate::pool::zeros(y.len());
         for_each_row(&mut dx, d, |r, dx| {
@@ -131,16 +140,23 @@ impl<T: Float> Graph<T> {
     pub fn softmax(&mut self, x: Var) -> Var {
         let xv = self.value(x);
         let (_, d) = last_axis(xv.shape(), "softmax");
-        let mut y = crate::pool::take(xv.numel());
-        softmax_rows(xv.data(), &mut y, d);
-        let y = Tensor::from_vec(y, xv.shape());
+        let y = on_device!([xv],
+        cuda: crate::cuda::ops::softmax(xv, false),
+        cpu: {
+            let mut y = crate::pool::take(xv.numel());
+            softmax_rows(xv.data(), &mut y, d);
+            Tensor::from_vec(y, xv.shape())
+        });
         self.push(y, Softmax, &[x])
     }
 
     /// Log-softmax over the last axis, computed directly (not as `ln(softmax)`, which
     /// underflows to `-inf` for very negative logits).
     pub fn log_softmax(&mut self, x: Var) -> Var {
-        let y = map_last_axis(self.value(x), "log_softmax", log_softmax_row);
+        let xv = self.value(x);
+        let y = on_device!([xv],
+            cuda: crate::cuda::ops::softmax(xv, true),
+            cpu: map_last_axis(xv, "log_softmax", log_softmax_row));
         self.push(y, LogSoftmax, &[x])
     }
 }

@@ -30,12 +30,16 @@ pub fn prop<S: Strategy>(strategy: S, f: impl Fn(S::Value) -> Result<(), String>
 where
     S::Value: std::fmt::Debug,
 {
-    let config = Config {
-        cases: cases(),
-        rng_seed: RngSeed::Fixed(0x5eed_c0da),
-        failure_persistence: None,
-        ..Config::default()
-    };
+    prop_cases(cases(), strategy, f)
+}
+
+/// [`prop`] with `n` cases (for properties whose every case is expensive, such as a gradcheck).
+pub fn prop_cases<S: Strategy>(n: u32, strategy: S, f: impl Fn(S::Value) -> Result<(), String>) -> Result<(), String>
+where
+    S::Value: std::fmt::Debug,
+{
+    let config =
+        Config { cases: n, rng_seed: RngSeed::Fixed(0x5eed_c0da), failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
     runner.run(&strategy, |v| f(v).map_err(TestCaseError::fail)).map_err(|e| e.to_string())
 }

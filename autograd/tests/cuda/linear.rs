@@ -147,7 +147,7 @@ fn linear_gelu_case<T: Float>(
     for keep_h in [false, true] {
         let (a, h) = lin::linear_gelu_forward(&xd, &wd, &bd, kind, dims, keep_h);
         close("linear_gelu", &a.to_vec(), want.data(), tol::<T>())?;
-        let (dx, dw, db) = lin::linear_gelu_backward(&xd, &wd, &bd, &gd, h, kind, dims, [true, true, true]);
+        let (dx, dw, db) = lin::linear_gelu_backward(&xd, &wd, &bd, &gd, h.as_ref(), kind, dims, [true, true, true]);
         let how = if keep_h { "cached" } else { "recomputed" };
         close(&format!("linear_gelu dx ({how} h)"), &dx.unwrap().to_vec(), grads[0].data(), tol::<T>())?;
         close(&format!("linear_gelu dW ({how} h)"), &dw.unwrap().to_vec(), grads[1].data(), tol::<T>())?;

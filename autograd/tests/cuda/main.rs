@@ -8,6 +8,7 @@ mod attention;
 mod elementwise;
 mod linear;
 mod memory;
+mod ops;
 mod optim;
 mod reduce;
 mod rows;
@@ -20,6 +21,7 @@ fn main() -> std::process::ExitCode {
         linear::TESTS,
         attention::TESTS,
         optim::TESTS,
+        ops::TESTS,
         memory::TESTS,
     ])
 }

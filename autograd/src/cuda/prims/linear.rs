@@ -219,7 +219,7 @@ pub fn linear_gelu_forward<T: Float>(
     (a, keep_h.then_some(h))
 }
 
-/// The gradients of `a = gelu(x W^T + b)`: `dh = g gelu'(h)` from `h` (the cached
+/// The gradients of `a = gelu(x W^T + b)`: `dh = g gelu'(h)` from `h` (the kept
 /// pre-activation with its bias, or recomputed: one more product), then a Linear's gradients.
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn linear_gelu_backward<T: Float>(
@@ -227,23 +227,26 @@ pub fn linear_gelu_backward<T: Float>(
     w: &DeviceBuffer<T>,
     b: &DeviceBuffer<T>,
     g: &DeviceBuffer<T>,
-    h: Option<DeviceBuffer<T>>,
+    h: Option<&DeviceBuffer<T>>,
     kind: GeluKind,
     dims: (usize, usize, usize),
     needs: [bool; 3],
 ) -> (Option<DeviceBuffer<T>>, Option<DeviceBuffer<T>>, Option<DeviceBuffer<T>>) {
     let (rows, k, n) = dims;
-    // A cached h already holds the bias; a recomputed product does not.
+    // A kept h already holds the bias; a recomputed product does not.
+    let recomputed;
     let (h, bias) = match h {
         Some(h) => (h, None),
-        None => (product(x, w, rows, k, n), Some(b)),
+        None => {
+            recomputed = product(x, w, rows, k, n);
+            (&recomputed, Some(b))
+        }
     };
     let dh = x.gpu().alloc::<T>(rows * n);
     if !dh.is_empty() {
-        let args = [gelu_code(kind), ptr(&h), opt_ptr(bias), ptr(g), ptr(&dh), int(rows), int(n)];
+        let args = [gelu_code(kind), ptr(h), opt_ptr(bias), ptr(g), ptr(&dh), int(rows), int(n)];
         // SAFETY: h, g and dh are rows*n, b n.
         unsafe { x.gpu().launch(&name::<T>("bias_gelu_backward"), elementwise_grid(dh.len()), &args) };
     }
-    drop(h);
     linear_backward(x, w, &dh, dims, needs)
 }
