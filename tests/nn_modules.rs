@@ -6,7 +6,7 @@ use autograd::{gradcheck, GradcheckOptions, Graph, Rng, Tensor, Var};
 use proptest::prelude::*;
 use vit::nn::{
     Attention, Block, Classifier, Ctx, Init, LayerNorm, Linear, Mlp, Module, ParamStore, ParamVars, PatchEmbed,
-    ViTConfig, VisionTransformer,
+    ResNetStem, ResNetStemConfig, ViTConfig, VisionTransformer,
 };
 
 mod common;
@@ -130,6 +130,15 @@ proptest! {
         let side = patch * grid;
         check_module(store, input(&[b, chans, side, side], seed), seed, &pe, 1);
     }
+
+    /// The hybrid's stem: standardised 7x7/2 convolution, group norm, ReLU, 3x3/2 max-pool, all
+    /// with SAME padding, on odd and even sides.
+    #[test]
+    fn resnet_stem(b in 1usize..3, chans in 1usize..3, width in 1usize..5, side in 3usize..10, seed: u64) {
+        let mut store = ParamStore::new();
+        let stem = ResNetStem::new(&mut store, "backbone", chans, ResNetStemConfig { width }, &mut Rng::seed(seed));
+        check_module(store, input(&[b, chans, side, side], seed), seed, &stem, 1);
+    }
 }
 
 fn tiny_config(classifier: Classifier, representation_size: Option<usize>) -> ViTConfig {
@@ -166,6 +175,21 @@ fn whole_tiny_vit_gradchecks_end_to_end() {
             });
         }
     }
+}
+
+#[test]
+fn whole_tiny_hybrid_gradchecks_end_to_end() {
+    // 8 px -> the stem's 2x2 feature map of width 2 -> four patches of one feature pixel.
+    let c = ViTConfig {
+        image_size: 8,
+        patch_size: 1,
+        resnet: Some(ResNetStemConfig { width: 2 }),
+        ..tiny_config(Classifier::Token, None)
+    };
+    let mut store = ParamStore::new();
+    let model = VisionTransformer::new(&c, &mut store, &mut Rng::seed(3)).unwrap();
+    assert_eq!(store.iter().map(|p| p.value.numel()).sum::<usize>(), c.num_params());
+    check_module(store, input(&[2, 2, 8, 8], 9), 4, &model, 5);
 }
 
 #[test]

@@ -96,7 +96,12 @@ pub fn analyze(
     }
     written.extend(write_distance(&sums.means(), sums.images, c, &opts.out_dir)?);
     written.extend(write_pos_embed(params.get(model.pos_embed).value.data(), c, &opts.out_dir)?);
-    written.extend(write_filters(params.get(model.patch_embed.weight).value.data(), c, &opts.out_dir)?);
+    if c.resnet.is_some() {
+        // The hybrid's patch embedding reads the stem's feature channels, not pixels.
+        eprintln!("skipped: patch-embedding filters (a hybrid's patches are {}-channel feature maps)", c.patch_chans());
+    } else {
+        written.extend(write_filters(params.get(model.patch_embed.weight).value.data(), c, &opts.out_dir)?);
+    }
     Ok(written)
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::resize::square_side;
 use super::safetensors::Checkpoint;
 use crate::error::{Error, Result};
-use crate::nn::{Classifier, Init, ViTConfig};
+use crate::nn::{Classifier, Init, ResNetStemConfig, ViTConfig};
 
 /// The metadata key under which [`config_metadata`] stores the model config as JSON.
 pub const CONFIG_KEY: &str = "vit.config";
@@ -39,6 +39,9 @@ struct ConfigJson {
     gelu: String,
     ln_eps: f64,
     init: String,
+    /// The hybrid's ResNet stem width; absent for a plain ViT (and in files from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resnet_width: Option<usize>,
 }
 
 /// The config as a JSON string.
@@ -62,6 +65,7 @@ pub fn config_to_json(config: &ViTConfig) -> String {
         gelu,
         ln_eps,
         init,
+        resnet,
     } = config.clone();
     let json = ConfigJson {
         image_size,
@@ -93,6 +97,7 @@ pub fn config_to_json(config: &ViTConfig) -> String {
             Init::Jax => "jax",
         }
         .into(),
+        resnet_width: resnet.map(|r| r.width),
     };
     serde_json::to_string(&json).expect("a config of numbers and strings always serialises")
 }
@@ -126,6 +131,7 @@ pub fn config_from_json(json: &str) -> Result<ViTConfig> {
         gelu,
         ln_eps: c.ln_eps,
         init,
+        resnet: c.resnet_width.map(|width| ResNetStemConfig { width }),
     };
     config.validate()?;
     Ok(config)
@@ -169,7 +175,20 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
         }
     };
     let pe = need("patch_embed.proj.weight", 4)?;
-    let (dim, in_chans, patch_size) = (pe[0], pe[1], pe[2]);
+    let (dim, patch_chans, patch_size) = (pe[0], pe[1], pe[2]);
+    // A hybrid (timm's `HybridEmbed` over a ResNet stem): the image channels are the stem's.
+    let stem = shape("patch_embed.backbone.stem.conv.weight");
+    let (in_chans, resnet) = match &stem {
+        None => (patch_chans, None),
+        Some(s) if s.len() == 4 && s[0] == patch_chans => (s[1], Some(ResNetStemConfig { width: s[0] })),
+        Some(s) => {
+            return Err(ckpt.error(format!(
+                "patch_embed.backbone.stem.conv.weight {s:?} does not feed patch_embed.proj.weight {pe:?}"
+            )))
+        }
+    };
+    // The feature map is a quarter of the image (two stride-2 SAME steps).
+    let scale = if resnet.is_some() { 4 } else { 1 };
     if pe[3] != patch_size {
         return Err(ckpt.error(format!("patch_embed.proj.weight: non-square patch {pe:?}")));
     }
@@ -198,7 +217,7 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
         },
     };
     let config = ViTConfig {
-        image_size: grid * patch_size,
+        image_size: grid * patch_size * scale,
         patch_size,
         in_chans,
         num_classes,
@@ -209,7 +228,8 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
         qkv_bias,
         representation_size,
         classifier,
-        ..ViTConfig::tiny(patch_size, grid * patch_size)
+        resnet,
+        ..ViTConfig::tiny(patch_size, grid * patch_size * scale)
     };
     config.validate()?;
     Ok(config)

@@ -85,7 +85,7 @@ pub fn check_config_against_file(ckpt: &Checkpoint, config: &ViTConfig) -> Resul
     let c = config;
     let head_in = c.representation_size.unwrap_or(c.dim);
     let expected = [
-        ("patch_embed.proj.weight", vec![c.dim, c.in_chans, c.patch_size, c.patch_size]),
+        ("patch_embed.proj.weight", vec![c.dim, c.patch_chans(), c.patch_size, c.patch_size]),
         ("pos_embed", vec![1, c.num_tokens(), c.dim]),
         ("head.weight", vec![c.num_classes, head_in]),
     ];

@@ -59,10 +59,12 @@ pub struct TrainArgs {
     /// place looked in.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Model size: ti, s, b, l, h.
+    /// Model size: ti, s, b, l, h; with an `r-` prefix (r-ti, r-s, ...) the ViT-CNN hybrid, a
+    /// ResNet stem whose 1/4-size feature map is cut into patches (then --patch counts feature
+    /// pixels: 1 or 7 for 28 px Fashion-MNIST, whose map is 7x7).
     #[arg(long, default_value = "ti")]
     model: String,
-    /// Patch size in pixels.
+    /// Patch size in pixels (of the feature map for a hybrid).
     #[arg(long, default_value_t = DEFAULT.model.patch_size)]
     patch: usize,
     /// Override the variant's width.
@@ -197,7 +199,10 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     flag(r.is_finite() && r > 0.0 && r <= MAX_MLP_RATIO, "--mlp-ratio", &format!("in (0, {MAX_MLP_RATIO}]"), r)?;
     let c = a.clip_grad;
     flag(c.is_finite() && c >= 0.0, "--clip-grad", "a finite number >= 0 (0 disables clipping)", c)?;
-    let mut model = ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h);
+    let mut model = match a.model.strip_prefix("r-").or_else(|| a.model.strip_prefix("r+")) {
+        Some(v) => ViTConfig::hybrid(Variant::parse(v)?, a.patch, shape.h),
+        None => ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h),
+    };
     model.in_chans = shape.c;
     model.num_classes = dataset.classes();
     if let Some(d) = a.dim {

@@ -3,6 +3,7 @@
 use autograd::ops::gelu::GeluKind;
 
 use super::init::Init;
+use super::resnet_stem::ResNetStemConfig;
 use crate::error::{Error, Result};
 
 /// How the image representation is read off the encoder's output (eq. 4).
@@ -51,6 +52,9 @@ pub struct ViTConfig {
     pub ln_eps: f64,
     /// The initialisation scheme.
     pub init: Init,
+    /// The ViT-CNN hybrid (section 3.1): a ResNet stem whose feature map is cut into patches of
+    /// `patch_size` feature pixels. `None`: patches of the image itself.
+    pub resnet: Option<ResNetStemConfig>,
 }
 
 /// The paper's named sizes (Table 1) plus ViT-Ti from DeiT.
@@ -116,7 +120,15 @@ impl ViTConfig {
             gelu: GeluKind::Erf,
             ln_eps: 1e-6,
             init: Init::Timm,
+            resnet: None,
         }
+    }
+
+    /// The hybrid of a named variant: BiT's ResNet root (64 channels) under the ViT, patches of
+    /// `patch_size` pixels of its `image_size / 4` feature map. R+ViT-Ti/16 (the official
+    /// `R+ViT-Ti_16`, timm's `vit_tiny_r_s16_p8_224`) is `hybrid(Variant::Tiny, 8, 224)`.
+    pub fn hybrid(v: Variant, patch_size: usize, image_size: usize) -> Self {
+        ViTConfig { resnet: Some(ResNetStemConfig::bit()), ..Self::variant(v, patch_size, image_size) }
     }
 
     /// [`Variant::Tiny`] (see [`ViTConfig::variant`]).
@@ -140,9 +152,19 @@ impl ViTConfig {
         Self::variant(Variant::Huge, patch_size, image_size)
     }
 
+    /// Side of what the patches are cut from: the image, or the hybrid's feature map.
+    pub fn feature_size(&self) -> usize {
+        self.resnet.map_or(self.image_size, |r| r.feature_size(self.image_size))
+    }
+
+    /// Channels of what the patches are cut from.
+    pub fn patch_chans(&self) -> usize {
+        self.resnet.map_or(self.in_chans, |r| r.width)
+    }
+
     /// Patches per side.
     pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
+        self.feature_size() / self.patch_size
     }
 
     /// Number of patches `N_p = (H/P)^2`.
@@ -185,11 +207,19 @@ impl ViTConfig {
                 return Err(Error::Config(format!("{name} must be positive, got 0")));
             }
         }
-        if !self.image_size.is_multiple_of(self.patch_size) {
-            return Err(Error::Config(format!(
-                "image size {} is not divisible by patch size {}",
-                self.image_size, self.patch_size
-            )));
+        if let Some(r) = self.resnet {
+            if r.width == 0 {
+                return Err(Error::Config("the hybrid's ResNet width must be positive, got 0".into()));
+            }
+        }
+        if !self.feature_size().is_multiple_of(self.patch_size) {
+            let what = match self.resnet {
+                None => format!("image size {}", self.image_size),
+                Some(_) => {
+                    format!("the ResNet stem's {0}x{0} feature map (image {1})", self.feature_size(), self.image_size)
+                }
+            };
+            return Err(Error::Config(format!("{what} is not divisible by patch size {}", self.patch_size)));
         }
         if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::Config(format!("dim {} is not divisible by heads {}", self.dim, self.heads)));
@@ -213,7 +243,8 @@ impl ViTConfig {
     /// as the model registers them.
     pub fn num_params(&self) -> usize {
         let d = self.dim;
-        let patch = d * self.in_chans * self.patch_size * self.patch_size + d;
+        let stem = self.resnet.map_or(0, |r| r.num_params(self.in_chans));
+        let patch = stem + d * self.patch_chans() * self.patch_size * self.patch_size + d;
         let tokens = self.num_prefix_tokens() * d + self.num_tokens() * d;
         let linear = |i: usize, o: usize, b: bool| i * o + if b { o } else { 0 };
         let block = 2 * d // norm1

@@ -46,6 +46,7 @@ pub mod module;
 pub mod params;
 pub mod patch_embed;
 pub mod residual;
+pub mod resnet_stem;
 pub mod vit;
 
 pub use attention::Attention;
@@ -58,4 +59,5 @@ pub use mlp::Mlp;
 pub use module::{Ctx, Module};
 pub use params::{Param, ParamId, ParamStore, ParamVars};
 pub use patch_embed::PatchEmbed;
+pub use resnet_stem::{ResNetStem, ResNetStemConfig, StdConv};
 pub use vit::{ViTOutput, VisionTransformer};

@@ -60,7 +60,7 @@ impl VisionTransformer {
     pub fn new<T: Float>(config: &ViTConfig, store: &mut ParamStore<T>, rng: &mut Rng) -> Result<Self> {
         config.validate()?;
         let c = config;
-        let patch_embed = PatchEmbed::new(store, "patch_embed", c.in_chans, c.patch_size, c.dim, c.init, rng);
+        let patch_embed = PatchEmbed::for_config(store, "patch_embed", c, rng);
         let cls_token =
             (c.classifier == Classifier::Token).then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
         let pos_embed = store.add("pos_embed", c.init.pos_embed(c.num_tokens(), c.dim, rng), false);
