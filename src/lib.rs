@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod dist;
 pub mod error;
+pub mod fewshot;
 pub mod image;
 pub mod nn;
 pub mod optim;

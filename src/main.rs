@@ -1,11 +1,11 @@
-//! The `vit` command: `train`, `eval` and `predict`.
+//! The `vit` command: `train`, `eval`, `predict`, `plot`, `analyze`, `finetune`, `fewshot`.
 //!
-//! The flags of `vit train` are in `cli/train_args.rs`. Every numeric flag is checked (finite, in
+//! The flags of `vit train` are in `cli/train_args.rs`, those it shares with `vit finetune` in
+//! `cli/run_args.rs`. Every numeric flag is checked (finite, in
 //! range) before anything is allocated, with an error naming the flag.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -17,6 +17,14 @@ use vit::{Error, Result};
 #[path = "cli/train_args.rs"]
 mod train_args;
 use train_args::{flag, train_config, TrainArgs};
+#[path = "cli/fewshot_args.rs"]
+mod fewshot_args;
+#[path = "cli/run_args.rs"]
+mod run_args;
+use fewshot_args::FewshotArgs;
+#[path = "cli/finetune_args.rs"]
+mod finetune_args;
+use finetune_args::FinetuneArgs;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +63,14 @@ enum Command {
     /// per-layer attention maps, mean attention distance, position-embedding similarity and
     /// patch-embedding filters, each PNG with its numbers as CSV/JSON.
     Analyze(AnalyzeArgs),
+    /// Few-shot linear evaluation (the paper's section 4.1): frozen features of N images per
+    /// class, closed-form ridge regression to {-1, 1} targets, top-1 accuracy on the test set;
+    /// mean and spread over seeds.
+    Fewshot(FewshotArgs),
+    /// Fine-tune a pre-trained checkpoint (ours or timm's) on another dataset, optionally at a
+    /// higher resolution (the paper's section 3.2): new zero head, interpolated position
+    /// embeddings, SGD momentum 0.9 with warmup and cosine decay, batch 512.
+    Finetune(Box<FinetuneArgs>),
 }
 
 #[derive(Args)]
@@ -138,61 +154,20 @@ struct AnalyzeArgs {
 
 fn run_train(a: &TrainArgs) -> Result<()> {
     let cfg = train_config(a)?;
-    // One process, or one rank of `mpirun -np N vit train ...`.
-    let comm = vit::dist::from_environment(Duration::from_secs_f64(a.dist_timeout))?;
-    let (world, root) = (comm.world_size(), comm.is_root());
     let m = &cfg.model;
-    if root {
-        eprintln!(
-            "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
-            m.dim,
-            m.depth,
-            m.heads,
-            m.patch_size,
-            m.num_params(),
-            cfg.dataset,
-            cfg.epochs,
-            cfg.batch_size,
-            rayon::current_num_threads()
-        );
-        if world > 1 {
-            eprintln!(
-                "data-parallel over {world} ranks ({}): each trains on about {} images of every batch of {}, with {} \
-                 threads; rank 0 writes",
-                comm.engine(),
-                cfg.batch_size / world,
-                cfg.batch_size,
-                rayon::current_num_threads()
-            );
-        }
-    }
-    interrupt::install_handler()?;
-    match train::train_with(&cfg, &comm) {
-        Ok(report) => {
-            if root {
-                eprintln!(
-                    "best test accuracy {:.2}%; checkpoint: {}",
-                    100.0 * report.best_test_acc,
-                    report.last_checkpoint.display()
-                );
-            }
-            Ok(())
-        }
-        // Every rank stopped at the same step and rank 0 wrote the checkpoint: a clean end.
-        Err(Error::Interrupted(_)) if !root => {
-            drop(comm);
-            std::process::exit(interrupt::EXIT_CODE.into())
-        }
-        Err(e @ Error::Interrupted(_)) => Err(e),
-        // Another rank may be waiting in a collective for this one: end them all now rather
-        // than leave them to their deadline. A failure of rank 0 reported to every rank is
-        // said once, by rank 0.
-        Err(e) if world > 1 => {
-            let echo = root || !e.to_string().contains("rank 0 failed");
-            comm.abort(&if echo { format!("{e}") } else { "stopping with rank 0".into() })
-        }
-        Err(e) => Err(e),
-    }
+    let what = format!(
+        "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
+        m.dim,
+        m.depth,
+        m.heads,
+        m.patch_size,
+        m.num_params(),
+        cfg.dataset,
+        cfg.epochs,
+        cfg.batch_size,
+        rayon::current_num_threads()
+    );
+    a.run.run(&cfg, &what)
 }
 
 /// The command line that resumes this one: the same arguments, with `--resume`.
@@ -366,6 +341,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => run_eval(a),
         Command::Predict(a) => run_predict(a),
         Command::Analyze(a) => run_analyze(a),
+        Command::Fewshot(a) => fewshot_args::run_fewshot(a),
+        Command::Finetune(a) => finetune_args::run_finetune(a),
         Command::Plot(a) => vit::analysis::curves::plot_runs(&a.runs, a.out.as_deref())
             .map(|path| eprintln!("wrote {}", path.display())),
     });

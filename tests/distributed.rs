@@ -9,7 +9,7 @@
 //!
 //! What is bit for bit and what within f32 tolerance:
 //! - two ranks (one shard each) equal, bit for bit, one process accumulating the same two
-//!   shards (`--grad-accum 2`): the same per-shard computations on one thread, and the sum of
+//!   shards (`--accum-steps 2`): the same per-shard computations on one thread, and the sum of
 //!   two gradients is `a + b` either way;
 //! - against one process computing the whole batch at once they agree within f32 tolerance
 //!   only: the GEMMs then sum over all the batch's rows in one pass, in another order.
@@ -154,7 +154,7 @@ fn two_ranks_follow_the_one_process_trajectory() {
     // Two epochs of 4 steps: evaluation (sharded over the ranks) and every write included.
     let steps = ["--epochs", "2"];
     run(0, &one, &steps);
-    run(0, &accum, &[&steps[..], &["--grad-accum", "2"]].concat());
+    run(0, &accum, &[&steps[..], &["--accum-steps", "2"]].concat());
     let o = run(2, &two, &steps);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("data-parallel over 2 ranks (MPI)"), "{log}");
@@ -204,7 +204,7 @@ fn two_ranks_mix_and_drop_as_one_process_accumulating() {
         "--dropout",
         "0.1",
     ];
-    run(0, &accum, &[&strong[..], &["--grad-accum", "2"]].concat());
+    run(0, &accum, &[&strong[..], &["--accum-steps", "2"]].concat());
     run(2, &two, &strong);
     assert_bitwise(&two, &accum);
 }

@@ -74,6 +74,7 @@ fn config(out: &Path) -> TrainConfig {
         max_steps: None,
         grad_accum: None,
         overlap_comm: true,
+        finetune: None,
     }
 }
 

@@ -34,19 +34,7 @@ fn banded_dataset(n: usize, classes: usize, side: usize, seed: u64) -> Dataset {
 }
 
 fn tiny_model(side: usize, classes: usize) -> ViTConfig {
-    ViTConfig {
-        image_size: side,
-        patch_size: 4,
-        in_chans: 1,
-        num_classes: classes,
-        dim: 16,
-        depth: 2,
-        heads: 2,
-        mlp_dim: 32,
-        dropout: 0.1,
-        drop_path: 0.1,
-        ..ViTConfig::tiny(4, side)
-    }
+    ViTConfig { dropout: 0.1, drop_path: 0.1, ..common::tiny_grey_vit(side, classes) }
 }
 
 fn config(out: &Path) -> TrainConfig {
@@ -74,6 +62,7 @@ fn config(out: &Path) -> TrainConfig {
         max_steps: None,
         grad_accum: None,
         overlap_comm: true,
+        finetune: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
         max_steps: None,
         grad_accum: None,
         overlap_comm: true,
+        finetune: None,
     };
     let t0 = Instant::now();
     let report = train_on(&cfg, train, test).unwrap();

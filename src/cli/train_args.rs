@@ -16,6 +16,8 @@ use vit::optim::Decay;
 use vit::train::{OptimizerKind, TrainConfig};
 use vit::{Error, Result};
 
+use super::run_args::RunArgs;
+
 /// The default recipe, which the flags' defaults show.
 static DEFAULT: LazyLock<TrainConfig> = LazyLock::new(TrainConfig::default);
 /// The SGD momentum when `--optimizer sgd` is given without `--momentum`.
@@ -54,11 +56,6 @@ pub struct TrainArgs {
     /// Dataset: cifar10, cifar100, mnist, fashion-mnist.
     #[arg(long, default_value_t = DEFAULT.dataset.to_string())]
     dataset: String,
-    /// Where datasets live (default: data/, where CIFAR-10 is downloaded if missing; Fashion-MNIST
-    /// also comes from the system copy when data/ lacks it). A directory given here is the only
-    /// place looked in.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// Model size: ti, s, b, l, h; with an `r-` prefix (r-ti, r-s, ...) the ViT-CNN hybrid, a
     /// ResNet stem whose 1/4-size feature map is cut into patches (then --patch counts feature
     /// pixels: 1 or 7 for 28 px Fashion-MNIST, whose map is 7x7).
@@ -136,44 +133,12 @@ pub struct TrainArgs {
     /// Stochastic depth rate of the last block, in [0, 1).
     #[arg(long, default_value_t = DEFAULT.model.drop_path)]
     drop_path: f64,
-    /// Seed of every random choice (initialisation, order, augmentation, dropout).
-    #[arg(long, default_value_t = DEFAULT.seed)]
-    seed: u64,
     /// Output directory for checkpoints and metrics.
     #[arg(long, default_value_os_t = DEFAULT.out_dir.clone())]
     out: PathBuf,
-    /// Continue from OUT/last.safetensors, exactly where it stopped, with the run's flags. Safe
-    /// to change: --epochs (to extend or shorten a run: the learning-rate schedule is re-planned
-    /// over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet,
-    /// --threads, the number of ranks and --grad-accum, --no-overlap and --dist-timeout; any other
-    /// changed flag is refused with the list of differences.
-    #[arg(long)]
-    resume: bool,
-    /// Train on the first N training images only.
-    #[arg(long)]
-    train_subset: Option<usize>,
-    /// Evaluate on the first N test images only.
-    #[arg(long)]
-    test_subset: Option<usize>,
-    /// Stop after N optimizer steps in all (a checkpoint is written; --resume continues).
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Micro-batches per process and step (gradient accumulation; --batch-size is the global
-    /// batch over all of them). Default: 1, or on --resume what keeps the run's trajectory bit for
-    /// bit (a 2-rank run resumed by 1 process takes 2).
-    #[arg(long)]
-    grad_accum: Option<usize>,
-    /// Under mpirun: sum the gradients across ranks after backward rather than during it (to
-    /// measure what the overlap hides).
-    #[arg(long)]
-    no_overlap: bool,
-    /// Under mpirun: seconds a rank waits for the others before it aborts the job (a rank that
-    /// died or hangs).
-    #[arg(long, default_value_t = vit::dist::DEFAULT_TIMEOUT.as_secs_f64())]
-    pub dist_timeout: f64,
+    /// The flags every training run takes.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// An error unless `ok`, naming the flag, the accepted range and the value.
@@ -259,9 +224,6 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let cfg = TrainConfig {
         model,
         dataset,
-        data_dir: a.data_dir.clone(),
-        train_subset: a.train_subset,
-        test_subset: a.test_subset,
         epochs: a.epochs,
         batch_size: a.batch_size,
         optimizer: match a.optimizer {
@@ -280,16 +242,10 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         label_smoothing: a.label_smoothing,
         clip_grad: (c > 0.0).then_some(c),
         augment,
-        seed: a.seed,
         out_dir: a.out.clone(),
-        resume: a.resume,
-        progress: !a.quiet,
-        max_steps: a.max_steps,
-        grad_accum: a.grad_accum,
-        overlap_comm: !a.no_overlap,
+        ..TrainConfig::default()
     };
-    let t = a.dist_timeout;
-    flag(t.is_finite() && t > 0.0 && t <= 1e9, "--dist-timeout", "a number of seconds > 0", t)?;
+    let cfg = a.run.apply(cfg)?;
     cfg.validate()?;
     Ok(cfg)
 }

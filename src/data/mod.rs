@@ -13,6 +13,7 @@ pub mod cifar;
 pub mod download;
 pub mod idx;
 pub mod loader;
+pub mod reshape;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -32,6 +32,10 @@ pub struct Param<T: Float> {
     /// Whether AdamW's decoupled weight decay applies. Off for biases, norms, `pos_embed` and
     /// `cls_token`, as in timm and the paper's code: decaying them only fights the data.
     pub weight_decay: bool,
+    /// Kept fixed (a fine-tune's frozen backbone, PyTorch's `requires_grad=False`): bound to the
+    /// tape as a constant, so no gradient reaches it and its gradient is zero (see
+    /// [`ParamStore::freeze`]).
+    pub frozen: bool,
 }
 
 /// The model's parameters, in creation order.
@@ -56,7 +60,7 @@ impl<T: Float> ParamStore<T> {
     pub fn add(&mut self, name: impl Into<String>, value: Tensor<T>, weight_decay: bool) -> ParamId {
         let name = name.into();
         assert!(self.id(&name).is_none(), "ParamStore: duplicate parameter name {name}");
-        self.params.push(Param { name, value, weight_decay });
+        self.params.push(Param { name, value, weight_decay, frozen: false });
         ParamId(self.params.len() - 1)
     }
 
@@ -101,9 +105,25 @@ impl<T: Float> ParamStore<T> {
     }
 
     /// Puts every parameter on the tape as a leaf that wants a gradient (sharing storage: no
-    /// copy). The returned handles are valid for this tape only.
+    /// copy), a frozen one as a constant leaf (backward stops there: no gradient, and none
+    /// through the layers below that hold nothing trainable). The returned handles are valid for
+    /// this tape only.
     pub fn bind(&self, g: &mut Graph<T>) -> ParamVars {
-        ParamVars { vars: self.params.iter().map(|p| g.param(&p.value)).collect() }
+        let vars = self.params.iter().map(|p| if p.frozen { g.input(p.value.clone()) } else { g.param(&p.value) });
+        ParamVars { vars: vars.collect() }
+    }
+
+    /// Freezes every parameter whose name `which` picks: from now on it is bound as a constant
+    /// ([`ParamStore::bind`]: its gradient is zero) and never decayed, so neither SGD nor AdamW
+    /// moves it (their update of a parameter with a zero gradient, zero state and no decay is
+    /// zero). Returns how many were frozen.
+    pub fn freeze(&mut self, which: impl Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for p in self.params.iter_mut().filter(|p| which(&p.name)) {
+            (p.frozen, p.weight_decay) = (true, false);
+            n += 1;
+        }
+        n
     }
 
     /// The same parameters in another element type.
@@ -112,7 +132,12 @@ impl<T: Float> ParamStore<T> {
             params: self
                 .params
                 .iter()
-                .map(|p| Param { name: p.name.clone(), value: p.value.cast(), weight_decay: p.weight_decay })
+                .map(|p| Param {
+                    name: p.name.clone(),
+                    value: p.value.cast(),
+                    weight_decay: p.weight_decay,
+                    frozen: p.frozen,
+                })
                 .collect(),
         }
     }

@@ -121,8 +121,9 @@ impl VisionTransformer {
         g.dropout(z, self.config.dropout, cx.rng)
     }
 
-    /// Eq. 4, `y = LN(z_L^0)` (or the mean of `LN(z_L)` over the patches), then the head.
-    fn classify<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, cx: &mut Ctx<'_>) -> Var {
+    /// Eq. 4, `y = LN(z_L^0)` (or the mean of `LN(z_L)` over the patches), then the tanh
+    /// pre-logits layer if there is one: the representation the head reads.
+    fn pool<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, cx: &mut Ctx<'_>) -> Var {
         let (b, d) = (g.shape(z)[0], self.config.dim);
         let z = self.norm.forward(g, p, z, cx);
         let y = match self.config.classifier {
@@ -132,24 +133,23 @@ impl VisionTransformer {
             }
             Classifier::Gap => g.mean(z, &[1], false),
         };
-        let y = match &self.pre_logits {
+        match &self.pre_logits {
             Some(fc) => {
                 let y = fc.forward(g, p, y, cx);
                 g.tanh(y)
             }
             None => y,
-        };
-        self.head.forward(g, p, y, cx)
+        }
     }
-}
 
-impl Module for VisionTransformer {
-    /// Logits `[B, classes]` for `images: [B, C, H, W]`: eq. 1, the `L` blocks (eqs. 2-3), eq. 4.
+    /// The representation `[B, F]` the head reads for `images: [B, C, H, W]`: eq. 1, the `L`
+    /// blocks (eqs. 2-3), eq. 4 (and the pre-logits layer when there is one). What few-shot
+    /// evaluation and a linear probe train on; [`Module::forward`] is the head applied to it.
     ///
     /// The embedding and each block are one segment of the tape's memory policy
     /// (`autograd::memory`): when a segment ends, the tape drops what backward will recompute
     /// (training) or everything forward is done with (inference).
-    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, cx: &mut Ctx<'_>) -> Var {
+    pub fn features<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, cx: &mut Ctx<'_>) -> Var {
         let c = &self.config;
         let shape = g.shape(images);
         assert!(
@@ -165,6 +165,15 @@ impl Module for VisionTransformer {
             z = g.segment(&format!("blocks.{l}"), z, |g| block.forward(g, p, z, cx));
             // eqs. 2-3
         }
-        self.classify(g, p, z, cx) // eq. 4
+        self.pool(g, p, z, cx) // eq. 4
+    }
+}
+
+impl Module for VisionTransformer {
+    /// Logits `[B, classes]` for `images: [B, C, H, W]`: the head on
+    /// [`VisionTransformer::features`].
+    fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, images: Var, cx: &mut Ctx<'_>) -> Var {
+        let y = self.features(g, p, images, cx);
+        self.head.forward(g, p, y, cx)
     }
 }

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod evaluate;
+pub mod finetune;
 pub mod interrupt;
 pub mod log;
 pub mod metrics;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 pub use crate::checkpoint::DATASET_KEY as META_DATASET;
 pub use evaluate::{evaluate, evaluate_until, predict_logits};
+pub use finetune::FineTune;
 pub use log::EpochRecord;
 pub use metrics::Metrics;
 pub use recipe::{recipe, recipe_differences, RECIPE_KEY, SAFE_TO_CHANGE_ON_RESUME};
@@ -120,6 +122,8 @@ pub struct TrainConfig {
     /// In a distributed run, sum each bucket of gradients across ranks as soon as backward has
     /// finished it (rather than after backward: only to measure what the overlap hides).
     pub overlap_comm: bool,
+    /// Start from a pre-trained checkpoint (`vit finetune`) instead of a fresh initialisation.
+    pub finetune: Option<FineTune>,
 }
 
 impl Default for TrainConfig {
@@ -155,6 +159,7 @@ impl Default for TrainConfig {
             max_steps: None,
             grad_accum: None,
             overlap_comm: true,
+            finetune: None,
         }
     }
 }
@@ -175,7 +180,9 @@ impl TrainConfig {
         self.validate_recipe()?;
         let shape = self.dataset.shape();
         let m = &self.model;
-        if m.in_chans != shape.c || m.image_size != shape.h || shape.h != shape.w {
+        // Images of another size are resized to the model's (`Dataset::to_shape`), grey ones
+        // repeated over a colour model's channels.
+        if !(m.in_chans == shape.c || shape.c == 1) || shape.h != shape.w {
             return Err(Error::Config(format!(
                 "the model expects {}x{}x{} images but {} has {}x{}x{}",
                 m.in_chans, m.image_size, m.image_size, self.dataset, shape.c, shape.h, shape.w
@@ -230,7 +237,7 @@ impl TrainConfig {
             check(n >= 1, "--test-subset", "at least 1", n)?;
         }
         if let Some(a) = self.grad_accum {
-            check((1..=self.batch_size).contains(&a), "--grad-accum", "in 1..=--batch-size", a)?;
+            check((1..=self.batch_size).contains(&a), "--accum-steps", "in 1..=--batch-size", a)?;
         }
         budget::check_trainable(m)?;
         self.augment.check(ImageShape::new(m.in_chans, m.image_size, m.image_size))

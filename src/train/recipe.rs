@@ -17,7 +17,7 @@ pub const RECIPE_KEY: &str = "vit.recipe";
 /// What `--resume` lets change, and why it is safe (shown in `vit train --help`).
 pub const SAFE_TO_CHANGE_ON_RESUME: &str = "--epochs (to extend or shorten a run: the learning-rate schedule is \
      re-planned over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet, \
-     --threads, the number of ranks (mpirun -np), --grad-accum, --no-overlap and --dist-timeout; every other flag \
+     --threads, the number of ranks (mpirun -np), --accum-steps, --no-overlap and --dist-timeout; every other flag \
      must be as when the run started";
 
 /// The settings that fix a run's trajectory, by flag. Left out, because changing them on resume
@@ -56,6 +56,10 @@ pub fn recipe(cfg: &TrainConfig) -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(ft) = &cfg.finetune {
+        r.insert("fine-tuned from (CHECKPOINT)".into(), ft.checkpoint.display().to_string());
+        r.insert("--freeze-backbone".into(), ft.freeze_backbone.to_string());
+    }
     match cfg.optimizer {
         OptimizerKind::AdamW { beta1, beta2, eps } => {
             r.insert("AdamW betas, eps".into(), format!("{beta1}, {beta2}, {eps}"));

@@ -32,7 +32,7 @@ use super::step::{train_step_sharded, Sharding};
 use super::{OptimizerKind, TrainConfig};
 use crate::checkpoint::{model::message, remove_stale_temporaries};
 use crate::data::loader::derive_rng;
-use crate::data::{self, Dataset, Loader, LoaderConfig, Shard, Split};
+use crate::data::{self, Dataset, ImageShape, Loader, LoaderConfig, Shard, Split};
 use crate::dist::{Comm, GradReducer, ReduceStats};
 use crate::error::{Error, Result};
 use crate::nn::{ParamStore, VisionTransformer};
@@ -122,21 +122,25 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
 pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, comm: &Comm) -> Result<TrainReport> {
     cfg.validate_recipe()?;
     let (rank, world, root) = (comm.rank(), comm.world_size(), comm.is_root());
-    let shape = train_set.shape();
     let m = &cfg.model;
-    if (shape.c, shape.h, shape.w) != (m.in_chans, m.image_size, m.image_size) || train_set.classes() > m.num_classes {
+    if train_set.classes() > m.num_classes {
         return Err(Error::Config(format!(
-            "the model expects {}x{}x{} images in {} classes, the data has {}x{}x{} in {}",
-            m.in_chans,
-            m.image_size,
-            m.image_size,
+            "the model has {} classes, the data {}",
             m.num_classes,
-            shape.c,
-            shape.h,
-            shape.w,
             train_set.classes()
         )));
     }
+    // Inputs of another size (fine-tuning at a higher resolution) are resized once, up front;
+    // grey ones are repeated over a colour model's channels (`Dataset::to_shape`).
+    let input = ImageShape::new(m.in_chans, m.image_size, m.image_size);
+    let (train_set, test_set) = if train_set.shape() != input || test_set.shape() != input {
+        if root {
+            eprintln!("resizing {} images to the model's {input}", train_set.shape());
+        }
+        (train_set.to_shape(input)?, test_set.to_shape(input)?)
+    } else {
+        (train_set, test_set)
+    };
     if cfg.batch_size < world {
         return Err(Error::Config(format!(
             "--batch-size {} is the global batch, shared by the {world} ranks: it must be at least {world}",
@@ -160,6 +164,9 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
         |what: &str, write: &dyn Fn() -> Result<()>| -> Result<()> { comm.agree(what, root.then(write)).map(|_| ()) };
 
     let (model, mut params) = VisionTransformer::init::<f32>(&cfg.model, cfg.seed)?;
+    if let Some(ft) = &cfg.finetune {
+        ft.prepare(&cfg.model, &mut params, cfg.resume, comm)?;
+    }
     let mut opt = new_optimizer(cfg, &params);
     let steps_per_epoch = train_set.len() / cfg.batch_size;
     if steps_per_epoch == 0 {
@@ -402,7 +409,7 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
     })
 }
 
-/// Micro-batches per rank: `--grad-accum` if given; else, on resume, what keeps the run's
+/// Micro-batches per rank: `--accum-steps` if given; else, on resume, what keeps the run's
 /// shards (so a run resumed on fewer ranks continues bit for bit), when the world size divides
 /// them; else 1. Says so when the shards change (the trajectory then continues up to the
 /// summation order of the gradients).

@@ -89,3 +89,19 @@ pub fn vit_binary() -> Command {
         None => Command::new(exe),
     }
 }
+
+/// A tiny ViT for `side x side` grey images in `classes` classes (patch 4, width 16, depth 2,
+/// 2 heads, MLP 32): fast enough to train for real in a test.
+pub fn tiny_grey_vit(side: usize, classes: usize) -> vit::nn::ViTConfig {
+    vit::nn::ViTConfig {
+        image_size: side,
+        patch_size: 4,
+        in_chans: 1,
+        num_classes: classes,
+        dim: 16,
+        depth: 2,
+        heads: 2,
+        mlp_dim: 32,
+        ..vit::nn::ViTConfig::tiny(4, side)
+    }
+}
