@@ -7,10 +7,16 @@
 //! BENCH_SHAPES="1024x1024x1024:NN,8320x192x576:NT,384*65x64x65:NT" cargo bench --bench gemm
 //! ```
 //!
+//! `BENCH_CACHES="32K:768K,48K:1M"` adds a table of our kernel blocked for the running core's
+//! caches (as it runs normally) beside the blocking it would get on cores with those L1D:L2
+//! sizes, alternating in two rounds, on 1 and 2 threads (`32K:768K` gives the AVX2 blocking
+//! that was a constant before it was derived from the caches: 384 KiB B + 192 KiB A blocks).
+//!
 //! Other knobs: `BENCH_STAT=min` reports the fastest run instead of the median (less sensitive
-//! to other load on the machine); `BENCH_PER_PRODUCT=1` runs our batched products as one
+//! to other load on the machine); `BENCH_CLOCK=cpu` times the 1-thread figures (the peak's
+//! included) in the thread's CPU time, which a loaded machine inflates far less than wall time; `BENCH_PER_PRODUCT=1` runs our batched products as one
 //! `sgemm` per product from a rayon loop; `BENCH_PROFILE=1` runs only our kernel, one thread,
-//! two seconds per shape, for `perf record`.
+//! two seconds per shape (`BENCH_PROFILE=SECONDS`), for `perf record` or cachegrind.
 //!
 //! Shapes: squares 256..2048, and the ViT-Tiny training products at batch 128 (M = 128 * 65 =
 //! 8320 token rows) exactly as `autograd::ops::matmul` issues them: forward `x W^T` (B is a
@@ -32,7 +38,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use autograd::kernels::gemm::sgemm_with;
+use autograd::kernels::caches::CacheSizes;
+use autograd::kernels::gemm::sgemm_with_caches;
 use autograd::kernels::{Isa, Layout, MatMut, MatRef};
 use rayon::prelude::*;
 
@@ -166,19 +173,24 @@ impl Operands {
 }
 
 fn run_ours(isa: Isa, s: &Shape, o: &mut Operands) {
+    run_ours_for(isa, CacheSizes::this_machine(), s, o)
+}
+
+/// Ours, blocked for a core with these caches.
+fn run_ours_for(isa: Isa, caches: CacheSizes, s: &Shape, o: &mut Operands) {
     let (la, lb, lc) = o.layouts(s);
     if s.batch > 1 && std::env::var("BENCH_PER_PRODUCT").is_ok() {
         // One `sgemm` per product from a rayon loop.
         let (a, b) = (&o.a, &o.b);
         o.c.par_chunks_mut(o.sc).enumerate().for_each(|(p, c)| {
             let (a, b) = (MatRef::new(a, la.at(p * o.sa)), MatRef::new(b, lb.at(p * o.sb)));
-            sgemm_with(isa, 1.0, a, b, 0.0, MatMut::new(c, lc));
+            sgemm_with_caches(isa, caches, 1.0, a, b, 0.0, MatMut::new(c, lc));
         });
         return;
     }
     let batched = |l: Layout, stride: usize| l.batched(s.batch, stride as isize);
     let (a, b) = (MatRef::new(&o.a, batched(la, o.sa)), MatRef::new(&o.b, batched(lb, o.sb)));
-    sgemm_with(isa, 1.0, a, b, 0.0, MatMut::new(&mut o.c, batched(lc, o.sc)));
+    sgemm_with_caches(isa, caches, 1.0, a, b, 0.0, MatMut::new(&mut o.c, batched(lc, o.sc)));
 }
 
 fn run_mm(s: &Shape, o: &mut Operands) {
@@ -212,18 +224,39 @@ fn run_mm(s: &Shape, o: &mut Operands) {
     }
 }
 
+/// Seconds on the clock the benchmark reads: wall time, or with `BENCH_CLOCK=cpu` and one thread
+/// the calling thread's CPU time, which leaves out the time other processes hold the core (on a
+/// loaded machine the wall-clock figures measure the load as much as the kernel).
+fn clock_secs(cpu: bool) -> f64 {
+    if cpu {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_secs_f64()
+    }
+}
+
+/// Whether this thread's runs are timed in CPU time (`BENCH_CLOCK=cpu` in a 1-thread pool).
+fn cpu_clock() -> bool {
+    rayon::current_num_threads() == 1 && std::env::var("BENCH_CLOCK").is_ok_and(|v| v == "cpu")
+}
+
 /// Median seconds of `f` over enough runs to fill `budget` (at least `min_runs`), after a warm-up.
 fn time(mut f: impl FnMut(), budget: Duration, min_runs: usize) -> f64 {
+    let cpu = cpu_clock();
     f();
-    let t0 = Instant::now();
+    let t0 = clock_secs(cpu);
     f();
-    let once = t0.elapsed().as_secs_f64().max(1e-7);
+    let once = (clock_secs(cpu) - t0).max(1e-7);
     let runs = ((budget.as_secs_f64() / once) as usize).clamp(min_runs, 200);
     let mut ts: Vec<f64> = (0..runs)
         .map(|_| {
-            let t = Instant::now();
+            let t = clock_secs(cpu);
             f();
-            t.elapsed().as_secs_f64()
+            clock_secs(cpu) - t
         })
         .collect();
     ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -368,12 +401,19 @@ fn main() {
         child(quick);
         return;
     }
-    if std::env::var("BENCH_PROFILE").is_ok() {
-        // Only our kernel, one thread, about two seconds per shape: for `perf record`.
+    if let Ok(v) = std::env::var("BENCH_PROFILE") {
+        // Only our kernel, one thread, about two seconds per shape (or `BENCH_PROFILE=SECONDS`),
+        // blocked for the first `BENCH_CACHES` entry if given: for `perf record` or a cache
+        // simulator (`valgrind --tool=cachegrind`).
+        let budget = Duration::from_secs_f64(v.parse().unwrap_or(2.0));
+        let caches = std::env::var("BENCH_CACHES")
+            .ok()
+            .and_then(|c| parse_caches(&c).first().copied())
+            .unwrap_or_else(CacheSizes::this_machine);
         for s in shapes(quick) {
             let mut o = operands(&s);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-            let secs = pool.install(|| time(|| run_ours(Isa::detect(), &s, &mut o), Duration::from_secs(2), 3));
+            let secs = pool.install(|| time(|| run_ours_for(Isa::active(), caches, &s, &mut o), budget, 3));
             println!("{}: {:.0} GFLOP/s", s.label(), gflops(&s, secs));
         }
         return;
@@ -436,6 +476,10 @@ fn main() {
         }
     }
 
+    if let Ok(spec) = std::env::var("BENCH_CACHES") {
+        compare_blockings(&spec, best, quick, &peak_of);
+    }
+
     // The AVX2 kernel, forced, against the AVX2 peak (and the portable one, for the record).
     println!();
     println!("| forced ISA: product | threads | ours | % of that ISA's peak |");
@@ -453,6 +497,54 @@ fn main() {
             let peak = peak_of(isa, 1);
             let pct = if peak.is_nan() { "-".to_string() } else { format!("{:.0}%", 100.0 * g / peak) };
             println!("| {isa}: {} | 1 | {g:.0} | {pct} |", s.label());
+        }
+    }
+}
+
+/// `"32K:768K,48K:1M"`: L1D:L2 sizes (sysfs spellings) to block for, beside the running core's.
+fn parse_caches(spec: &str) -> Vec<CacheSizes> {
+    let size = |x: &str| autograd::kernels::caches::parse_size(x).unwrap_or_else(|| panic!("BENCH_CACHES: size {x:?}"));
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (l1d, l2) = p.split_once(':').unwrap_or_else(|| panic!("BENCH_CACHES: {p:?} is not L1D:L2"));
+            CacheSizes { l1d: Some(size(l1d)), l2: Some(size(l2)) }
+        })
+        .collect()
+}
+
+/// Our kernel blocked for the running core's caches and for each of `spec`'s, alternating in
+/// two rounds per shape and thread count.
+fn compare_blockings(spec: &str, isa: Isa, quick: bool, peak_of: &dyn Fn(Isa, usize) -> f64) {
+    let mut configs = vec![CacheSizes::this_machine()];
+    configs.extend(parse_caches(spec));
+    let kib = |x: Option<usize>| x.map_or("-".to_string(), |b| format!("{}K", b >> 10));
+    let names: Vec<String> = configs.iter().map(|c| format!("{}:{}", kib(c.l1d), kib(c.l2))).collect();
+    println!();
+    println!("Blocking for L1D:L2 (first: this core's, as detected), {isa}, GFLOP/s in 2 alternating rounds (% of peak, mean):");
+    println!();
+    println!("| product | threads | {} |", names.join(" | "));
+    println!("|---|---|{}", "---|".repeat(names.len()));
+    let (bud, min_runs) = budget(quick);
+    for s in shapes(quick) {
+        let mut o = operands(&s);
+        for t in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            let mut figs = vec![Vec::new(); configs.len()];
+            for _round in 0..2 {
+                for (c, caches) in configs.iter().enumerate() {
+                    let secs = pool.install(|| time(|| run_ours_for(isa, *caches, &s, &mut o), bud, min_runs));
+                    figs[c].push(gflops(&s, secs));
+                }
+            }
+            let cells: Vec<String> = figs
+                .iter()
+                .map(|f| {
+                    let mean = f.iter().sum::<f64>() / f.len() as f64;
+                    format!("{:.0}, {:.0} ({:.0}%)", f[0], f[1], 100.0 * mean / peak_of(isa, t))
+                })
+                .collect();
+            println!("| {} | {t} | {} |", s.label(), cells.join(" | "));
         }
     }
 }

@@ -7,7 +7,8 @@
 //! of the magnitudes that went into it (`|alpha| sum_p |a_ip b_pj| + |beta c_ij|`), the standard
 //! bound for a length-k dot product in f32 (no cancellation-free assumption needed).
 
-use autograd::kernels::gemm::{sgemm, sgemm_with, MIN_TASK_FLOPS};
+use autograd::kernels::caches::CacheSizes;
+use autograd::kernels::gemm::{sgemm, sgemm_with, sgemm_with_caches, MIN_TASK_FLOPS};
 use autograd::kernels::{Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
@@ -201,6 +202,47 @@ proptest! {
     ) {
         for isa in Isa::all_available() {
             run_case(isa, m, k, n, la, lb, lc, alpha, beta, seed);
+        }
+    }
+}
+
+/// Cache sizes the detection could report, from tiny and odd ones (a 3000-byte L1D, a 50 KiB
+/// L2, which give depth blocks of 32 and B blocks of a few panels) through the machines the
+/// defaults stand for to huge ones, and sizes the OS did not report.
+fn cache_sizes() -> impl Strategy<Value = CacheSizes> {
+    let l1d = prop_oneof![
+        2 => prop::sample::select(vec![1usize << 10, 3000, 12 << 10, 32 << 10, 48 << 10, 64 << 10, 128 << 10]),
+        1 => 512usize..=200_000,
+    ];
+    let l2 = prop_oneof![
+        2 => prop::sample::select(vec![8usize << 10, 50 << 10, 100_000, 256 << 10, 512 << 10, 1 << 20, 3 << 20, 64 << 20]),
+        1 => 4096usize..=4 << 20,
+    ];
+    (prop::option::weighted(0.9, l1d), prop::option::weighted(0.9, l2)).prop_map(|(l1d, l2)| CacheSizes { l1d, l2 })
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// Every blocking the cache detection can produce gives the naive product, on every ISA:
+    /// shapes that cross several depth, B and A blocks of the blocking drawn.
+    #[test]
+    fn sgemm_matches_naive_for_any_cache_sizes(
+        caches in cache_sizes(),
+        m in prop_oneof![dim_m(), 100usize..=300], k in prop_oneof![dim_k(), 300usize..=900],
+        n in prop_oneof![dim_n(), 100usize..=400],
+        la in layout(), lb in layout(),
+        (alpha, beta) in scalars(),
+        seed in any::<u64>(),
+    ) {
+        for isa in Isa::all_available() {
+            let a = Mat::new(m, k, la, values(seed));
+            let b = Mat::new(k, n, lb, values(seed + 1));
+            let c0 = if beta == 0.0 { Mat::new(m, n, Layout::Rows { pad: 1 }, |_, _| f32::NAN) }
+                else { Mat::new(m, n, Layout::Rows { pad: 1 }, values(seed + 2)) };
+            let mut c = c0.clone();
+            sgemm_with_caches(isa, caches, alpha, a.view(), b.view(), beta, c.view_mut());
+            check(&a, &b, &c0, &c, alpha, beta, &format!("{isa} {caches:?}: {m}x{k}x{n} A {la:?} B {lb:?}"));
         }
     }
 }

@@ -18,7 +18,14 @@ pub struct CacheSizes {
 }
 
 impl CacheSizes {
-    /// What this machine's OS reports (read once per call; callers cache their blocking).
+    /// What this machine's OS reports, read once per process (the GEMM blocking is derived from
+    /// it on every call).
+    pub fn this_machine() -> CacheSizes {
+        static DETECTED: std::sync::OnceLock<CacheSizes> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(CacheSizes::detect)
+    }
+
+    /// What this machine's OS reports (read on every call; see [`CacheSizes::this_machine`]).
     pub fn detect() -> CacheSizes {
         #[cfg(target_os = "linux")]
         {
@@ -35,9 +42,9 @@ impl CacheSizes {
     }
 }
 
-/// `"48K"`, `"1024K"`, `"12M"`, `"65536"` (sysfs' spellings) in bytes.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub(crate) fn parse_size(s: &str) -> Option<usize> {
+/// `"48K"`, `"1024K"`, `"12M"`, `"65536"` (sysfs' spellings) in bytes; `None` for anything else
+/// or zero.
+pub fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let (digits, unit) = match s.as_bytes().last()? {
         b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),

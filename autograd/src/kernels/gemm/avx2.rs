@@ -4,6 +4,6 @@
 super::dispatch::gemm_arch! {
     simd: crate::kernels::simd::Avx2,
     feature: "avx2,fma",
-    nr: 16, kc: 256, b_block: 384 * 1024, a_block: 192 * 1024,
+    nr: 16, kc_max: 256,
     mr: 1 2 3 4 5 6
 }

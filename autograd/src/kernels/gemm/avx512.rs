@@ -9,6 +9,6 @@
 super::dispatch::gemm_arch! {
     simd: crate::kernels::simd::Avx512,
     feature: "avx512f",
-    nr: 32, kc: 384, b_block: 512 * 1024, a_block: 256 * 1024,
+    nr: 32, kc_max: 384,
     mr: 1 2 3 4 5 6 7 8 9 10 11 12 13 14
 }

@@ -6,24 +6,13 @@
 //! invocation, and one arm in [`on_arch!`] below. An ISA with a microkernel of its own shape
 //! (NEON's FMAs by vector lane, `neon.rs`) implements [`GemmArch`] by hand in its file instead.
 
+use super::blocking::CacheBlocking;
 use super::buffers::Buffers;
 use super::kernel::KernelFn;
 use super::Gemm;
 use crate::kernels::simd::Simd;
 #[allow(unused_imports)]
 use crate::kernels::Isa;
-
-/// The cache blocking of one ISA: constants tuned per ISA, or derived from the cache sizes the
-/// OS reports (NEON).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CacheBlocking {
-    /// The largest depth block.
-    pub(crate) kc: usize,
-    /// Budget for one packed B block (`kc x nc` floats), sized for L2.
-    pub(crate) b_block_bytes: usize,
-    /// Budget for one packed A block (whole micro-panels), sized for L2 next to the B block.
-    pub(crate) a_block_bytes: usize,
-}
 
 /// One ISA's blocking parameters and kernels.
 pub(crate) trait GemmArch {
@@ -36,11 +25,15 @@ pub(crate) trait GemmArch {
     /// Whether A is packed k-major whatever its strides (the kernel reads A by vector lanes),
     /// instead of in the layout that makes packing a copy.
     const A_KMAJOR_ALWAYS: bool = false;
-    /// Row stride of a rows-layout A micro-panel (the largest `kc` plus one cache line, so rows
-    /// spread over cache sets).
+    /// The deepest depth block the kernel is built for (the cache sizes may call for less).
+    const KC_MAX: usize;
+    /// Row stride of a rows-layout A micro-panel (`KC_MAX` plus one cache line, so rows spread
+    /// over cache sets).
     const KCP: usize;
-    /// Depth and block sizes.
-    fn cache_blocking() -> CacheBlocking;
+    /// Depth and block sizes for product `g` (from the caches it was issued for).
+    fn cache_blocking(g: &Gemm) -> CacheBlocking {
+        CacheBlocking::for_caches(g.caches, Self::MR_MAX, Self::KC_MAX)
+    }
     /// The microkernel for `mr` rows, `nv` vectors, A layout.
     fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn;
     /// The dot-product kernel for the narrowest B edges, rows-layout A, if the ISA has one.
@@ -55,15 +48,15 @@ pub(crate) trait GemmArch {
 
 /// Defines `pub(crate) struct Arch` implementing [`GemmArch`] for one ISA: its [`Simd`] type,
 /// the `target_feature` its functions are compiled with (omitted for the portable kernel), its
-/// blocking constants, and the tile heights `1..=MR_MAX` to instantiate.
+/// tile width and deepest depth block, and the tile heights `1..=MR_MAX` to instantiate.
 macro_rules! gemm_arch {
     (
         simd: $S:ty, $(feature: $feat:literal,)?
-        nr: $nr:expr, kc: $kc:expr, b_block: $bb:expr, a_block: $ab:expr,
+        nr: $nr:expr, kc_max: $kc:expr,
         mr: $($m:literal)*
     ) => {
         use $crate::kernels::gemm::buffers::Buffers;
-        use $crate::kernels::gemm::dispatch::{CacheBlocking, GemmArch};
+        use $crate::kernels::gemm::dispatch::GemmArch;
         use $crate::kernels::gemm::kernel::{dot_kernel, dot_table, kernel, kernel_table, KernelFn, Tile};
         use $crate::kernels::gemm::Gemm;
 
@@ -96,11 +89,8 @@ macro_rules! gemm_arch {
             type S = $S;
             const NR: usize = NR;
             const MR_MAX: usize = [$($m),*].len();
+            const KC_MAX: usize = KC;
             const KCP: usize = KCP;
-
-            fn cache_blocking() -> CacheBlocking {
-                CacheBlocking { kc: KC, b_block_bytes: $bb, a_block_bytes: $ab }
-            }
 
             fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
                 kernel_table!(k, mr, nv, kmajor; $($m)*)

@@ -46,7 +46,7 @@ impl Blocking {
         let (m, n, k, nr) = (g.m, g.n, g.k, G::NR);
         let mr = choose_mr::<G>(m);
         let kmajor = G::A_KMAJOR_ALWAYS || g.a.cs != 1;
-        let cache = G::cache_blocking();
+        let cache = G::cache_blocking(g);
         // Depth blocks of equal size (`K = 576` runs as 2 x 288, not 384 + 192); B blocks
         // within the L2 budget; A blocks of whole micro-panels within theirs.
         let kc_max = k.div_ceil(k.div_ceil(cache.kc));

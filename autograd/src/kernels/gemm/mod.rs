@@ -12,16 +12,20 @@
 //! | `dispatch.rs` | what an ISA provides (`GemmArch`), the macro that builds one, the one `match` on [`Isa`] |
 //! | `split.rs` | the thread-split cost model: how a product is cut along M, N and K |
 //! | `threads.rs` | running a cut product (and a batch of products) on rayon's threads |
+//! | `blocking.rs` | the depth and block sizes, from the running core's cache sizes |
 //! | `mr.rs` | choosing the tile height `MR` for a product of `m` rows |
 //! | `buffers.rs` | the per-thread, reused packing buffers |
 //! | `loops.rs` | the five loops around the microkernel |
 //! | `prefetch.rs` | the prefetch schedule of the next blocks while one computes |
 //! | `pack.rs` | packing A and B blocks into the layouts the microkernel reads |
 //! | `kernel.rs` | the register-blocked microkernel, written once over `Simd` |
-//! | `avx512.rs`, `avx2.rs`, `portable.rs` | one ISA's blocking and kernel instantiation each |
-//! | `neon.rs` | aarch64: its own 8 x 12 microkernel (FMAs by vector lane) and cache-derived blocking |
+//! | `avx512.rs`, `avx2.rs`, `portable.rs` | one ISA's tile shape and kernel instantiation each |
+//! | `neon.rs` | aarch64: its own 8 x 12 microkernel (FMAs by vector lane) |
 //! | `timing.rs` | opt-in accounting of GEMM time for benchmarks |
 //!
+//! * The blocking (`blocking.rs`) is worked out from the L1D and L2 sizes the OS reports for the
+//!   running core ([`CacheSizes::this_machine`], read once), by one rule for every ISA: the B
+//!   block takes half of L2, the A block a quarter, the A micro-panel at most half of L1.
 //! * `KC` is split evenly (`K = 576` runs as 2 x 288, not 384 + 192); `MR` is chosen per product
 //!   from `1..=MR_MAX` to waste the fewest padded rows (65 rows run as 5 x 13, 192 as 16 x 12).
 //! * Packing is a copy whenever an operand is row- or column-major: the A micro-panel layout
@@ -60,6 +64,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod blocking;
 mod buffers;
 mod dispatch;
 pub(crate) mod kernel;
@@ -79,6 +84,7 @@ use rayon::prelude::*;
 pub use self::dispatch::split_for;
 pub use self::split::MIN_TASK_FLOPS;
 use crate::dtype::Float;
+use crate::kernels::caches::CacheSizes;
 pub use crate::kernels::mat::{Layout, MatMut, MatRef};
 use crate::kernels::send_ptr::SendPtr;
 pub use crate::kernels::Isa;
@@ -115,6 +121,8 @@ pub(crate) struct Gemm {
     pub(crate) a: Operand,
     pub(crate) b: Operand,
     pub(crate) c: Operand,
+    /// The caches the blocking is derived from (the running core's, except in tests).
+    pub(crate) caches: CacheSizes,
 }
 
 impl Gemm {
@@ -137,6 +145,7 @@ impl Gemm {
             a: Operand { p: null, rs: rsa, cs: csa },
             b: Operand { p: null, rs: rsb, cs: csb },
             c: Operand { p: null, rs: n as isize, cs: 1 },
+            caches: CacheSizes::this_machine(),
         }
     }
 }
@@ -194,7 +203,23 @@ pub fn sgemm(alpha: f32, a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, c: M
 }
 
 /// [`sgemm`] on a chosen ISA (for tests and benchmarks); panics if `isa` is not available.
-pub fn sgemm_with(isa: Isa, alpha: f32, a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, mut c: MatMut<'_, f32>) {
+pub fn sgemm_with(isa: Isa, alpha: f32, a: MatRef<'_, f32>, b: MatRef<'_, f32>, beta: f32, c: MatMut<'_, f32>) {
+    sgemm_with_caches(isa, CacheSizes::this_machine(), alpha, a, b, beta, c)
+}
+
+/// [`sgemm_with`] blocked for a core with the given caches instead of the running one's: how the
+/// tests cover every blocking the detection can produce, and how the benchmark compares
+/// blockings in one run. The result is the same whatever the caches (up to rounding).
+#[doc(hidden)]
+pub fn sgemm_with_caches(
+    isa: Isa,
+    caches: CacheSizes,
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    mut c: MatMut<'_, f32>,
+) {
     let (la, lb, lc) = (a.layout(), b.layout(), c.layout());
     let (batch, m, k, n) = shapes(la, lb, lc);
     let _timing = timing::Span::enter(batch * 2 * m * n * k); // opt-in instrumentation, see `timing`
@@ -210,6 +235,7 @@ pub fn sgemm_with(isa: Isa, alpha: f32, a: MatRef<'_, f32>, b: MatRef<'_, f32>, 
         a: Operand { p: SendPtr::from_const(a.as_ptr()), rs: la.rs, cs: la.cs },
         b: Operand { p: SendPtr::from_const(b.as_ptr()), rs: lb.rs, cs: lb.cs },
         c: Operand { p: SendPtr::new(c.as_mut_ptr()), rs: lc.rs, cs: lc.cs },
+        caches,
     };
     let strides = (batch_stride(la), batch_stride(lb), lc.bs);
     if k == 0 || alpha == 0.0 {

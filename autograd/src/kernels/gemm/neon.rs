@@ -11,21 +11,18 @@
 //! reason there is no dot-product edge kernel: a leftover B column costs one 4-lane vector here,
 //! not the 8 or 16 lanes it costs on x86.
 //!
-//! Blocking comes from the cache sizes the OS reports ([`CacheSizes`]), with defaults for the
-//! machines this path is for when it reports nothing: Apple M-series performance cores (128 KiB
-//! L1D, a 12-16 MiB L2 shared by 4 cores) and Neoverse N1/V1/N2 (64 KiB L1D, 1 MiB L2).
+//! Blocking comes from the cache sizes the OS reports, by the rule every ISA shares
+//! (`blocking.rs`, with defaults for Apple M-series and Neoverse cores when nothing is reported).
 //!
 //! Its speed on hardware is unmeasured here (CI runs it under `qemu-aarch64`, where timings mean
 //! nothing); the disassembly of the inner loop is the evidence of its shape.
 
 use core::arch::aarch64::*;
-use std::sync::OnceLock;
 
 use super::buffers::Buffers;
-use super::dispatch::{CacheBlocking, GemmArch};
+use super::dispatch::GemmArch;
 use super::kernel::{prefetch_c, store_tile, KernelFn, Tile};
 use super::Gemm;
-use crate::kernels::caches::CacheSizes;
 use crate::kernels::simd::Neon;
 
 const MR: usize = 8;
@@ -106,30 +103,6 @@ unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
     unsafe { super::loops::block::<Arch>(g, bufs, next) }
 }
 
-/// Blocking for a core with `l1d` bytes of L1 data cache and `l2` bytes of L2 to itself.
-///
-/// * `kc`: one A micro-panel and one B micro-panel (`(MR + NR) kc` floats) fill half of L1, so
-///   the A panel stays there while B panels stream through the other half: 384 for 64 KiB
-///   (Neoverse), 512 (the cap) for Apple's 128 KiB.
-/// * The packed B block takes half of L2 and the A block a quarter, as on x86 (within
-///   128 KiB..2 MiB and 64 KiB..1 MiB: beyond that, blocks outgrow what one core's share of a
-///   big shared L2 delivers at L2 speed).
-pub(crate) fn blocking_for(caches: CacheSizes) -> CacheBlocking {
-    let default = if cfg!(target_os = "macos") {
-        CacheSizes { l1d: Some(128 << 10), l2: Some(3 << 20) }
-    } else {
-        CacheSizes { l1d: Some(64 << 10), l2: Some(1 << 20) }
-    };
-    let l1d = caches.l1d.or(default.l1d).unwrap_or(64 << 10);
-    let l2 = caches.l2.or(default.l2).unwrap_or(1 << 20);
-    let kc = (l1d / 2 / (4 * (MR + NR)) / 32 * 32).clamp(128, 512);
-    CacheBlocking {
-        kc,
-        b_block_bytes: (l2 / 2).clamp(128 << 10, 2 << 20),
-        a_block_bytes: (l2 / 4).clamp(64 << 10, 1 << 20),
-    }
-}
-
 pub(crate) struct Arch;
 
 impl GemmArch for Arch {
@@ -137,13 +110,9 @@ impl GemmArch for Arch {
     const NR: usize = NR;
     const MR_MAX: usize = MR;
     const A_KMAJOR_ALWAYS: bool = true;
+    const KC_MAX: usize = 512;
     /// Unused: A is never packed in the rows layout here.
     const KCP: usize = 0;
-
-    fn cache_blocking() -> CacheBlocking {
-        static BLOCKING: OnceLock<CacheBlocking> = OnceLock::new();
-        *BLOCKING.get_or_init(|| blocking_for(CacheSizes::detect()))
-    }
 
     fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
         assert!(kmajor, "sgemm: the NEON kernel reads A k-major");
@@ -157,28 +126,5 @@ impl GemmArch for Arch {
     unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {
         // SAFETY: the caller guarantees the operands; NEON is always there on aarch64.
         unsafe { block(g, bufs, next) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocking_from_reported_caches() {
-        // Neoverse N1/V1: 64 KiB L1D, 1 MiB private L2.
-        let n1 = blocking_for(CacheSizes { l1d: Some(64 << 10), l2: Some(1 << 20) });
-        assert_eq!(n1, CacheBlocking { kc: 384, b_block_bytes: 512 << 10, a_block_bytes: 256 << 10 });
-        // Apple M1 performance core: 128 KiB L1D, a quarter of a 12 MiB cluster L2.
-        let m1 = blocking_for(CacheSizes { l1d: Some(128 << 10), l2: Some(3 << 20) });
-        assert_eq!(m1, CacheBlocking { kc: 512, b_block_bytes: 1536 << 10, a_block_bytes: 768 << 10 });
-        // A small core (32 KiB L1D, 256 KiB L2 share) and a huge report are clamped.
-        let small = blocking_for(CacheSizes { l1d: Some(32 << 10), l2: Some(256 << 10) });
-        assert_eq!(small, CacheBlocking { kc: 192, b_block_bytes: 128 << 10, a_block_bytes: 64 << 10 });
-        let huge = blocking_for(CacheSizes { l1d: Some(1 << 20), l2: Some(64 << 20) });
-        assert_eq!(huge, CacheBlocking { kc: 512, b_block_bytes: 2 << 20, a_block_bytes: 1 << 20 });
-        // Nothing reported: the platform's defaults, never a zero block.
-        let none = blocking_for(CacheSizes { l1d: None, l2: None });
-        assert!(none.kc >= 128 && none.b_block_bytes >= 128 << 10 && none.a_block_bytes >= 64 << 10);
     }
 }

@@ -42,7 +42,7 @@ pub(crate) fn plan<G: GemmArch>(g: &Gemm, threads: usize) -> Split {
     let mr = choose_mr::<G>(g.m);
     let (mp, np) = (g.m.div_ceil(mr), g.n.div_ceil(G::NR));
     let flops_per_cycle = 4.0 * <G::S as Simd>::LANES as f64;
-    let b_block_bytes = G::cache_blocking().b_block_bytes as f64;
+    let b_block_bytes = G::cache_blocking(g).b_block_bytes as f64;
     // Cycles per packed element: a copy is cheap, a transpose or gather is not.
     let cost_a = if g.a.cs == 1 || g.a.rs == 1 { 0.15 } else { 1.0 };
     let cost_b = if g.b.cs == 1 { 0.1 } else { 0.6 };
