@@ -35,8 +35,9 @@ fn a_fused_block_keeps_qkv_heads_and_two_residual_streams_and_recomputes_the_res
             "{s}"
         );
         // qkv 3D, the heads D, z' D and the block's output D per token, plus each layer norm's
-        // mean and rstd per token; f32.
-        assert_eq!(s.kept_bytes(), 4 * b * n * (3 * d + d + d + d) + 2 * 4 * 2 * b * n, "{s}");
+        // mean and rstd per token and fc1's pre-activation (mlp_dim per token); f32.
+        let h = c.mlp_dim;
+        assert_eq!(s.kept_bytes(), 4 * b * n * (3 * d + d + d + d) + 2 * 4 * 2 * b * n + 4 * b * n * h, "{s}");
     }
 }
 

@@ -22,10 +22,11 @@
 //! [`keep`](Graph::keep)s to read after forward.
 //!
 //! **Backward gets a dropped value back** by recomputing it (recursively, if its inputs were
-//! dropped too) when an op needs it as an input. A recompute may produce a by-product its own
-//! op's backward also needs, such as the pre-activation of a fused Linear+GELU: the tape holds
-//! it in the backward pass's memo and hands it to that op ([`BackwardCtx::memo`]), so the
-//! product is paid once, not twice. An op's own output reaches its backward as an `Option`
+//! dropped too) when an op needs it as an input; an op may rebuild it from its saved state alone
+//! (a fused Linear+GELU keeps its pre-activation and recomputes only the GELU). A recompute may
+//! also produce a by-product its own op's backward needs: the tape holds it in the backward
+//! pass's memo and hands it to that op ([`BackwardCtx::memo`]), so the work is paid once, not
+//! twice. An op's own output reaches its backward as an `Option`
 //! ([`BackwardCtx::output`]): `None` when it was dropped, which only a `Recompute` op allows,
 //! and such an op's backward does not read it.
 //!

@@ -118,8 +118,9 @@ fn mismatched_shapes_panic_naming_the_op() {
     g.linear(x, w, None);
 }
 
-/// The fused Linear+GELU keeps neither its pre-activation nor (once its segment ends) its
-/// output: backward recomputes both, once, and the gradients are those of the kept run.
+/// The fused Linear+GELU keeps its pre-activation as state and, once its segment ends, drops
+/// its output: backward rebuilds it from the pre-activation, and the gradients are those of the
+/// kept run.
 #[test]
 fn dropped_linear_gelu_output_is_recomputed_with_identical_gradients() {
     use autograd::ops::gelu::GeluKind;

@@ -48,9 +48,9 @@ impl Mlp {
     /// block path merges with the residual sum ([`Mlp::forward_residual`]).
     fn hidden<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, x: Var, cx: &mut Ctx<'_>) -> Var {
         let h = if cx.fused {
-            // fc1 and GELU in one op that keeps neither its pre-activation nor its output for
-            // backward, recomputing them with one more product: with a hidden width of 4D these
-            // are the largest tensors a block has.
+            // fc1 and GELU in one op that keeps only its pre-activation for backward and
+            // rebuilds its output from it (one GELU pass, no product): with a hidden width of
+            // 4D these are the largest tensors a block has.
             let b1 = self.fc1.bias.expect("mlp layers have biases");
             g.linear_gelu(x, p.get(self.fc1.weight), p.get(b1), self.gelu)
         } else {

@@ -273,17 +273,18 @@ pub fn linear_gelu<T: Float>(
     (Tensor::from_cuda(a, &shape), h)
 }
 
-/// `linear_gelu`'s `(dx, dW, db)`, from the pre-activation in the tape's memo (left by this
-/// op's recompute) or, without one, recomputed: the same rule as the CPU path.
+/// `linear_gelu`'s `(dx, dW, db)`, from the pre-activation `h` the op kept from forward: the
+/// same rule as the CPU path.
 pub fn linear_gelu_backward<T: Float>(
     c: &BackwardCtx<'_, T>,
+    h: &Tensor<T>,
     kind: GeluKind,
     dims: (usize, usize, usize),
 ) -> Vec<Option<Tensor<T>>> {
     let (x, w, b) = (c.inputs[0], c.inputs[1], c.inputs[2]);
-    same_gpu("linear_gelu backward", &[x, w, b, c.grad]);
+    same_gpu("linear_gelu backward", &[x, w, b, c.grad, h]);
     let needs = [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]];
-    let h = c.memo.map(buf);
+    let h = Some(buf(h));
     let (dx, dw, db) = linear::linear_gelu_backward(buf(x), buf(w), buf(b), buf(c.grad), h, kind, dims, needs);
     vec![
         dx.map(|t| Tensor::from_cuda(t, x.shape())),

@@ -117,56 +117,45 @@ impl<T: Float> Op<T> for Linear<T> {
     }
 }
 
-/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps neither `h` nor `a` from forward to
-/// backward (its policy is [`OutputPolicy::Recompute`](crate::memory::OutputPolicy::Recompute)):
+/// `a = gelu(h)`, `h = x W^T + b`, in one op that keeps the pre-activation `h` as its state
+/// and drops its output `a` (its policy is [`OutputPolicy::Recompute`](crate::memory::OutputPolicy::Recompute)):
 ///
 /// ```text
-///     h = x W^T + b                recomputed: one more product, the price of the memory
-///     a = gelu(h)                  recomputed when the next layer's backward needs it
+///     h = x W^T + b                kept from forward to backward (the op's state)
+///     a = gelu(h)                  recomputed from h when the next layer's backward needs it
 ///     dh = g * gelu'(h),           then dx, dW, db as for a Linear with gradient dh
 /// ```
 ///
-/// In a ViT MLP (`N = 4D`) these are the largest tensors of a block; keeping neither halves what
-/// a block holds for backward. The next layer's backward asks for `a` right before this op's
-/// backward runs; the `h` recomputed for it goes into the tape's memo and reaches this op's
-/// backward as `ctx.memo`: one extra product per step, not two.
-struct LinearGelu {
+/// In a ViT MLP (`N = 4D`) `h` and `a` are the largest tensors of a block. Keeping one of the
+/// two and rebuilding the other costs one elementwise pass in backward; keeping `h` (rather than
+/// `a`, from which `gelu'(h)` cannot be had) means no product is recomputed.
+struct LinearGelu<T: Float> {
     rows: usize,
     k: usize,
     n: usize,
     kind: GeluKind,
+    /// The pre-activation, `[..., N]`.
+    h: Tensor<T>,
 }
 
-impl LinearGelu {
-    fn pre_activation<T: Float>(&self, inputs: &[&Tensor<T>]) -> Vec<T> {
-        let mut h = crate::pool::take(self.rows * self.n);
-        affine((self.rows, self.k, self.n), inputs[0].data(), inputs[1].data(), Some(inputs[2].data()), &mut h);
-        h
-    }
-}
-
-impl<T: Float> Op<T> for LinearGelu {
+impl<T: Float> Op<T> for LinearGelu<T> {
     fn name(&self) -> String {
         format!("linear_gelu({}x{} -> {}, {:?})", self.rows, self.k, self.n, self.kind)
     }
 
     fn saves(&self) -> Saves {
-        Saves::recompute(0)
+        Saves::recompute(self.h.numel() * std::mem::size_of::<T>())
     }
 
-    /// `a = gelu(x W^T + b)`, with `h` as the by-product this op's backward reads.
-    fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
+    /// `a = gelu(h)` from the kept pre-activation.
+    fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
         #[cfg(feature = "cuda")]
-        if inputs[0].is_cuda() {
-            let (output, h) = crate::cuda::ops::linear_gelu(inputs, self.kind, (self.rows, self.k, self.n), true);
-            return Some(Recomputed { output, memo: h });
+        if self.h.is_cuda() {
+            return Some(Recomputed { output: crate::cuda::ops::gelu(self.kind, &self.h), memo: None });
         }
-        let h = self.pre_activation(inputs);
-        let mut a = crate::pool::take(h.len());
-        gelu_forward(self.kind, &h, &mut a);
-        let mut shape = inputs[0].shape().to_vec();
-        *shape.last_mut().unwrap() = self.n;
-        Some(Recomputed { output: Tensor::from_vec(a, &shape), memo: Some(Tensor::from_vec(h, &shape)) })
+        let mut a = crate::pool::take(self.h.numel());
+        gelu_forward(self.kind, self.h.data(), &mut a);
+        Some(Recomputed { output: Tensor::from_vec(a, self.h.shape()), memo: None })
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
@@ -174,18 +163,10 @@ impl<T: Float> Op<T> for LinearGelu {
         let (rows, k, n) = (self.rows, self.k, self.n);
         #[cfg(feature = "cuda")]
         if x.is_cuda() {
-            return crate::cuda::ops::linear_gelu_backward(c, self.kind, (rows, k, n));
+            return crate::cuda::ops::linear_gelu_backward(c, &self.h, self.kind, (rows, k, n));
         }
-        let computed;
-        let h: &[T] = match c.memo {
-            Some(h) => h.data(),
-            None => {
-                computed = Tensor::from_vec(self.pre_activation(c.inputs), &[rows * n]);
-                computed.data()
-            }
-        };
         let mut dh = crate::pool::take(rows * n);
-        gelu_backward(self.kind, h, c.grad.data(), &mut dh);
+        gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
         let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
         crate::pool::give(dh);
         vec![dx, dw, db]
@@ -232,8 +213,9 @@ impl<T: Float> Graph<T> {
         self.linear_ex(x, w, b, Some(residual), scale)
     }
 
-    /// `gelu(x W^T + b)` in one op that keeps neither its pre-activation nor its output for
-    /// backward (both are recomputed); see `LinearGelu` in this file. A ViT MLP's first layer.
+    /// `gelu(x W^T + b)` in one op that keeps its pre-activation for backward and recomputes its
+    /// output from it (no product is recomputed); see `LinearGelu` in this file. A ViT MLP's
+    /// first layer.
     pub fn linear_gelu(&mut self, x: Var, w: Var, b: Var, kind: GeluKind) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(
@@ -243,20 +225,21 @@ impl<T: Float> Graph<T> {
         let (n, k) = (ws[0], ws[1]);
         assert_eq!(self.shape(b), &[n], "linear_gelu: bias must have shape [{n}], got {:?}", self.shape(b));
         let rows = xs[..xs.len() - 1].iter().product::<usize>();
-        let mut shape = xs.clone();
+        let mut shape = xs;
         *shape.last_mut().unwrap() = n;
-        let op = LinearGelu { rows, k, n, kind };
+        // On a tape that records nothing the op, and with it `h`, is dropped at once.
         #[cfg(feature = "cuda")]
         if self.value(x).is_cuda() {
             let inputs = [self.value(x), self.value(w), self.value(b)];
-            let (y, _) = crate::cuda::ops::linear_gelu(&inputs, kind, (rows, k, n), false);
+            let (y, h) = crate::cuda::ops::linear_gelu(&inputs, kind, (rows, k, n), true);
+            let op = LinearGelu { rows, k, n, kind, h: h.expect("linear_gelu: the pre-activation was asked for") };
             return self.push(y, op, &[x, w, b]);
         }
         let mut h = crate::pool::take(rows * n);
         affine((rows, k, n), self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
         let mut y = crate::pool::take(rows * n);
         gelu_forward(kind, &h, &mut y);
-        crate::pool::give(h);
+        let op = LinearGelu { rows, k, n, kind, h: Tensor::from_vec(h, &shape) };
         self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
 
