@@ -22,6 +22,10 @@
 //! - **infer**: [`vit::train::predict_logits`] (no tape), same timing.
 //! - **threads**: each measurement runs inside a `rayon::ThreadPool` of that many threads
 //!   (`install`), so every op and GEMM sees that count.
+//! - **CPU time**: the process's CPU time per timed step (median), beside the wall time. On one
+//!   thread it is what the step costs even when other jobs share the cores (wall time then
+//!   measures the load); "images per CPU-s" = batch / that time, comparable with the PyTorch
+//!   script's `img_per_cpu_s` on one thread.
 //! - **peak memory**: `VmHWM` of `/proc/self/status`, which is per process and never goes down;
 //!   so the program re-runs itself once per (model, mode, threads), as
 //!   `train_bench --one vit-ti4 2 train ...`, and reports each child's peak: the whole process
@@ -165,6 +169,9 @@ struct Figures {
     step_ms: f64,
     step_ms_min: f64,
     step_ms_max: f64,
+    /// Median CPU time of the process per timed step (all its threads): on one thread, what the
+    /// step costs whatever else runs on the machine.
+    cpu_ms: f64,
     /// Breakdown medians (ms): forward (+ loss), backward, optimizer; GEMM time within the
     /// forward and backward; the instrumented step's total.
     fwd_ms: f64,
@@ -183,7 +190,7 @@ impl Figures {
     fn to_line(&self) -> String {
         format!(
             "RESULT model={} mode={} threads={} batch={} params={} img_per_s={} step_ms={} step_ms_min={} \
-             step_ms_max={} fwd_ms={} fwd_gemm_ms={} bwd_ms={} bwd_gemm_ms={} opt_ms={} phases_ms={} gflop={} \
+             step_ms_max={} cpu_ms={} fwd_ms={} fwd_gemm_ms={} bwd_ms={} bwd_gemm_ms={} opt_ms={} phases_ms={} gflop={} \
              peak_mib={} loss={}",
             self.model,
             self.mode,
@@ -194,6 +201,7 @@ impl Figures {
             self.step_ms,
             self.step_ms_min,
             self.step_ms_max,
+            self.cpu_ms,
             self.fwd_ms,
             self.fwd_gemm_ms,
             self.bwd_ms,
@@ -222,6 +230,7 @@ impl Figures {
                 "step_ms" => f.step_ms = num()?,
                 "step_ms_min" => f.step_ms_min = num()?,
                 "step_ms_max" => f.step_ms_max = num()?,
+                "cpu_ms" => f.cpu_ms = num()?,
                 "fwd_ms" => f.fwd_ms = num()?,
                 "fwd_gemm_ms" => f.fwd_gemm_ms = num()?,
                 "bwd_ms" => f.bwd_ms = num()?,
@@ -279,6 +288,14 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// CPU time this process has used, all threads, in milliseconds.
+fn cpu_now_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_PROCESS_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
+}
+
 /// Measures one configuration in this process (the child side).
 fn measure(model_name: &str, threads: usize, mode: &str, o: &Options) -> Result<Figures, String> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
@@ -297,19 +314,20 @@ fn measure_in_pool(model_name: &str, threads: usize, mode: &str, o: &Options) ->
         params: params.num_elements(),
         ..Figures::default()
     };
-    let mut times = Vec::with_capacity(o.steps);
+    let (mut times, mut cpu) = (Vec::with_capacity(o.steps), Vec::with_capacity(o.steps));
     if mode == "train" {
         let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, WEIGHT_DECAY);
         for i in 0..o.warmup + o.steps {
             let b = batch.clone();
             let mut rng = Rng::seed(i as u64);
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_now_ms());
             let out =
                 train_step(&model, &mut params, &mut opt, b, LR, 0.0, None, &mut rng).map_err(|e| e.to_string())?;
-            let dt = ms(t);
+            let (dt, dc) = (ms(t), cpu_now_ms() - c);
             f.loss = out.loss;
             if i >= o.warmup {
                 times.push(dt);
+                cpu.push(dc);
             }
         }
         breakdown_train(&model, &mut params, &mut opt, &batch, o.breakdown, &mut f);
@@ -317,17 +335,19 @@ fn measure_in_pool(model_name: &str, threads: usize, mode: &str, o: &Options) ->
         let shape = batch.shape;
         for i in 0..o.warmup + o.steps {
             let images = batch.images.clone();
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_now_ms());
             let logits = predict_logits(&model, &params, images, &shape);
-            let dt = ms(t);
+            let (dt, dc) = (ms(t), cpu_now_ms() - c);
             std::hint::black_box(&logits);
             if i >= o.warmup {
                 times.push(dt);
+                cpu.push(dc);
             }
         }
         breakdown_infer(&model, &params, &batch, o.breakdown, &mut f);
     }
     f.step_ms = median(&times);
+    f.cpu_ms = median(&cpu);
     f.step_ms_min = times.iter().copied().fold(f64::INFINITY, f64::min);
     f.step_ms_max = times.iter().copied().fold(0.0, f64::max);
     f.img_per_s = o.batch as f64 / (f.step_ms / 1e3);
@@ -441,12 +461,12 @@ fn percent(part: f64, whole: f64) -> String {
 fn print_tables(rows: &[Figures]) {
     println!();
     println!(
-        "| model | mode | threads | images/s | step ms (median, min-max) | peak RSS MiB | GEMM GFLOP/step | GFLOP/s |"
+        "| model | mode | threads | images/s | step ms (median, min-max) | CPU ms/step | images per CPU-s | peak RSS MiB | GEMM GFLOP/step | GFLOP/s |"
     );
-    println!("|---|---|---:|---:|---|---:|---:|---:|");
+    println!("|---|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} ({:.0}-{:.0}) | {:.0} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {:.1} | {:.0} ({:.0}-{:.0}) | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} |",
             r.model,
             r.mode,
             r.threads,
@@ -454,6 +474,8 @@ fn print_tables(rows: &[Figures]) {
             r.step_ms,
             r.step_ms_min,
             r.step_ms_max,
+            r.cpu_ms,
+            r.batch as f64 / (r.cpu_ms / 1e3),
             r.peak_mib,
             r.gflop,
             r.gflop / (r.step_ms / 1e3)

@@ -4,7 +4,9 @@
 Measures, per (model, mode, threads), in a fresh subprocess each:
   train : full step = zero_grad + forward + cross-entropy + backward + AdamW.step
   infer : forward only under torch.inference_mode(), model.eval()
-images/s = batch / median step time over --steps timed steps after --warmup warm-up steps.
+images/s = batch / median step time over --steps timed steps after --warmup warm-up steps;
+img_per_cpu_s = batch / the median CPU time of the process per step (all threads): on one thread,
+what a step costs even when other jobs share the cores.
 Peak RSS = getrusage(RUSAGE_SELF).ru_maxrss of that subprocess over the timed steps (read
 before the FLOP-counting pass; includes the Python+torch+timm import baseline, which is
 reported separately as rss_after_import_mib).
@@ -78,12 +80,12 @@ def child(args):
     run = torch.compile(model) if args.compile else model
 
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    times, t_fwd, t_bwd, t_opt = [], [], [], []
+    times, cpu, t_fwd, t_bwd, t_opt = [], [], [], [], []
     if mode == "train":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
         for i in range(args.warmup + args.steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(run(x), y)
             sync()
@@ -93,9 +95,10 @@ def child(args):
             t2 = time.perf_counter()
             opt.step()
             sync()
-            t3 = time.perf_counter()
+            t3, c3 = time.perf_counter(), time.process_time()
             if i >= args.warmup:
                 times.append(t3 - t0)
+                cpu.append(c3 - c0)
                 t_fwd.append(t1 - t0)
                 t_bwd.append(t2 - t1)
                 t_opt.append(t3 - t2)
@@ -104,12 +107,13 @@ def child(args):
         model.eval()
         with torch.inference_mode():
             for i in range(args.warmup + args.steps):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = run(x)
                 sync()
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 if i >= args.warmup:
                     times.append(t1 - t0)
+                    cpu.append(c1 - c0)
         final_loss = float(F.cross_entropy(out, y))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     peak_dev = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
@@ -148,6 +152,8 @@ def child(args):
         step_ms_median=med * 1e3,
         step_ms_min=min(times) * 1e3,
         step_ms_max=max(times) * 1e3,
+        cpu_ms_median=statistics.median(cpu) * 1e3,
+        img_per_cpu_s=B / statistics.median(cpu),
         fwd_ms_median=statistics.median(t_fwd) * 1e3 if t_fwd else None,
         bwd_ms_median=statistics.median(t_bwd) * 1e3 if t_bwd else None,
         opt_ms_median=statistics.median(t_opt) * 1e3 if t_opt else None,
@@ -170,7 +176,7 @@ def child(args):
 
 COLS = [
     "model", "mode", "threads", "batch", "fused_attn", "img_per_s_median", "img_per_s_min", "img_per_s_max",
-    "step_ms_median", "fwd_ms_median", "bwd_ms_median", "opt_ms_median", "gflop_per_step", "gflops_effective",
+    "step_ms_median", "cpu_ms_median", "img_per_cpu_s", "fwd_ms_median", "bwd_ms_median", "opt_ms_median", "gflop_per_step", "gflops_effective",
     "rss_after_import_mib", "peak_rss_mib", "peak_device_mib", "device", "compiled", "cpu_capability",
     "params", "torch", "timm",
 ]
