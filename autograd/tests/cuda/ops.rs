@@ -265,8 +265,8 @@ fn fused_linear_case<T: Float>(
             tl,
         )?;
     }
-    // Dropped at the segment's end and recomputed for the mul's backward; the recompute's
-    // pre-activation reaches linear_gelu's backward through the tape's memo.
+    // Dropped at the segment's end and recomputed for the mul's backward from the
+    // pre-activation the op kept, which its own backward reads too.
     let dropped = |g: &mut Graph<T>, v: &[Var]| {
         let mut a = None;
         let y = g.segment("mlp", v[0], |g| {
