@@ -16,7 +16,6 @@
 //! What the tape holds from forward to backward, and what it recomputes instead, is decided in
 //! one place: [`crate::memory`].
 
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::dtype::Float;
@@ -47,9 +46,6 @@ pub struct BackwardCtx<'a, T: Float> {
     pub grad: &'a Tensor<T>,
     /// Which inputs want a gradient; an op may return `None` for the others and skip the work.
     pub needs_grad: &'a [bool],
-    /// The by-product this op's own [`Op::recompute`] left, if it ran during this backward (the
-    /// tape's memo, see [`crate::memory`]).
-    pub memo: Option<&'a Tensor<T>>,
 }
 
 impl<T: Float> BackwardCtx<'_, T> {
@@ -276,21 +272,16 @@ impl<T: Float> Graph<T> {
         }
     }
 
-    /// Node `idx`'s value, recomputed (recursively) if the memory policy dropped it. A
-    /// recompute's by-product goes into `memo`, for the same node's backward.
-    fn materialize(&self, idx: usize, memo: &mut HashMap<usize, Tensor<T>>) -> Tensor<T> {
+    /// Node `idx`'s value, recomputed (recursively) if the memory policy dropped it.
+    fn materialize(&self, idx: usize) -> Tensor<T> {
         let node = &self.nodes[idx];
         if let Some(v) = &node.value {
             return v.clone();
         }
         let op = node.op.as_ref().unwrap_or_else(|| panic!("the value of %{idx} was dropped and backward needs it"));
-        let inputs: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index(), memo)).collect();
+        let inputs: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
         let refs: Vec<&Tensor<T>> = inputs.iter().collect();
-        let r = op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its dropped output", op.name()));
-        if let Some(m) = r.memo {
-            memo.insert(idx, m);
-        }
-        r.output
+        op.recompute(&refs).unwrap_or_else(|| panic!("op {} cannot recompute its dropped output", op.name())).output
     }
 
     /// The shape of `v`'s value (known even after the value itself was released).
@@ -373,8 +364,6 @@ impl<T: Float> Graph<T> {
             }
         }
         let mut grads: Vec<Option<Tensor<T>>> = (0..self.nodes.len()).map(|_| None).collect();
-        // By-products of recomputes, for the recomputed op's own backward (crate::memory).
-        let mut memo: HashMap<usize, Tensor<T>> = HashMap::new();
         if self.nodes[v.index()].requires_grad {
             grads[v.index()] = Some(seed);
         }
@@ -387,18 +376,11 @@ impl<T: Float> Graph<T> {
             let mut node_grad_norm = self.record_grad_norms.then(|| grad.norm());
             if let Some(op) = &node.op {
                 // Shared handles (no copies); dropped values are recomputed for this op only.
-                let owned: Vec<Tensor<T>> =
-                    node.inputs.iter().map(|x| self.materialize(x.index(), &mut memo)).collect();
+                let owned: Vec<Tensor<T>> = node.inputs.iter().map(|x| self.materialize(x.index())).collect();
                 let inputs: Vec<&Tensor<T>> = owned.iter().collect();
-                let own_memo = memo.remove(&i);
                 let needs_grad: Vec<bool> = node.inputs.iter().map(|x| self.nodes[x.index()].requires_grad).collect();
-                let ctx = BackwardCtx {
-                    inputs: &inputs,
-                    output: node.value.as_ref(),
-                    grad: &grad,
-                    needs_grad: &needs_grad,
-                    memo: own_memo.as_ref(),
-                };
+                let ctx =
+                    BackwardCtx { inputs: &inputs, output: node.value.as_ref(), grad: &grad, needs_grad: &needs_grad };
                 let input_grads = op.backward(&ctx);
                 assert_eq!(
                     input_grads.len(),

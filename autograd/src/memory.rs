@@ -23,10 +23,7 @@
 //!
 //! **Backward gets a dropped value back** by recomputing it (recursively, if its inputs were
 //! dropped too) when an op needs it as an input; an op may rebuild it from its saved state alone
-//! (a fused Linear+GELU keeps its pre-activation and recomputes only the GELU). A recompute may
-//! also produce a by-product its own op's backward needs: the tape holds it in the backward
-//! pass's memo and hands it to that op ([`BackwardCtx::memo`]), so the work is paid once, not
-//! twice. An op's own output reaches its backward as an `Option`
+//! (a fused Linear+GELU keeps its pre-activation and recomputes only the GELU). An op's own output reaches its backward as an `Option`
 //! ([`BackwardCtx::output`]): `None` when it was dropped, which only a `Recompute` op allows,
 //! and such an op's backward does not read it.
 //!
@@ -37,7 +34,6 @@
 //!
 //! [`Op::saves`]: crate::Op::saves
 //! [`Op::recompute`]: crate::Op::recompute
-//! [`BackwardCtx::memo`]: crate::BackwardCtx::memo
 //! [`BackwardCtx::output`]: crate::BackwardCtx::output
 
 use std::fmt;
@@ -82,13 +78,10 @@ impl Saves {
     }
 }
 
-/// What [`crate::Op::recompute`] rebuilds: the output, and optionally a by-product the same op's
-/// backward reads (it reaches it as [`crate::BackwardCtx::memo`]).
+/// What [`crate::Op::recompute`] rebuilds: the op's dropped output.
 pub struct Recomputed<T: Float> {
     /// The op's output, as forward made it.
     pub output: Tensor<T>,
-    /// A by-product for the op's own backward (a pre-activation), if any.
-    pub memo: Option<Tensor<T>>,
 }
 
 /// How the tape treats one value once its segment has ended.

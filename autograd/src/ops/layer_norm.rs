@@ -52,7 +52,7 @@ impl<T: Float> Op<T> for LayerNorm<T> {
         #[cfg(feature = "cuda")]
         if inputs[0].is_cuda() {
             let output = crate::cuda::ops::layer_norm_apply(inputs, &self.mean, &self.rstd);
-            return Some(Recomputed { output, memo: None });
+            return Some(Recomputed { output });
         }
         let (x, w, b) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (mean, rstd) = (self.mean.data(), self.rstd.data());
@@ -64,7 +64,7 @@ impl<T: Float> Op<T> for LayerNorm<T> {
                 *y = (x - m) * s * w[j] + b[j];
             }
         });
-        Some(Recomputed { output: Tensor::from_vec(y, inputs[0].shape()), memo: None })
+        Some(Recomputed { output: Tensor::from_vec(y, inputs[0].shape()) })
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -151,11 +151,11 @@ impl<T: Float> Op<T> for LinearGelu<T> {
     fn recompute(&self, _inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
         #[cfg(feature = "cuda")]
         if self.h.is_cuda() {
-            return Some(Recomputed { output: crate::cuda::ops::gelu(self.kind, &self.h), memo: None });
+            return Some(Recomputed { output: crate::cuda::ops::gelu(self.kind, &self.h) });
         }
         let mut a = crate::pool::take(self.h.numel());
         gelu_forward(self.kind, self.h.data(), &mut a);
-        Some(Recomputed { output: Tensor::from_vec(a, self.h.shape()), memo: None })
+        Some(Recomputed { output: Tensor::from_vec(a, self.h.shape()) })
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {

@@ -31,7 +31,7 @@ impl<T: Float> Op<T> for Relu {
     }
 
     fn recompute(&self, inputs: &[&Tensor<T>]) -> Option<Recomputed<T>> {
-        Some(Recomputed { output: relu(inputs[0]), memo: None })
+        Some(Recomputed { output: relu(inputs[0]) })
     }
 }
 
