@@ -50,6 +50,7 @@ fn main() -> vit::Result<()> {
         out_dir: out.clone(),
         progress: false,
         overlap_comm: !args.iter().any(|a| a == "--no-overlap"),
+        device: autograd::Device::Cpu,
         ..TrainConfig::default()
     };
     cfg.model.drop_path = 0.0;

@@ -53,5 +53,12 @@ impl Error {
     }
 }
 
+impl From<autograd::DeviceError> for Error {
+    /// A transfer to or from a device failed (it could not be opened).
+    fn from(e: autograd::DeviceError) -> Self {
+        Error::Device(e.to_string())
+    }
+}
+
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

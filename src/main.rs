@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autograd::Device;
 use clap::{Args, Parser, Subcommand};
 
 use vit::checkpoint::{self, Checkpoint, LoadedModel};
 use vit::data::{self, DatasetKind, Loader, Split};
-use vit::train::{self, interrupt};
+use vit::train::{self, interrupt, TrainConfig};
 use vit::{Error, Result};
 
 #[path = "cli/train_args.rs"]
@@ -152,8 +153,8 @@ struct AnalyzeArgs {
     heads: Option<usize>,
 }
 
-fn run_train(a: &TrainArgs) -> Result<()> {
-    let cfg = train_config(a)?;
+fn run_train(a: &TrainArgs, device: Device) -> Result<()> {
+    let cfg = TrainConfig { device, ..train_config(a)? };
     let m = &cfg.model;
     let what = format!(
         "training ViT (dim {}, depth {}, heads {}, patch {}, {} parameters) on {} for {} epochs, batch {}, {} threads",
@@ -197,7 +198,7 @@ fn open_model(path: &PathBuf, heads: Option<usize>) -> Result<LoadedModel> {
     checkpoint::load_model(&Checkpoint::open(path)?, heads)
 }
 
-fn run_eval(a: &EvalArgs) -> Result<()> {
+fn run_eval(a: &EvalArgs, device: Device) -> Result<()> {
     flag(a.batch_size >= 1, "--batch-size", "at least 1", a.batch_size)?;
     if let Some(n) = a.subset {
         flag(n >= 1, "--subset", "at least 1", n)?;
@@ -230,6 +231,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     }
     let names = test.class_names().to_vec();
     let loader = Loader::eval(test, a.batch_size)?;
+    let params = params.to(device)?;
     let metrics = train::evaluate(&model, &params, &loader);
     println!("{} on the {} test set", a.checkpoint.display(), dataset);
     print!("{}", metrics.report(&names));
@@ -248,9 +250,10 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_predict(a: &PredictArgs) -> Result<()> {
+fn run_predict(a: &PredictArgs, device: Device) -> Result<()> {
     flag(a.top >= 1, "--top", "at least 1", a.top)?;
     let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
+    let params = params.to(device)?;
     let c = &model.config;
     let norm = trained_on.map(|d| d.normalization());
     let names = trained_on.map(|d| d.class_names()).unwrap_or_default();
@@ -336,13 +339,15 @@ fn main() -> ExitCode {
         Command::Plot(_) => Ok(autograd::Device::Cpu),
         _ => vit::device::select(cli.device, cli.tf32),
     };
-    let result = device.and_then(|_| match &command {
-        Command::Train(a) => run_train(a),
-        Command::Eval(a) => run_eval(a),
-        Command::Predict(a) => run_predict(a),
-        Command::Analyze(a) => run_analyze(a),
-        Command::Fewshot(a) => fewshot_args::run_fewshot(a),
-        Command::Finetune(a) => finetune_args::run_finetune(a),
+    let result = device.and_then(|device| match &command {
+        Command::Train(a) => run_train(a, device),
+        Command::Eval(a) => run_eval(a, device),
+        Command::Predict(a) => run_predict(a, device),
+        Command::Analyze(a) => vit::device::on_cpu_only("analyze", device).and_then(|()| run_analyze(a)),
+        Command::Fewshot(a) => vit::device::on_cpu_only("fewshot", device).and_then(|()| fewshot_args::run_fewshot(a)),
+        Command::Finetune(a) => {
+            vit::device::on_cpu_only("finetune", device).and_then(|()| finetune_args::run_finetune(a))
+        }
         Command::Plot(a) => vit::analysis::curves::plot_runs(&a.runs, a.out.as_deref())
             .map(|path| eprintln!("wrote {}", path.display())),
     });

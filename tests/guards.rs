@@ -75,6 +75,7 @@ fn config(out: &Path) -> TrainConfig {
         grad_accum: None,
         overlap_comm: true,
         finetune: None,
+        device: autograd::Device::Cpu,
     }
 }
 

@@ -4,34 +4,13 @@
 use std::path::Path;
 
 mod common;
-use common::TempDir;
+use common::{banded_dataset, TempDir};
 
 use autograd::{Rng, Tensor};
-use vit::data::{AugmentConfig, Batch, Dataset, DatasetKind, ImageShape};
+use vit::data::{AugmentConfig, Batch, DatasetKind};
 use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
 use vit::optim::{AdamW, Decay};
 use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
-
-/// Images whose class is written in them: class `k` brightens the `k`-th horizontal band, on
-/// top of noise, so a small model can learn it but not instantly.
-fn banded_dataset(n: usize, classes: usize, side: usize, seed: u64) -> Dataset {
-    let mut rng = Rng::seed(seed);
-    let shape = ImageShape::new(1, side, side);
-    let mut images = Vec::with_capacity(n * side * side);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let k = rng.below(classes);
-        labels.push(k as u8);
-        for y in 0..side {
-            for _ in 0..side {
-                let band = y * classes / side == k;
-                let noise = rng.below(120) as u8;
-                images.push(if band { 120 + noise } else { noise });
-            }
-        }
-    }
-    Dataset::new(images, labels, shape, (0..classes).map(|k| format!("band{k}")).collect()).unwrap()
-}
 
 fn tiny_model(side: usize, classes: usize) -> ViTConfig {
     ViTConfig { dropout: 0.1, drop_path: 0.1, ..common::tiny_grey_vit(side, classes) }
@@ -63,6 +42,7 @@ fn config(out: &Path) -> TrainConfig {
         grad_accum: None,
         overlap_comm: true,
         finetune: None,
+        device: autograd::Device::Cpu,
     }
 }
 

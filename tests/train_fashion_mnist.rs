@@ -65,6 +65,7 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
         grad_accum: None,
         overlap_comm: true,
         finetune: None,
+        device: autograd::Device::Cpu,
     };
     let t0 = Instant::now();
     let report = train_on(&cfg, train, test).unwrap();

@@ -9,7 +9,7 @@
 //! Because modules store ids, not tensors, the same module tree runs in f32 (training) and in
 //! f64 (gradient checks): only the store's element type changes ([`ParamStore::cast`]).
 
-use autograd::{Float, Graph, Tensor, Var};
+use autograd::{Device, DeviceError, Float, Graph, Tensor, Var};
 
 /// A handle to one parameter of a [`ParamStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +126,23 @@ impl<T: Float> ParamStore<T> {
         n
     }
 
+    /// Where the parameters live: the device of the first (a store is moved as a whole by
+    /// [`ParamStore::to`]); the CPU for an empty store.
+    pub fn device(&self) -> Device {
+        self.params.first().map_or(Device::Cpu, |p| p.value.device())
+    }
+
+    /// The same parameters on `device` (a copy per tensor; none if they are there already).
+    /// A step then binds them there, and every op, gradient and update runs on that device.
+    pub fn to(&self, device: Device) -> Result<ParamStore<T>, DeviceError> {
+        let params = self
+            .params
+            .iter()
+            .map(|p| Ok(Param { value: p.value.to(device)?, ..p.clone() }))
+            .collect::<Result<_, DeviceError>>()?;
+        Ok(ParamStore { params })
+    }
+
     /// The same parameters in another element type.
     pub fn cast<U: Float>(&self) -> ParamStore<U> {
         ParamStore {
@@ -167,8 +184,9 @@ impl ParamVars {
     }
 
     /// Moves the gradients out of the tape after backward, in store order. A parameter that did
-    /// not influence the loss gets a zero gradient.
+    /// not influence the loss gets a zero gradient (on the parameter's device).
     pub fn take_grads<T: Float>(&self, g: &mut Graph<T>) -> Vec<Tensor<T>> {
-        self.vars.iter().map(|&v| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(g.shape(v)))).collect()
+        let zeros = |g: &Graph<T>, v: Var| Tensor::full_on(g.shape(v), T::ZERO, g.value(v).device());
+        self.vars.iter().map(|&v| g.take_grad(v).unwrap_or_else(|| zeros(g, v))).collect()
     }
 }

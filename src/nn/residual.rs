@@ -25,7 +25,10 @@ pub fn residual<T: Float>(g: &mut Graph<T>, z: Var, y: Var, drop_path: f64, rng:
         Some(s) => {
             let mut shape = vec![1; g.shape(y).len()];
             shape[0] = s.len();
-            let mask = g.input(Tensor::from_vec(s, &shape));
+            // On the branch's device, which is open (it holds the branch).
+            let device = g.value(y).device();
+            let mask = Tensor::from_vec(s, &shape).to(device).unwrap_or_else(|e| panic!("{device}: {e}"));
+            let mask = g.input(mask);
             g.mul(y, mask)
         }
         None => y,

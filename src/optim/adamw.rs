@@ -1,9 +1,9 @@
 //! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
 use autograd::kernels::rows::{self, Rows};
-use autograd::Tensor;
+use autograd::{Device, Tensor};
 
-use super::{load_buffers, Optimizer};
+use super::{load_buffers, move_buffers, zeros_like, Optimizer};
 use crate::nn::ParamStore;
 
 /// AdamW as PyTorch's `torch.optim.AdamW` computes it, for step `t = 1, 2, ...`:
@@ -36,8 +36,7 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for every parameter of `params`.
     pub fn new(params: &ParamStore<f32>, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
-        let zeros = || params.iter().map(|p| Tensor::zeros(p.value.shape())).collect::<Vec<_>>();
-        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: zeros(), v: zeros() }
+        AdamW { beta1, beta2, eps, weight_decay, step: 0, m: zeros_like(params), v: zeros_like(params) }
     }
 }
 
@@ -51,6 +50,12 @@ impl Optimizer for AdamW {
         let not_decayed = rows::AdamW::at_step(self.step, lr, betas, self.eps, 0.0);
         for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
             let h = if p.weight_decay { &decayed } else { &not_decayed };
+            #[cfg(feature = "cuda")]
+            if p.value.is_cuda() {
+                // The same arithmetic in one kernel launch per tensor, on the device.
+                autograd::cuda::ops::adamw(&mut p.value, g, (m, v), h);
+                continue;
+            }
             // One SIMD pass per tensor (parallel over chunks for the large ones).
             Rows::active().adamw(p.value.data_mut(), g.data(), (m.data_mut(), v.data_mut()), h);
         }
@@ -63,6 +68,11 @@ impl Optimizer for AdamW {
             out.push((format!("optim.exp_avg_sq.{}", p.name), v.clone()));
         }
         (out, self.step)
+    }
+
+    fn to(&mut self, device: Device) -> crate::Result<()> {
+        move_buffers(&mut self.m, device)?;
+        move_buffers(&mut self.v, device)
     }
 
     fn load_state(

@@ -13,6 +13,11 @@ use rayon::prelude::*;
 /// Returns `n` (before clipping), which the training loop also uses to detect a non-finite
 /// gradient. Scaling all tensors by one factor keeps the update's direction.
 pub fn clip_grad_norm(grads: &mut [Tensor<f32>], max_norm: f64) -> f64 {
+    #[cfg(feature = "cuda")]
+    if grads.first().is_some_and(|g| g.is_cuda()) {
+        // The same sum and scale on the device; only the norm comes back.
+        return autograd::cuda::ops::clip_grad_norm(grads, max_norm);
+    }
     let sq: f64 = grads.par_iter().map(|g| g.data().iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum();
     let norm = sq.sqrt();
     if norm.is_finite() && norm > max_norm {

@@ -31,7 +31,7 @@ pub use clip::clip_grad_norm;
 pub use schedule::{Decay, LrSchedule};
 pub use sgd::Sgd;
 
-use autograd::Tensor;
+use autograd::{Device, Tensor};
 
 use crate::nn::ParamStore;
 
@@ -44,7 +44,12 @@ pub trait Optimizer: Send {
     /// count.
     fn state(&self, params: &ParamStore<f32>) -> (Vec<(String, Tensor<f32>)>, u64);
 
+    /// Moves the state (the moments, the momentum buffers) to `device`, where the parameters it
+    /// updates have gone (see `ParamStore::to`).
+    fn to(&mut self, device: Device) -> crate::Result<()>;
+
     /// Restores a state saved by [`Optimizer::state`]; `lookup` finds a saved tensor by name.
+    /// The tensors are put on the parameters' device.
     fn load_state(
         &mut self,
         params: &ParamStore<f32>,
@@ -73,7 +78,20 @@ pub(crate) fn load_buffers(
                     t.shape()
                 )));
             }
-            Ok(t)
+            Ok(t.to(p.value.device())?)
         })
         .collect()
+}
+
+/// Zero buffers shaped like every parameter, on the parameters' device.
+pub(crate) fn zeros_like(params: &ParamStore<f32>) -> Vec<Tensor<f32>> {
+    params.iter().map(|p| Tensor::full_on(p.value.shape(), 0.0, p.value.device())).collect()
+}
+
+/// Moves every buffer of `bufs` to `device`.
+pub(crate) fn move_buffers(bufs: &mut [Tensor<f32>], device: Device) -> crate::Result<()> {
+    for b in bufs {
+        *b = b.to(device)?;
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! SGD with momentum, the paper's fine-tuning optimizer.
 
-use autograd::Tensor;
+use autograd::{Device, Tensor};
 
-use super::{load_buffers, Optimizer};
+use super::{load_buffers, move_buffers, zeros_like, Optimizer};
 use crate::nn::ParamStore;
 
 /// SGD with (optionally Nesterov) momentum and L2 weight decay, as `torch.optim.SGD`:
@@ -28,8 +28,7 @@ pub struct Sgd {
 impl Sgd {
     /// Zero momentum buffers for every parameter of `params`.
     pub fn new(params: &ParamStore<f32>, momentum: f64, weight_decay: f64, nesterov: bool) -> Self {
-        let buf = params.iter().map(|p| Tensor::zeros(p.value.shape())).collect();
-        Sgd { momentum, weight_decay, nesterov, step: 0, buf }
+        Sgd { momentum, weight_decay, nesterov, step: 0, buf: zeros_like(params) }
     }
 }
 
@@ -41,6 +40,12 @@ impl Optimizer for Sgd {
         let (lr, mu) = (lr as f32, self.momentum as f32);
         for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.buf) {
             let wd = if p.weight_decay { self.weight_decay as f32 } else { 0.0 };
+            #[cfg(feature = "cuda")]
+            if p.value.is_cuda() {
+                // The loop below, one thread per element, on the device.
+                autograd::cuda::ops::sgd(&mut p.value, g, b, (lr, mu, wd), first, self.nesterov);
+                continue;
+            }
             let (pv, bv) = (p.value.data_mut(), b.data_mut());
             for i in 0..pv.len() {
                 let d = g.data()[i] + wd * pv[i];
@@ -58,6 +63,10 @@ impl Optimizer for Sgd {
             .map(|(p, b)| (format!("optim.momentum_buffer.{}", p.name), b.clone()))
             .collect();
         (out, self.step)
+    }
+
+    fn to(&mut self, device: Device) -> crate::Result<()> {
+        move_buffers(&mut self.buf, device)
     }
 
     fn load_state(

@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use autograd::Device;
+
 use super::recipe::{recipe, recipe_differences, RECIPE_KEY, SAFE_TO_CHANGE_ON_RESUME};
 use super::TrainConfig;
 use crate::checkpoint::{self, check_finite, Checkpoint, LoadOptions, DATASET_KEY};
@@ -91,7 +93,10 @@ pub(crate) fn save(
     opt: &dyn Optimizer,
     pos: Position,
 ) -> Result<()> {
+    // The same file whatever the device: parameters and moments come to the host first.
+    let params = &params.to(Device::Cpu)?;
     let (state, optim_step) = opt.state(params);
+    let state = state.into_iter().map(|(n, t)| Ok((n, t.to(Device::Cpu)?))).collect::<Result<Vec<_>>>()?;
     let diverged = |name: &str, v: f32| {
         Error::Train(format!(
             "after step {} (epoch {}), {name} holds {v}: the run diverged; {} was not written",

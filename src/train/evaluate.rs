@@ -1,13 +1,13 @@
 //! Evaluation: accuracy, loss and confusion over a dataset, in inference mode.
 
-use autograd::{Graph, Rng, Tensor};
+use autograd::{Device, Graph, Rng, Tensor};
 
 use super::metrics::Metrics;
 use crate::data::Loader;
 use crate::nn::{Ctx, Module, ParamStore, VisionTransformer};
 
 /// Logits `[B, classes]` for a batch of normalised images `[B, C, H, W]`: no tape recorded,
-/// dropout off.
+/// dropout off. The forward runs where the parameters live; the logits come back to the host.
 pub fn predict_logits(
     model: &VisionTransformer,
     params: &ParamStore<f32>,
@@ -16,9 +16,12 @@ pub fn predict_logits(
 ) -> Tensor<f32> {
     let mut g = Graph::inference();
     let p = params.bind(&mut g);
-    let x = g.input(Tensor::from_vec(images, shape));
+    let device = params.device();
+    // The parameters are on `device`, so it is open: a transfer failing now is a broken device.
+    let moved = |t: &Tensor<f32>, to| t.to(to).unwrap_or_else(|e| panic!("{device}: {e}"));
+    let x = g.input(moved(&Tensor::from_vec(images, shape), device));
     let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(0)));
-    g.value(logits).clone()
+    moved(g.value(logits), Device::Cpu)
 }
 
 /// Runs the model over every batch of `loader` (an evaluation loader) and accumulates metrics;

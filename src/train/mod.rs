@@ -31,6 +31,8 @@ pub use recipe::{recipe, recipe_differences, RECIPE_KEY, SAFE_TO_CHANGE_ON_RESUM
 pub use step::{train_step, train_step_sharded, Sharding, StepOutput};
 pub use trainer::{train, train_on, train_on_with, train_with, TrainReport};
 
+use autograd::Device;
+
 use crate::budget;
 use crate::data::{AugmentConfig, DatasetKind, ImageShape};
 use crate::error::{Error, Result};
@@ -124,6 +126,10 @@ pub struct TrainConfig {
     pub overlap_comm: bool,
     /// Start from a pre-trained checkpoint (`vit finetune`) instead of a fresh initialisation.
     pub finetune: Option<FineTune>,
+    /// Where the parameters, optimizer state and each step run (`--device`): the set-up
+    /// (initialisation, resume, the broadcast of a distributed run) happens on the CPU, then the
+    /// state moves there once. Checkpoints are the same files whatever the device.
+    pub device: Device,
 }
 
 impl Default for TrainConfig {
@@ -160,6 +166,7 @@ impl Default for TrainConfig {
             grad_accum: None,
             overlap_comm: true,
             finetune: None,
+            device: Device::Cpu,
         }
     }
 }

@@ -17,7 +17,8 @@ pub const RECIPE_KEY: &str = "vit.recipe";
 /// What `--resume` lets change, and why it is safe (shown in `vit train --help`).
 pub const SAFE_TO_CHANGE_ON_RESUME: &str = "--epochs (to extend or shorten a run: the learning-rate schedule is \
      re-planned over the new total from the step reached), --max-steps, --test-subset, --data-dir, --quiet, \
-     --threads, the number of ranks (mpirun -np), --accum-steps, --no-overlap and --dist-timeout; every other flag \
+     --threads, the number of ranks (mpirun -np), --accum-steps, --no-overlap, --dist-timeout and --device (a run \
+     trained on a GPU resumes on the CPU and the other way round); every other flag \
      must be as when the run started";
 
 /// The settings that fix a run's trajectory, by flag. Left out, because changing them on resume

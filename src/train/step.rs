@@ -15,7 +15,7 @@
 //! gradients (`a + b` either way: bit for bit). Each shard draws its dropout and stochastic
 //! depth from its own stream, (seed, step, shard).
 
-use autograd::{Graph, Rng, Tensor};
+use autograd::{Device, Graph, Rng, Tensor};
 use rayon::prelude::*;
 
 use crate::data::{Batch, Shard};
@@ -79,6 +79,10 @@ impl Sharding {
 /// mixup/cutmix the loss is the mixed cross-entropy `lambda CE(y_a) + (1 - lambda) CE(y_b)` —
 /// the same as cross-entropy against the mixed one-hot target, since CE is linear in the target.
 ///
+/// The step runs where the parameters live ([`ParamStore::device`]): the batch is uploaded there,
+/// and what comes back to the host is what the step reports (the loss, the gradient norm, the
+/// logits for the accuracy).
+///
 /// A non-finite loss or gradient is an error and leaves the parameters untouched. An update that
 /// leaves a non-finite parameter (a huge step, a NaN hyper-parameter) is an error too; the
 /// parameters are then broken, and the caller must not save them.
@@ -138,6 +142,8 @@ pub fn train_step_sharded(
     assert_eq!(rngs.len(), sharding.count, "train_step: one RNG per micro-batch");
     assert!(comm.world_size() == 1 || reducer.is_some(), "train_step: a distributed step needs a GradReducer");
     let classes = model.config.num_classes;
+    let device = params.device();
+    crate::device::check_world(device, comm.world_size())?;
     let mut earlier: Vec<Option<Tensor<f32>>> = (0..params.len()).map(|_| None).collect();
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut summed = None;
@@ -151,7 +157,7 @@ pub fn train_step_sharded(
         let mut g = Graph::new();
         g.set_record_grad_norms(false);
         let p = params.bind(&mut g);
-        let x = g.input(Tensor::from_vec(mb.images, &mb.shape));
+        let x = g.input(Tensor::from_vec(mb.images, &mb.shape).to(device)?);
         let logits = model.forward(&mut g, &p, x, &mut Ctx::new(rng));
         let loss = match &mb.mix {
             None => g.cross_entropy(logits, &mb.labels, label_smoothing),
@@ -163,17 +169,18 @@ pub fn train_step_sharded(
                 g.add(a, b)
             }
         };
-        let value = g.value(loss).item() as f64;
+        let value = g.value(loss).to(Device::Cpu)?.item() as f64;
         loss_sum += value * n as f64;
         correct += g
             .value(logits)
+            .to(Device::Cpu)?
             .data()
             .chunks(classes)
             .zip(&mb.labels)
             .filter(|(row, &y)| super::metrics::argmax(row) == y)
             .count();
         // This shard's share of the global batch's mean loss.
-        let seed = Tensor::scalar(n as f32 / sharding.global_batch as f32);
+        let seed = Tensor::scalar(n as f32 / sharding.global_batch as f32).to(device)?;
         let last = k + 1 == sharding.count;
         match reducer.as_deref_mut() {
             Some(r) if last => {
@@ -219,13 +226,26 @@ pub fn train_step_sharded(
         return Err(Error::Train(format!("the gradient norm is {grad_norm} (loss {loss_value})")));
     }
     opt.step(params, &grads, lr);
-    let broken =
-        params.iter().collect::<Vec<_>>().into_par_iter().find_first(|p| !p.value.data().iter().all(|v| v.is_finite()));
-    if let Some(p) = broken {
+    if let Some(p) = first_non_finite(params) {
         return Err(Error::Train(format!(
             "the update (lr {lr:.3e}, gradient norm {grad_norm:.3e}) left non-finite values in {}",
             p.name
         )));
     }
     Ok(StepOutput { loss: loss_value, correct, grad_norm, reduce })
+}
+
+/// The first parameter holding a NaN or an infinity, if any.
+fn first_non_finite(params: &ParamStore<f32>) -> Option<&crate::nn::Param<f32>> {
+    #[cfg(feature = "cuda")]
+    if params.device().is_cuda() {
+        // One scalar back per step: the sum of squares (in f64, where no f32 value's square
+        // overflows) is finite exactly when every value is; only a broken step looks further.
+        let all: Vec<&Tensor<f32>> = params.iter().map(|p| &p.value).collect();
+        if autograd::cuda::ops::sum_of_squares(&all).is_finite() {
+            return None;
+        }
+        return params.iter().find(|p| !autograd::cuda::ops::sum_of_squares(&[&p.value]).is_finite());
+    }
+    params.iter().collect::<Vec<_>>().into_par_iter().find_first(|p| !p.value.data().iter().all(|v| v.is_finite()))
 }

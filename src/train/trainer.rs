@@ -20,6 +20,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use autograd::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpointing::{resume, save, Position};
@@ -122,6 +123,7 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
 pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, comm: &Comm) -> Result<TrainReport> {
     cfg.validate_recipe()?;
     let (rank, world, root) = (comm.rank(), comm.world_size(), comm.is_root());
+    crate::device::check_world(cfg.device, world)?;
     let m = &cfg.model;
     if train_set.classes() > m.num_classes {
         return Err(Error::Config(format!(
@@ -201,6 +203,11 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
     }
     // From here on every rank holds rank 0's parameters, optimizer state and position.
     pos = broadcast_state(comm, &mut params, opt.as_mut(), pos)?;
+    if cfg.device != Device::Cpu {
+        // Set up on the host; from here on the state lives on the device.
+        params = params.to(cfg.device)?;
+        opt.to(cfg.device)?;
+    }
     let accum = grad_accum(cfg, pos, world, root)?;
     let sharding = Sharding::of_rank(cfg.batch_size, rank, world, accum);
     if cfg.resume && root {
@@ -398,7 +405,7 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
     }
     Ok(TrainReport {
         model,
-        params,
+        params: params.to(Device::Cpu)?,
         epochs: records,
         best_test_acc: pos.best_test_acc,
         global_step: pos.global_step,

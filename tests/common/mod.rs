@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vit::data::Dataset;
+use autograd::Rng;
+use vit::data::{Dataset, ImageShape};
 use vit::Error;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -104,4 +105,25 @@ pub fn tiny_grey_vit(side: usize, classes: usize) -> vit::nn::ViTConfig {
         mlp_dim: 32,
         ..vit::nn::ViTConfig::tiny(4, side)
     }
+}
+
+/// Images whose class is written in them: class `k` brightens the `k`-th horizontal band, on
+/// top of noise, so a small model can learn it but not instantly.
+pub fn banded_dataset(n: usize, classes: usize, side: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::seed(seed);
+    let shape = ImageShape::new(1, side, side);
+    let mut images = Vec::with_capacity(n * side * side);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = rng.below(classes);
+        labels.push(k as u8);
+        for y in 0..side {
+            for _ in 0..side {
+                let band = y * classes / side == k;
+                let noise = rng.below(120) as u8;
+                images.push(if band { 120 + noise } else { noise });
+            }
+        }
+    }
+    Dataset::new(images, labels, shape, (0..classes).map(|k| format!("band{k}")).collect()).unwrap()
 }

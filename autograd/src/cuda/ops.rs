@@ -12,9 +12,10 @@ use super::gpu::{DeviceBuffer, Gpu};
 use super::kernels::{BinaryOp, UnaryOp};
 use super::prims::attention::{self, Heads};
 use super::prims::linear::{self, View};
-use super::prims::{elementwise as ew, reduce, rows};
+use super::prims::{elementwise as ew, optim, reduce, rows};
 use crate::dtype::Float;
 use crate::graph::BackwardCtx;
+use crate::kernels::rows::AdamW;
 use crate::kernels::Layout;
 use crate::ops::gelu::GeluKind;
 use crate::tensor::{numel, Tensor};
@@ -364,4 +365,60 @@ pub fn cross_entropy_backward<T: Float>(
     same_gpu("cross_entropy backward", &[probs, g]);
     let dx = rows::cross_entropy_backward(buf(probs), labels, buf(g), probs.shape()[1], smoothing);
     Tensor::from_cuda(dx, probs.shape())
+}
+
+/// One AdamW step on a GPU parameter `p` and its moments `(m, v)`, from the gradient `g`, with
+/// the coefficients `h` the CPU kernel uses.
+pub fn adamw(p: &mut Tensor<f32>, g: &Tensor<f32>, (m, v): (&mut Tensor<f32>, &mut Tensor<f32>), h: &AdamW) {
+    same_gpu("adamw", &[&*p, g, &*m, &*v]);
+    let (m, v) = (on_gpu(m), on_gpu(v));
+    optim::adamw(on_gpu(p), buf(g), m, v, h);
+}
+
+/// One SGD-with-momentum step on a GPU parameter `p` and its buffer `b` (see the CPU loop in
+/// the `vit` crate's `optim/sgd.rs`): `(lr, mu, wd)`, whether this is the first step, Nesterov.
+pub fn sgd(
+    p: &mut Tensor<f32>,
+    g: &Tensor<f32>,
+    b: &mut Tensor<f32>,
+    (lr, mu, wd): (f32, f32, f32),
+    first: bool,
+    nesterov: bool,
+) {
+    same_gpu("sgd", &[&*p, g, &*b]);
+    let b = on_gpu(b);
+    optim::sgd(on_gpu(p), buf(g), b, lr, mu, wd, first, nesterov);
+}
+
+/// `sum over the tensors and their elements of x^2`, in f64 on the device, read back as one
+/// scalar.
+pub fn sum_of_squares<T: Float>(xs: &[&Tensor<T>]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let gpu = same_gpu("sum_of_squares", xs);
+    let bufs: Vec<&DeviceBuffer<T>> = xs.iter().map(|x| buf(x)).collect();
+    optim::sum_of_squares(&gpu, &bufs).to_vec()[0]
+}
+
+/// Global-norm clipping of GPU gradients: the norm `n` is summed on the device, every gradient
+/// is scaled by `max_norm / (n + 1e-6)` there when `n > max_norm`, and `n` comes back as the one
+/// scalar the step reports.
+pub fn clip_grad_norm<T: Float>(grads: &mut [Tensor<T>], max_norm: f64) -> f64 {
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let gpu = same_gpu("clip_grad_norm", &grads.iter().collect::<Vec<_>>());
+    let bufs: Vec<&DeviceBuffer<T>> = grads.iter_mut().map(|g| &*on_gpu(g)).collect();
+    let sumsq = optim::sum_of_squares(&gpu, &bufs);
+    if max_norm.is_finite() {
+        optim::clip(&bufs, &sumsq, max_norm);
+    }
+    sumsq.to_vec()[0].sqrt()
+}
+
+/// The buffer of a GPU tensor to write in place (copied first if shared, as `data_mut` does).
+fn on_gpu<T: Float>(x: &mut Tensor<T>) -> &mut DeviceBuffer<T> {
+    let shape = x.shape().to_vec();
+    x.cuda_mut().unwrap_or_else(|| panic!("a CPU tensor {shape:?} among GPU tensors"))
 }

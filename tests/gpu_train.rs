@@ -1,0 +1,199 @@
+//! The whole training step on a CUDA device against the CPU (issue: "a whole ViT training step:
+//! parameters after 3 steps on GPU vs CPU within tolerance"), and checkpoints that move between
+//! devices: a run started on the CPU continues on the device and back, landing where a run on
+//! the CPU alone lands.
+//!
+//! Every test runs on the CUDA emulator (the kernels compiled for the host and run thread by
+//! thread; it checks index math, launches and the cuBLAS mapping, not the hardware) and on each
+//! GPU the machine has; without one it says `skipped:` for the GPU runs. Built only with
+//! `--features cuda`.
+
+mod common;
+use common::{banded_dataset, TempDir};
+
+use autograd::{Device, Rng, Tensor};
+use vit::data::{AugmentConfig, Batch, DatasetKind};
+use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
+use vit::optim::{AdamW, Decay, Optimizer, Sgd};
+use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
+
+/// The emulator, and every GPU the driver reports (or a visible `skipped:` line).
+/// `AUTOGRAD_CUDA_EMULATOR=0` leaves the emulator out (a GPU machine's check), as the CUDA tests.
+fn devices(test: &str) -> Vec<Device> {
+    let mut out = Vec::new();
+    if std::env::var("AUTOGRAD_CUDA_EMULATOR").as_deref() == Ok("0") {
+        println!("skipped: AUTOGRAD_CUDA_EMULATOR=0: {test} not run on the emulator");
+    } else {
+        out.push(Device::Cuda(Device::EMULATOR));
+    }
+    match autograd::cuda::device_count() {
+        Ok(n) if n > 0 => out.extend((0..n).map(Device::Cuda)),
+        Ok(_) => println!("skipped: no CUDA device (the driver reports none): {test} not run on a GPU"),
+        Err(e) => println!("skipped: no CUDA device ({e}): {test} not run on a GPU"),
+    }
+    out
+}
+
+fn tiny(dropout: f64) -> ViTConfig {
+    ViTConfig {
+        image_size: 8,
+        patch_size: 4,
+        in_chans: 3,
+        num_classes: 4,
+        dim: 16,
+        depth: 2,
+        heads: 2,
+        mlp_dim: 32,
+        dropout,
+        drop_path: 0.25,
+        ..ViTConfig::tiny(4, 8)
+    }
+}
+
+/// Largest `|a - b| / (1 + |b|)` over every parameter, with `a` brought to the host.
+fn distance(a: &ParamStore<f32>, b: &ParamStore<f32>) -> (f64, String) {
+    let a = a.to(Device::Cpu).unwrap();
+    let mut worst = (0.0, String::new());
+    for (p, q) in a.iter().zip(b.iter()) {
+        assert_eq!(p.name, q.name);
+        for (&x, &y) in p.value.data().iter().zip(q.value.data()) {
+            let d = (x as f64 - y as f64).abs() / (1.0 + (y as f64).abs());
+            // A NaN counts as the worst difference.
+            if d.is_nan() || d > worst.0 {
+                worst = (d, p.name.clone());
+            }
+        }
+    }
+    worst
+}
+
+fn new_opt(sgd: bool, params: &ParamStore<f32>) -> Box<dyn Optimizer> {
+    if sgd {
+        Box::new(Sgd::new(params, 0.9, 1e-4, false))
+    } else {
+        Box::new(AdamW::new(params, 0.9, 0.999, EPS, 0.05))
+    }
+}
+
+/// AdamW's `eps` in these tests. The key bias's gradient is zero in exact arithmetic (a softmax
+/// does not change when every score of a query shifts by one amount), so in floating point it is
+/// rounding noise whose sign depends on the summation order; with `eps = 1e-8` AdamW would turn
+/// that noise into steps of `lr` in either direction, and two devices would part by `2 lr` there.
+/// `1e-4` keeps such coordinates still and leaves the others' steps as they were.
+const EPS: f64 = 1e-4;
+
+/// Three steps of a tiny ViT (dropout and stochastic depth on, label smoothing, clipping) on
+/// `device` and on the CPU from the same initialisation and the same random streams: the losses,
+/// gradient norms and the parameters after the third step agree within f32 tolerance.
+#[test]
+fn three_training_steps_on_the_device_match_the_cpu() {
+    let (b, shape) = (6, [6, 3, 8, 8]);
+    let mut rng = Rng::seed(11);
+    let images = Tensor::<f32>::randn(&shape, 0.0, 1.0, &mut rng).into_vec();
+    let labels: Vec<usize> = (0..b).map(|i| (i * 3) % 4).collect();
+    let batch =
+        || Batch { images: images.clone(), labels: labels.clone(), mix: None, shape, indices: (0..b).collect() };
+    for device in devices("three_training_steps_on_the_device_match_the_cpu") {
+        // Dropout 0.1 takes the plain path at each branch's end, 0 the fused linear_residual.
+        for (dropout, sgd) in [(0.1, false), (0.0, false), (0.0, true)] {
+            let (model, cpu) = VisionTransformer::init::<f32>(&tiny(dropout), 3).unwrap();
+            let mut cpu = cpu;
+            let mut dev = cpu.to(device).unwrap();
+            assert_eq!(dev.device(), device);
+            let (mut opt_cpu, mut opt_dev) = (new_opt(sgd, &cpu), new_opt(sgd, &dev));
+            let what = format!("{device}, dropout {dropout}, {}", if sgd { "sgd" } else { "adamw" });
+            for step in 0..3u64 {
+                let lr = 1e-2;
+                let run = |p: &mut ParamStore<f32>, o: &mut Box<dyn Optimizer>| {
+                    train_step(&model, p, o.as_mut(), batch(), lr, 0.1, Some(1.0), &mut Rng::seed(100 + step)).unwrap()
+                };
+                let (a, c) = (run(&mut dev, &mut opt_dev), run(&mut cpu, &mut opt_cpu));
+                let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * (1.0 + y.abs());
+                assert!(
+                    close(a.loss, c.loss),
+                    "{what}, step {step}: loss {} on the device, {} on the cpu",
+                    a.loss,
+                    c.loss
+                );
+                assert!(
+                    close(a.grad_norm, c.grad_norm),
+                    "{what}, step {step}: gradient norm {} on the device, {} on the cpu",
+                    a.grad_norm,
+                    c.grad_norm
+                );
+                assert_eq!(a.correct, c.correct, "{what}, step {step}: accuracy");
+            }
+            assert_eq!(dev.device(), device, "{what}: the parameters stayed on the device");
+            let (d, name) = distance(&dev, &cpu);
+            // The steps moved the parameters far more than the devices differ (so the comparison
+            // compared something).
+            let (moved, _) =
+                VisionTransformer::init::<f32>(&tiny(dropout), 3).map(|(_, p)| distance(&p, &cpu)).unwrap();
+            println!("{what}: after 3 steps the largest difference is {d:.2e} ({name}); the steps moved {moved:.2e}");
+            assert!(d <= TOL, "{what}: after 3 steps {name} differs by {d:.2e} (relative) from the cpu's");
+            assert!(moved > 100.0 * TOL, "{what}: 3 steps moved no parameter by more than {moved:.2e}");
+        }
+    }
+}
+
+/// f32 results of two devices after 3 steps: different summation orders in the products and
+/// reductions (~1e-7 relative), carried through three updates (the emulator: at most 3.4e-7).
+const TOL: f64 = 1e-4;
+
+fn run_config(out: &std::path::Path, device: Device, max_steps: u64, resume: bool) -> TrainConfig {
+    TrainConfig {
+        model: ViTConfig { in_chans: 1, num_classes: 3, ..tiny(0.1) },
+        dataset: DatasetKind::Mnist, // only recorded in the checkpoint; the data is passed in
+        data_dir: Some(out.into()),
+        train_subset: None,
+        test_subset: None,
+        epochs: 3,
+        batch_size: 8,
+        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: EPS },
+        lr: 3e-3,
+        min_lr: 1e-5,
+        warmup_epochs: 0.5,
+        decay: Decay::Cosine,
+        weight_decay: 0.05,
+        label_smoothing: 0.1,
+        clip_grad: Some(1.0),
+        augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
+        seed: 5,
+        out_dir: out.into(),
+        resume,
+        progress: false,
+        max_steps: Some(max_steps),
+        grad_accum: None,
+        overlap_comm: true,
+        device,
+    }
+}
+
+/// A run on the CPU for 2 steps, resumed on the device to step 4 and on the CPU again to step 6
+/// (checkpoints written from the device's tensors, read back onto either device), ends within
+/// f32 tolerance of 6 steps on the CPU; its checkpoint holds host tensors like any other.
+#[test]
+fn a_run_moves_between_devices_through_its_checkpoints() {
+    let (train, test) = (banded_dataset(32, 3, 8, 1), banded_dataset(8, 3, 8, 2));
+    for device in devices("a_run_moves_between_devices_through_its_checkpoints") {
+        let tmp = TempDir::new("gpu-resume");
+        let straight =
+            train_on(&run_config(&tmp.join("cpu"), Device::Cpu, 6, false), train.clone(), test.clone()).unwrap();
+        let split = tmp.join("split");
+        let legs = [(Device::Cpu, 2, false), (device, 4, true), (Device::Cpu, 6, true)];
+        let mut last = None;
+        for (on, steps, resume) in legs {
+            let report = train_on(&run_config(&split, on, steps, resume), train.clone(), test.clone()).unwrap();
+            assert_eq!(report.global_step, steps, "{on}");
+            assert_eq!(report.params.device(), Device::Cpu, "a report's parameters are on the host");
+            last = Some(report);
+        }
+        let resumed = last.unwrap();
+        let (d, name) = distance(&resumed.params, &straight.params);
+        println!("cpu -> {device} -> cpu: the largest difference from the cpu alone is {d:.2e} ({name})");
+        assert!(d <= TOL, "{device}: cpu -> {device} -> cpu differs from the cpu alone in {name} by {d:.2e}");
+        let ckpt = vit::checkpoint::Checkpoint::open(&resumed.last_checkpoint).unwrap();
+        let loaded = vit::checkpoint::load_model(&ckpt, None).unwrap();
+        assert_eq!(distance(&loaded.params, &resumed.params).0, 0.0, "{device}: the checkpoint holds the parameters");
+    }
+}
