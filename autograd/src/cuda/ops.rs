@@ -422,3 +422,29 @@ fn on_gpu<T: Float>(x: &mut Tensor<T>) -> &mut DeviceBuffer<T> {
     let shape = x.shape().to_vec();
     x.cuda_mut().unwrap_or_else(|| panic!("a CPU tensor {shape:?} among GPU tensors"))
 }
+
+/// The maxima of `x` along `axis`, shaped `shape` (the reduced axis removed or kept as 1); NaN
+/// propagates, as in the CPU's `max_along`.
+pub fn max<T: Float>(x: &Tensor<T>, axis: usize, shape: &[usize]) -> Tensor<T> {
+    let (outer, n, inner) = around(x.shape(), axis);
+    if outer * inner == 0 {
+        return Tensor::full_on(shape, T::ZERO, x.device());
+    }
+    let (y, _) = reduce::max_along(buf(x), outer, n, inner, true);
+    Tensor::from_cuda(y.expect("values were asked for"), shape)
+}
+
+/// The first index of each maximum along `axis`, read back (row-major over the other axes).
+pub fn argmax<T: Float>(x: &Tensor<T>, axis: usize) -> Vec<usize> {
+    let (outer, n, inner) = around(x.shape(), axis);
+    if outer * inner == 0 {
+        return Vec::new();
+    }
+    let (_, idx) = reduce::max_along(buf(x), outer, n, inner, false);
+    idx.to_vec().into_iter().map(|i| i as usize).collect()
+}
+
+/// `(outer, n, inner)`: `shape` seen as `[outer, n, inner]` around `axis`.
+fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+}

@@ -216,11 +216,14 @@ impl<T: Float> Graph<T> {
     /// `x - max(x)` leaves the result unchanged and so needs no gradient, and metrics need none.
     /// Panics if `axis` is out of range or empty.
     pub fn max(&mut self, x: Var, axis: usize, keepdim: bool) -> Var {
-        let (values, _) = max_along("max", self.value(x), axis);
-        let mut mask = vec![false; self.shape(x).len()];
+        let xv = check_axis("max", self.value(x), axis);
+        let mut mask = vec![false; xv.ndim()];
         mask[axis] = true;
-        let shape = reduced_shape(self.shape(x), &mask, keepdim);
-        self.input(Tensor::from_vec(values, &shape))
+        let shape = reduced_shape(xv.shape(), &mask, keepdim);
+        let y = on_device!([xv],
+            cuda: crate::cuda::ops::max(xv, axis, &shape),
+            cpu: Tensor::from_vec(max_along("max", xv, axis).0, &shape));
+        self.input(y)
     }
 }
 
@@ -228,5 +231,17 @@ impl<T: Float> Graph<T> {
 /// every position of the other axes in row-major order: for logits `[B, classes]` and `axis = 1`,
 /// the predicted class of each example. Panics if `axis` is out of range or empty.
 pub fn argmax<T: Float>(t: &Tensor<T>, axis: usize) -> Vec<usize> {
-    max_along("argmax", t, axis).1
+    on_device!([t],
+        cuda: crate::cuda::ops::argmax(check_axis("argmax", t, axis), axis),
+        cpu: max_along("argmax", t, axis).1)
+}
+
+/// `t`, after checking that `axis` is one of its axes and not empty where there is something to
+/// reduce.
+fn check_axis<'a, T: Float>(op: &str, t: &'a Tensor<T>, axis: usize) -> &'a Tensor<T> {
+    let shape = t.shape();
+    assert!(axis < shape.len(), "{op}: axis {axis} out of range for shape {shape:?}");
+    let (outer, n, inner) = split_at_axis(shape, axis);
+    assert!(n > 0 || outer * inner == 0, "{op}: cannot reduce the empty axis {axis} of shape {shape:?}");
+    t
 }

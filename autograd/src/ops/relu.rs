@@ -21,9 +21,14 @@ impl<T: Float> Op<T> for Relu {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
-        let (x, g) = (c.inputs[0].data(), c.grad.data());
-        let dx = x.iter().zip(g).map(|(&x, &g)| if x > T::ZERO { g } else { T::ZERO }).collect();
-        vec![Some(Tensor::from_vec(dx, c.inputs[0].shape()))]
+        let (x, g) = (c.inputs[0], c.grad);
+        let dx = on_device!([x, g],
+        cuda: crate::cuda::ops::binary("relu backward", crate::cuda::kernels::BinaryOp::ReluBack, g, x, 0.0),
+        cpu: {
+            let dx = x.data().iter().zip(g.data()).map(|(&x, &g)| if x > T::ZERO { g } else { T::ZERO }).collect();
+            Tensor::from_vec(dx, x.shape())
+        });
+        vec![Some(dx)]
     }
 
     fn saves(&self) -> Saves {
@@ -36,7 +41,9 @@ impl<T: Float> Op<T> for Relu {
 }
 
 fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
-    x.map(|v| if v > T::ZERO { v } else { T::ZERO })
+    on_device!([x],
+        cuda: crate::cuda::ops::unary(crate::cuda::kernels::UnaryOp::Relu, x, 0.0),
+        cpu: x.map(|v| if v > T::ZERO { v } else { T::ZERO }))
 }
 
 impl<T: Float> Graph<T> {

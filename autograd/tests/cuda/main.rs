@@ -9,6 +9,7 @@ mod elementwise;
 mod linear;
 mod memory;
 mod ops;
+mod ops_hybrid;
 mod optim;
 mod reduce;
 mod rows;
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
         attention::TESTS,
         optim::TESTS,
         ops::TESTS,
+        ops_hybrid::TESTS,
         memory::TESTS,
     ])
 }

@@ -37,7 +37,13 @@ fn device(gpu: &Arc<Gpu>) -> Device {
 
 /// `f` on the CPU and on `gpu`: the outputs and the gradients of `<seed, f>` agree within `tl`,
 /// and everything the GPU tape produced stayed on the GPU.
-fn same_on_both<T: Float>(gpu: &Arc<Gpu>, what: &str, inputs: &[Tensor<T>], f: &F<T>, tl: f64) -> Result<(), String> {
+pub fn same_on_both<T: Float>(
+    gpu: &Arc<Gpu>,
+    what: &str,
+    inputs: &[Tensor<T>],
+    f: &F<T>,
+    tl: f64,
+) -> Result<(), String> {
     let dev = device(gpu);
     let shape = {
         let mut g = Graph::<T>::inference();

@@ -15,6 +15,7 @@ __device__ __forceinline__ T unary_apply(int op, T x, T p) {
         case U_POW: return k_pow(x, p);
         case U_ADD_SCALAR: return x + p;
         case U_MUL_SCALAR: return x * p;
+        case U_RELU: return x > T(0) ? x : T(0);
         default: return x;
     }
 }
@@ -31,6 +32,7 @@ __device__ __forceinline__ T binary_apply(int op, T a, T b, T p) {
         case B_SQRT_BACK: return T(0.5) * a / b;
         case B_TANH_BACK: return a * (T(1) - b * b);
         case B_POW_BACK: return a * p * k_pow(b, p - T(1));
+        case B_RELU_BACK: return b > T(0) ? a : T(0);
         default: return a;
     }
 }

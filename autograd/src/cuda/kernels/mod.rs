@@ -46,6 +46,8 @@ pub enum UnaryOp {
     AddScalar,
     /// `x * p`
     MulScalar,
+    /// `max(x, 0)` (0 for NaN, as the CPU's `if x > 0`)
+    Relu,
 }
 
 /// `y = f(a, b; p)` in `binary_*` and `broadcast_*` kernels; `a` is usually an upstream
@@ -69,6 +71,8 @@ pub enum BinaryOp {
     TanhBack,
     /// `a p b^(p-1)` (the gradient of `b^p`)
     PowBack,
+    /// `a [b > 0]` (ReLU's gradient from its input `b`)
+    ReluBack,
 }
 
 const UNARY: &[(&str, UnaryOp)] = &[
@@ -80,6 +84,7 @@ const UNARY: &[(&str, UnaryOp)] = &[
     ("U_POW", UnaryOp::Pow),
     ("U_ADD_SCALAR", UnaryOp::AddScalar),
     ("U_MUL_SCALAR", UnaryOp::MulScalar),
+    ("U_RELU", UnaryOp::Relu),
 ];
 
 const BINARY: &[(&str, BinaryOp)] = &[
@@ -91,6 +96,7 @@ const BINARY: &[(&str, BinaryOp)] = &[
     ("B_SQRT_BACK", BinaryOp::SqrtBack),
     ("B_TANH_BACK", BinaryOp::TanhBack),
     ("B_POW_BACK", BinaryOp::PowBack),
+    ("B_RELU_BACK", BinaryOp::ReluBack),
 ];
 
 /// The GELU form codes (`kind` arguments), in the order of `ops::gelu::GeluKind`.

@@ -1,0 +1,51 @@
+//! The ops of the ViT-CNN hybrid's ResNet stem (and the non-differentiable max) through the
+//! device seam: the same tape on the CPU and on a CUDA device, forward values and every input's
+//! gradient compared in f32 and f64 (see `ops::same_on_both`).
+
+use std::sync::Arc;
+
+use autograd::cuda::Gpu;
+use autograd::ops::reduce::argmax;
+use autograd::{Device, Float, Graph, Var};
+use proptest::prelude::*;
+
+use crate::both;
+use crate::harness::{prop, tol, Tests};
+use crate::ops::same_on_both;
+use crate::util::{random, shape};
+
+pub const TESTS: Tests = &[("ops::relu_max_argmax", relu_max)];
+
+fn relu_max_case<T: Float>(gpu: &Arc<Gpu>, s: &[usize], axis: usize, keepdim: bool, seed: u64) -> Result<(), String> {
+    // Signs of both kinds (an exact 0 has probability 0).
+    let x = [random::<T>(s, seed, -2.0, 2.0)];
+    same_on_both(gpu, &format!("relu {s:?}"), &x, &|g: &mut Graph<T>, v: &[Var]| g.relu(v[0]), tol::<T>())?;
+    let axis = axis % s.len();
+    // max is a constant on the tape: `x - max(x)` checks its values and that no gradient
+    // reaches x through it (dx = g on both devices).
+    let shifted = move |g: &mut Graph<T>, v: &[Var]| {
+        let m = g.max(v[0], axis, true);
+        g.sub(v[0], m)
+    };
+    same_on_both(gpu, &format!("x - max(x, axis {axis}) {s:?}"), &x, &shifted, tol::<T>())?;
+    let dropped = move |g: &mut Graph<T>, v: &[Var]| g.max(v[0], axis, keepdim);
+    let mut g = Graph::<T>::inference();
+    let on = g.input(x[0].to(Device::Cuda(gpu.ordinal())).unwrap());
+    let y = dropped(&mut g, &[on]);
+    let mut h = Graph::<T>::inference();
+    let off = h.input(x[0].clone());
+    let z = dropped(&mut h, &[off]);
+    if g.shape(y) != h.shape(z) {
+        return Err(format!("max {s:?} axis {axis} keepdim {keepdim}: shape {:?}, want {:?}", g.shape(y), h.shape(z)));
+    }
+    let (got, want) = (argmax(&x[0].to(Device::Cuda(gpu.ordinal())).unwrap(), axis), argmax(&x[0], axis));
+    if got != want {
+        return Err(format!("argmax {s:?} axis {axis}: {got:?}, want {want:?}"));
+    }
+    Ok(())
+}
+
+fn relu_max(gpu: &Arc<Gpu>) -> Result<(), String> {
+    let case = (shape(1, 4, 9), 0usize..4, any::<bool>(), any::<u64>());
+    prop(case, |(s, axis, keepdim, seed)| both!(relu_max_case(gpu, &s, axis, keepdim, seed)))
+}
