@@ -9,12 +9,12 @@
 //! `--features cuda`.
 
 mod common;
-use common::{banded_dataset, TempDir};
+use common::{banded_dataset, small_run, TempDir};
 
 use autograd::{Device, Rng, Tensor};
-use vit::data::{AugmentConfig, Batch, DatasetKind};
+use vit::data::Batch;
 use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
-use vit::optim::{AdamW, Decay, Optimizer, Sgd};
+use vit::optim::{AdamW, Optimizer, Sgd};
 use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
 
 /// The emulator, and every GPU the driver reports (or a visible `skipped:` line).
@@ -141,32 +141,11 @@ fn three_training_steps_on_the_device_match_the_cpu() {
 const TOL: f64 = 1e-4;
 
 fn run_config(out: &std::path::Path, device: Device, max_steps: u64, resume: bool) -> TrainConfig {
-    TrainConfig {
-        model: ViTConfig { in_chans: 1, num_classes: 3, ..tiny(0.1) },
-        dataset: DatasetKind::Mnist, // only recorded in the checkpoint; the data is passed in
-        data_dir: Some(out.into()),
-        train_subset: None,
-        test_subset: None,
-        epochs: 3,
-        batch_size: 8,
-        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: EPS },
-        lr: 3e-3,
-        min_lr: 1e-5,
-        warmup_epochs: 0.5,
-        decay: Decay::Cosine,
-        weight_decay: 0.05,
-        label_smoothing: 0.1,
-        clip_grad: Some(1.0),
-        augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
-        seed: 5,
-        out_dir: out.into(),
-        resume,
-        progress: false,
-        max_steps: Some(max_steps),
-        grad_accum: None,
-        overlap_comm: true,
-        device,
-    }
+    let mut cfg = small_run(out, ViTConfig { in_chans: 1, num_classes: 3, ..tiny(0.1) });
+    cfg.epochs = 3;
+    cfg.optimizer = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: EPS };
+    cfg.seed = 5;
+    TrainConfig { resume, max_steps: Some(max_steps), device, ..cfg }
 }
 
 /// A run on the CPU for 2 steps, resumed on the device to step 4 and on the CPU again to step 6

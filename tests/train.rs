@@ -4,46 +4,20 @@
 use std::path::Path;
 
 mod common;
-use common::{banded_dataset, TempDir};
+use common::{banded_dataset, small_run, TempDir};
 
 use autograd::{Rng, Tensor};
-use vit::data::{AugmentConfig, Batch, DatasetKind};
+use vit::data::Batch;
 use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
-use vit::optim::{AdamW, Decay};
-use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
+use vit::optim::AdamW;
+use vit::train::{train_on, train_step, TrainConfig};
 
 fn tiny_model(side: usize, classes: usize) -> ViTConfig {
     ViTConfig { dropout: 0.1, drop_path: 0.1, ..common::tiny_grey_vit(side, classes) }
 }
 
 fn config(out: &Path) -> TrainConfig {
-    TrainConfig {
-        model: tiny_model(8, 3),
-        dataset: DatasetKind::Mnist, // only recorded in the checkpoint; the data is passed in
-        data_dir: Some(out.into()),
-        train_subset: None,
-        test_subset: None,
-        epochs: 5,
-        batch_size: 8,
-        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-        lr: 3e-3,
-        min_lr: 1e-5,
-        warmup_epochs: 0.5,
-        decay: Decay::Cosine,
-        weight_decay: 0.05,
-        label_smoothing: 0.1,
-        clip_grad: Some(1.0),
-        augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
-        seed: 7,
-        out_dir: out.into(),
-        resume: false,
-        progress: false,
-        max_steps: None,
-        grad_accum: None,
-        overlap_comm: true,
-        finetune: None,
-        device: autograd::Device::Cpu,
-    }
+    small_run(out, tiny_model(8, 3))
 }
 
 fn one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {

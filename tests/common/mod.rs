@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use autograd::Rng;
-use vit::data::{Dataset, ImageShape};
+use autograd::{Device, Rng};
+use vit::data::{AugmentConfig, Dataset, DatasetKind, ImageShape};
+use vit::nn::ViTConfig;
+use vit::optim::Decay;
+use vit::train::{OptimizerKind, TrainConfig};
 use vit::Error;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -126,4 +129,37 @@ pub fn banded_dataset(n: usize, classes: usize, side: usize, seed: u64) -> Datas
         }
     }
     Dataset::new(images, labels, shape, (0..classes).map(|k| format!("band{k}")).collect()).unwrap()
+}
+
+/// A short run of `model` on data the test passes in, writing into `out`, on the CPU: every
+/// field set (AdamW, warmup then cosine, label smoothing, clipping, crop and flip), for a test
+/// to change what it is about.
+pub fn small_run(out: &Path, model: ViTConfig) -> TrainConfig {
+    TrainConfig {
+        model,
+        dataset: DatasetKind::Mnist, // only recorded in the checkpoint; the data is passed in
+        data_dir: Some(out.into()),
+        train_subset: None,
+        test_subset: None,
+        epochs: 5,
+        batch_size: 8,
+        optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        lr: 3e-3,
+        min_lr: 1e-5,
+        warmup_epochs: 0.5,
+        decay: Decay::Cosine,
+        weight_decay: 0.05,
+        label_smoothing: 0.1,
+        clip_grad: Some(1.0),
+        augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
+        seed: 7,
+        out_dir: out.into(),
+        resume: false,
+        progress: false,
+        max_steps: None,
+        grad_accum: None,
+        overlap_comm: true,
+        finetune: None,
+        device: Device::Cpu,
+    }
 }
