@@ -12,6 +12,7 @@ use super::gpu::{DeviceBuffer, Gpu};
 use super::kernels::{BinaryOp, UnaryOp};
 use super::prims::attention::{self, Heads};
 use super::prims::linear::{self, View};
+use super::prims::pool::{self, Pool};
 use super::prims::{elementwise as ew, optim, reduce, rows};
 use crate::dtype::Float;
 use crate::graph::BackwardCtx;
@@ -447,4 +448,15 @@ pub fn argmax<T: Float>(x: &Tensor<T>, axis: usize) -> Vec<usize> {
 /// `(outer, n, inner)`: `shape` seen as `[outer, n, inner]` around `axis`.
 fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+}
+
+/// Max-pooling of `x` (geometry `d`, output `shape`): the maxima and their winners' indices.
+pub fn max_pool2d<T: Float>(x: &Tensor<T>, d: &Pool, shape: &[usize]) -> (Tensor<T>, DeviceBuffer<i64>) {
+    let (y, arg) = pool::max_pool_forward(buf(x), d);
+    (Tensor::from_cuda(y, shape), arg)
+}
+
+/// Max-pooling's `dx` (shaped `shape`) from `g` and the winners forward kept.
+pub fn max_pool2d_backward<T: Float>(g: &Tensor<T>, arg: &DeviceBuffer<i64>, d: &Pool, shape: &[usize]) -> Tensor<T> {
+    Tensor::from_cuda(pool::max_pool_backward(buf(g), arg, d), shape)
 }

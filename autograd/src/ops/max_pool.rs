@@ -16,10 +16,23 @@ use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::tensor::Tensor;
 
-/// `y = max_pool2d(x)`; keeps, per output, the index of its winner within its `[H, W]` plane.
+/// `y = max_pool2d(x)`; keeps, per output, the index of its winner within its `[H, W]` plane
+/// (on the device, for a GPU input: `argmax` is then empty).
 struct MaxPool2d {
     win: Window,
     argmax: Vec<u32>,
+    #[cfg(feature = "cuda")]
+    argmax_gpu: Option<crate::cuda::DeviceBuffer<i64>>,
+}
+
+#[cfg(feature = "cuda")]
+impl Window {
+    /// The geometry as the device's pooling kernels take it.
+    fn pool(&self) -> crate::cuda::prims::pool::Pool {
+        let (planes, h, w, ho, wo) = (self.b * self.c, self.h, self.w, self.ho, self.wo);
+        let (kh, kw, stride, top, left) = (self.kh, self.kw, self.stride, self.pad.top, self.pad.left);
+        crate::cuda::prims::pool::Pool { planes, h, w, ho, wo, kh, kw, stride, top, left }
+    }
 }
 
 impl<T: Float> Op<T> for MaxPool2d {
@@ -30,6 +43,10 @@ impl<T: Float> Op<T> for MaxPool2d {
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
         let d = &self.win;
+        #[cfg(feature = "cuda")]
+        if let Some(arg) = &self.argmax_gpu {
+            return vec![Some(crate::cuda::ops::max_pool2d_backward(c.grad, arg, &d.pool(), c.inputs[0].shape()))];
+        }
         let (plane, out) = (d.h * d.w, d.out_plane());
         let g = c.grad.data();
         let mut dx = crate::pool::zeros(c.inputs[0].numel());
@@ -55,6 +72,12 @@ impl<T: Float> Graph<T> {
             "max_pool2d: padding {pad:?} must be less than the kernel {kernel} on every side"
         );
         assert!(win.h * win.w <= u32::MAX as usize, "max_pool2d: a {}x{} plane is too large", win.h, win.w);
+        let shape = [win.b, win.c, win.ho, win.wo];
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let (y, arg) = crate::cuda::ops::max_pool2d(self.value(x), &win.pool(), &shape);
+            return self.push(y, MaxPool2d { win, argmax: Vec::new(), argmax_gpu: Some(arg) }, &[x]);
+        }
         let (plane, out) = (win.h * win.w, win.out_plane());
         let xd = self.value(x).data();
         let planes = win.b * win.c;
@@ -83,7 +106,12 @@ impl<T: Float> Graph<T> {
                 }
             });
         }
-        let shape = [win.b, win.c, win.ho, win.wo];
-        self.push(Tensor::from_vec(y, &shape), MaxPool2d { win, argmax }, &[x])
+        let op = MaxPool2d {
+            win,
+            argmax,
+            #[cfg(feature = "cuda")]
+            argmax_gpu: None,
+        };
+        self.push(Tensor::from_vec(y, &shape), op, &[x])
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use autograd::cuda::Gpu;
+use autograd::ops::conv2d::Padding;
 use autograd::ops::reduce::argmax;
 use autograd::{Device, Float, Graph, Var};
 use proptest::prelude::*;
@@ -14,7 +15,7 @@ use crate::harness::{prop, tol, Tests};
 use crate::ops::same_on_both;
 use crate::util::{random, shape};
 
-pub const TESTS: Tests = &[("ops::relu_max_argmax", relu_max)];
+pub const TESTS: Tests = &[("ops::relu_max_argmax", relu_max), ("ops::max_pool2d", max_pool)];
 
 fn relu_max_case<T: Float>(gpu: &Arc<Gpu>, s: &[usize], axis: usize, keepdim: bool, seed: u64) -> Result<(), String> {
     // Signs of both kinds (an exact 0 has probability 0).
@@ -48,4 +49,29 @@ fn relu_max_case<T: Float>(gpu: &Arc<Gpu>, s: &[usize], axis: usize, keepdim: bo
 fn relu_max(gpu: &Arc<Gpu>) -> Result<(), String> {
     let case = (shape(1, 4, 9), 0usize..4, any::<bool>(), any::<u64>());
     prop(case, |(s, axis, keepdim, seed)| both!(relu_max_case(gpu, &s, axis, keepdim, seed)))
+}
+
+fn max_pool_case<T: Float>(
+    gpu: &Arc<Gpu>,
+    (b, c, h, w): (usize, usize, usize, usize),
+    (k, stride): (usize, usize),
+    pad: [usize; 4],
+    seed: u64,
+) -> Result<(), String> {
+    // Padding below the kernel on each side (the op's rule), and a window that fits.
+    let [top, bottom, left, right] = pad.map(|p| p % k);
+    let pad = Padding { top, bottom, left, right };
+    if h + top + bottom < k || w + left + right < k {
+        return Ok(());
+    }
+    let x = [random::<T>(&[b, c, h, w], seed, -2.0, 2.0)];
+    let pool = move |g: &mut Graph<T>, v: &[Var]| g.max_pool2d(v[0], k, stride, pad);
+    // Overlapping windows (stride < k) send several gradients to one winner.
+    same_on_both(gpu, &format!("max_pool2d [{b}, {c}, {h}, {w}] k {k} s {stride} {pad:?}"), &x, &pool, tol::<T>())
+}
+
+fn max_pool(gpu: &Arc<Gpu>) -> Result<(), String> {
+    let case =
+        ((1usize..3, 1usize..4, 1usize..10, 1usize..10), (1usize..4, 1usize..3), any::<[usize; 4]>(), any::<u64>());
+    prop(case, |(d, ks, pad, seed)| both!(max_pool_case(gpu, d, ks, pad, seed)))
 }

@@ -22,6 +22,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("loss.cu", include_str!("loss.cu")),
     ("dropout.cu", include_str!("dropout.cu")),
     ("optim.cu", include_str!("optim.cu")),
+    ("pool.cu", include_str!("pool.cu")),
 ];
 
 const PRELUDE_NVRTC: &str = include_str!("prelude_nvrtc.cuh");

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod linear;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod rows;
 
