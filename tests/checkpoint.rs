@@ -569,6 +569,7 @@ fn config_json_round_trips_and_rejects_bad_input() {
         ViTConfig::base(16, 384),
         ViTConfig {
             classifier: Classifier::Gap,
+            class_token: false,
             gelu: GeluKind::Tanh,
             init: Init::Jax,
             representation_size: Some(768),
@@ -611,9 +612,16 @@ fn config_json_round_trips_and_rejects_bad_input() {
 fn config_inferred_from_shapes() {
     let dir = scratch("infer");
     let path = dir.join("i.safetensors");
-    for config in
-        [tiny(), ViTConfig { classifier: Classifier::Gap, representation_size: Some(7), qkv_bias: false, ..tiny() }]
-    {
+    for config in [
+        tiny(),
+        ViTConfig {
+            classifier: Classifier::Gap,
+            class_token: false,
+            representation_size: Some(7),
+            qkv_bias: false,
+            ..tiny()
+        },
+    ] {
         checkpoint::save(&path, &random_store(&config, 34), &[], &BTreeMap::new()).unwrap();
         let ckpt = Checkpoint::open(&path).unwrap();
         assert_eq!(ckpt.config().unwrap(), None);

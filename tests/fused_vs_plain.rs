@@ -5,7 +5,7 @@
 
 use autograd::ops::gelu::GeluKind;
 use autograd::{Graph, Rng, Tensor, Var};
-use vit::nn::{Ctx, Module, ParamVars, ViTConfig, VisionTransformer};
+use vit::nn::{Classifier, Ctx, Module, ParamVars, ViTConfig, VisionTransformer};
 
 /// `x W^T + b` from `matmul_t` and a broadcasting `add`.
 fn linear(g: &mut Graph<f32>, p: &ParamVars, store: &vit::nn::ParamStore, name: &str, x: Var) -> Var {
@@ -103,15 +103,23 @@ fn a_fused_step_equals_the_plain_step() {
 
 /// The model's own two paths (`Ctx::fused`, the one switch) in f64, in training mode with
 /// dropout and stochastic depth on (no attention dropout: the fused op draws its mask per head,
-/// the plain path per element): the same masks, so the same loss and gradients.
+/// the plain path per element): the same masks, so the same loss and gradients. Also for
+/// timm's GAP layouts (`global_pool='avg'` with `fc_norm`, with and without a class token).
 #[test]
 fn the_models_fused_and_plain_paths_agree_in_f64() {
     // With dropout the fused branch ends run as separate ops; without, the last Linear, the
     // stochastic-depth scale and the residual sum are one op.
-    for dropout in [0.1, 0.0] {
+    let layouts = [
+        (0.1, Classifier::Token, true, false),
+        (0.0, Classifier::Token, true, false),
+        (0.1, Classifier::Gap, true, true),
+        (0.0, Classifier::Gap, false, true),
+    ];
+    for (dropout, classifier, class_token, fc_norm) in layouts {
         let mut c = ViTConfig::tiny(4, 16);
         (c.num_classes, c.dim, c.depth, c.heads, c.mlp_dim) = (10, 24, 2, 3, 48);
         (c.dropout, c.drop_path) = (dropout, 0.3);
+        (c.classifier, c.class_token, c.fc_norm) = (classifier, class_token, fc_norm);
         let (model, store) = VisionTransformer::init::<f64>(&c, 0).unwrap();
         let images = Tensor::<f64>::randn(&[4, 3, 16, 16], 0.0, 1.0, &mut Rng::seed(1));
         let step = |fused: bool| {
@@ -130,7 +138,12 @@ fn the_models_fused_and_plain_paths_agree_in_f64() {
         for ((param, a), b) in store.iter().zip(&grads_fused).zip(&grads_plain) {
             let scale = b.data().iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-300);
             let err = a.max_abs_diff(b) / scale;
-            assert!(err < 1e-12, "dropout {dropout}, {}: gradients differ (max relative error {err:.2e})", param.name);
+            assert!(
+                err < 1e-12,
+                "dropout {dropout}, {classifier:?}, class token {class_token}, fc_norm {fc_norm}, {}: gradients differ \
+                 (max relative error {err:.2e})",
+                param.name
+            );
         }
     }
 }

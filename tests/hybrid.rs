@@ -124,6 +124,8 @@ fn the_stem_quarters_the_image_with_same_padding() {
         // After the ReLU, every feature is >= 0.
         assert!(g.value(y).data().iter().all(|&v| v >= 0.0));
     }
+    // A patch of one feature pixel spans 4x4 image pixels (the analysis figures' scale).
+    assert_eq!((ViTConfig::hybrid(Variant::Tiny, 1, 28).patch_pixels(), ViTConfig::tiny(4, 28).patch_pixels()), (4, 4));
     // A feature map the patches do not tile is a config error naming it.
     let e = ViTConfig::hybrid(Variant::Tiny, 3, 28).validate().unwrap_err().to_string();
     assert!(e.contains("7x7 feature map") && e.contains("patch size 3"), "{e}");

@@ -159,9 +159,17 @@ fn tiny_config(classifier: Classifier, representation_size: Option<usize>) -> Vi
 
 #[test]
 fn whole_tiny_vit_gradchecks_end_to_end() {
-    for (classifier, rep) in [(Classifier::Token, None), (Classifier::Gap, Some(5))] {
+    // Token pooling; the paper's GAP (no class token, norm before the mean); timm's
+    // `global_pool='avg'` (fc_norm after the mean), with a class token left out of it and without.
+    let layouts = [
+        (Classifier::Token, true, false, None),
+        (Classifier::Gap, false, false, Some(5)),
+        (Classifier::Gap, true, true, None),
+        (Classifier::Gap, false, true, Some(5)),
+    ];
+    for (classifier, class_token, fc_norm, rep) in layouts {
         for train in [false, true] {
-            let mut c = tiny_config(classifier, rep);
+            let mut c = ViTConfig { class_token, fc_norm, ..tiny_config(classifier, rep) };
             if train {
                 (c.dropout, c.attn_dropout, c.drop_path) = (0.1, 0.1, 0.2);
             }

@@ -25,7 +25,7 @@ fn the_analytic_count_is_what_the_model_registers() {
     // Variations: gap (no class token), pre-logits, no qkv bias, another mlp width.
     let mut c = ViTConfig::tiny(4, 32);
     c.num_classes = 10;
-    c.classifier = Classifier::Gap;
+    (c.classifier, c.class_token) = (Classifier::Gap, false);
     c.representation_size = Some(48);
     c.qkv_bias = false;
     c.mlp_dim = 300;

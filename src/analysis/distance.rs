@@ -75,7 +75,7 @@ impl DistanceSums {
         DistanceSums {
             sums: vec![vec![0.0; config.heads]; config.depth],
             images: 0,
-            dist: patch_distances(config.grid(), config.patch_size),
+            dist: patch_distances(config.grid(), config.patch_pixels()),
         }
     }
 

@@ -82,7 +82,7 @@ pub fn write_layers(
             }
             image.raster(config.in_chans, size).draw(&area, (column_x(0), y), s)?;
             for (l, map) in m.layers.iter().chain(std::iter::once(&m.rollout)).enumerate() {
-                patch_raster(map, grid, config.patch_size).draw(&area, (column_x(l + 1), y), s)?;
+                patch_raster(map, grid, config.patch_pixels()).draw(&area, (column_x(l + 1), y), s)?;
             }
         }
         area.present().map_err(plot_err)?;

@@ -39,6 +39,13 @@ struct ConfigJson {
     gelu: String,
     ln_eps: f64,
     init: String,
+    /// Whether there is a class token, written only where it differs from the classifier's
+    /// default (a GAP model with one), so files from before it read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    class_token: Option<bool>,
+    /// LayerNorm after pooling (timm's `fc_norm`); absent for false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    fc_norm: bool,
     /// The hybrid's ResNet stem width; absent for a plain ViT (and in files from before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resnet_width: Option<usize>,
@@ -59,6 +66,8 @@ pub fn config_to_json(config: &ViTConfig) -> String {
         qkv_bias,
         representation_size,
         classifier,
+        class_token,
+        fc_norm,
         dropout,
         attn_dropout,
         drop_path,
@@ -83,6 +92,8 @@ pub fn config_to_json(config: &ViTConfig) -> String {
             Classifier::Gap => "gap",
         }
         .into(),
+        class_token: (class_token != (classifier == Classifier::Token)).then_some(class_token),
+        fc_norm,
         dropout,
         attn_dropout,
         drop_path,
@@ -125,6 +136,8 @@ pub fn config_from_json(json: &str) -> Result<ViTConfig> {
         qkv_bias: c.qkv_bias,
         representation_size: c.representation_size,
         classifier,
+        class_token: c.class_token.unwrap_or(classifier == Classifier::Token),
+        fc_norm: c.fc_norm,
         dropout: c.dropout,
         attn_dropout: c.attn_dropout,
         drop_path: c.drop_path,
@@ -195,8 +208,13 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
     let depth = (0..).take_while(|i| shape(&format!("blocks.{i}.norm1.weight")).is_some()).count();
     let mlp_dim = need("blocks.0.mlp.fc1.weight", 2)?[0];
     let qkv_bias = shape("blocks.0.attn.qkv.bias").is_some();
-    let classifier = if shape("cls_token").is_some() { Classifier::Token } else { Classifier::Gap };
-    let prefix = usize::from(classifier == Classifier::Token);
+    // timm's layouts: `fc_norm.*` is there exactly when the final norm follows the pooling,
+    // which timm does for `global_pool='avg'` (its default there); a class token is kept or not
+    // independently. Without `fc_norm`, a class token means token pooling.
+    let class_token = shape("cls_token").is_some();
+    let fc_norm = shape("fc_norm.weight").is_some();
+    let classifier = if class_token && !fc_norm { Classifier::Token } else { Classifier::Gap };
+    let prefix = usize::from(class_token);
     let tokens = need("pos_embed", 3)?[1];
     let patches = tokens.saturating_sub(prefix);
     let grid = square_side(patches).ok_or_else(|| {
@@ -228,6 +246,8 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
         qkv_bias,
         representation_size,
         classifier,
+        class_token,
+        fc_norm,
         resnet,
         ..ViTConfig::tiny(patch_size, grid * patch_size * scale)
     };

@@ -181,7 +181,7 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     model.mlp_dim = ((r * model.dim as f64).round() as usize).max(1);
     if a.gap {
-        model.classifier = Classifier::Gap;
+        (model.classifier, model.class_token) = (Classifier::Gap, false);
     }
     model.dropout = a.dropout;
     model.drop_path = a.drop_path;

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 pub enum Classifier {
     /// The class token `z_L^0` (a learned token prepended to the patches).
     Token,
-    /// Global average pooling over the patch tokens (no class token).
+    /// Global average pooling over the patch tokens (timm's `global_pool='avg'`); a class
+    /// token, when the model has one ([`ViTConfig::class_token`]), is left out of the mean.
     Gap,
 }
 
@@ -40,6 +41,14 @@ pub struct ViTConfig {
     pub representation_size: Option<usize>,
     /// How `y` is read off the encoder: the class token or the mean of the patch tokens.
     pub classifier: Classifier,
+    /// Whether a learned class token is prepended to the patches (timm's `class_token`).
+    /// [`Classifier::Token`] needs it; a GAP model may keep it (timm's `global_pool='avg'` models
+    /// with a class token, such as MAE's) or not (the paper's GAP model).
+    pub class_token: bool,
+    /// Where the final LayerNorm sits: after pooling (timm's `fc_norm`, its default with
+    /// `global_pool='avg'`: `y = LN(mean_i z_L^i)`) instead of before it (eq. 4's `norm`:
+    /// `y = mean_i LN(z_L)^i`, or `LN(z_L^0)` for the class token).
+    pub fc_norm: bool,
     /// Dropout after every dense layer but qkv, and after adding `pos_embed`.
     pub dropout: f64,
     /// Dropout on the attention probabilities.
@@ -114,6 +123,8 @@ impl ViTConfig {
             qkv_bias: true,
             representation_size: None,
             classifier: Classifier::Token,
+            class_token: true,
+            fc_norm: false,
             dropout: 0.0,
             attn_dropout: 0.0,
             drop_path: 0.0,
@@ -162,6 +173,12 @@ impl ViTConfig {
         self.resnet.map_or(self.in_chans, |r| r.width)
     }
 
+    /// Image pixels per patch side: `P`, or `4 P` for a hybrid, whose stem halves the image
+    /// twice (what the analysis figures measure distances and draw patches in).
+    pub fn patch_pixels(&self) -> usize {
+        self.patch_size * if self.resnet.is_some() { 4 } else { 1 }
+    }
+
     /// Patches per side.
     pub fn grid(&self) -> usize {
         self.feature_size() / self.patch_size
@@ -177,12 +194,9 @@ impl ViTConfig {
         self.num_patches() + self.num_prefix_tokens()
     }
 
-    /// Tokens before the patches: 1 (the class token) or 0 (GAP).
+    /// Tokens before the patches: 1 (the class token) or 0.
     pub fn num_prefix_tokens(&self) -> usize {
-        match self.classifier {
-            Classifier::Token => 1,
-            Classifier::Gap => 0,
-        }
+        usize::from(self.class_token)
     }
 
     /// `D / heads`.
@@ -220,6 +234,9 @@ impl ViTConfig {
                 }
             };
             return Err(Error::Config(format!("{what} is not divisible by patch size {}", self.patch_size)));
+        }
+        if self.classifier == Classifier::Token && !self.class_token {
+            return Err(Error::Config("token pooling needs the class token (class_token: true)".into()));
         }
         if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::Config(format!("dim {} is not divisible by heads {}", self.dim, self.heads)));

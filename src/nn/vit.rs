@@ -20,9 +20,11 @@ use crate::error::Result;
 ///     logits = head(y)            or head(tanh(pre_logits(y)))  when pre-training
 /// ```
 ///
-/// With `Classifier::Gap` there is no class token and `y` is the mean of `LN(z_L)` over the
-/// patch tokens (the paper's Flax code; timm's `global_pool='avg'` instead normalises after
-/// pooling under the name `fc_norm`).
+/// With `Classifier::Gap`, `y` is the mean over the patch tokens (a class token, if the model
+/// keeps one, left out): of `LN(z_L)` (the paper's Flax GAP model), or with `fc_norm` the LN of
+/// the mean (timm's `global_pool='avg'`, the LN then named `fc_norm`).
+/// Every layout timm's `VisionTransformer` saves maps to one config: class token or not,
+/// `global_pool` token or avg, `norm` or `fc_norm`, pre-logits or not.
 ///
 /// Dropout (rate `dropout`) follows the addition of `E_pos`, and every dense layer but qkv.
 #[derive(Clone, Debug)]
@@ -31,13 +33,13 @@ pub struct VisionTransformer {
     pub config: ViTConfig,
     /// `E` of eq. 1: patches to tokens.
     pub patch_embed: PatchEmbed,
-    /// `x_class`, `[1, 1, D]`; absent for a GAP model.
+    /// `x_class`, `[1, 1, D]`; absent without `class_token`.
     pub cls_token: Option<ParamId>,
     /// `E_pos`, `[1, N, D]` (class token included), learned.
     pub pos_embed: ParamId,
     /// The `L` encoder blocks, eqs. 2-3.
     pub blocks: Vec<Block>,
-    /// The final LN of eq. 4.
+    /// The final LN: eq. 4's `norm` before pooling, or timm's `fc_norm` after it.
     pub norm: LayerNorm,
     /// The tanh pre-logits layer of a pre-training head, if `representation_size` is set.
     pub pre_logits: Option<Linear>,
@@ -61,8 +63,7 @@ impl VisionTransformer {
         config.validate()?;
         let c = config;
         let patch_embed = PatchEmbed::for_config(store, "patch_embed", c, rng);
-        let cls_token =
-            (c.classifier == Classifier::Token).then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
+        let cls_token = c.class_token.then(|| store.add("cls_token", c.init.cls_token(c.dim, rng), false));
         let pos_embed = store.add("pos_embed", c.init.pos_embed(c.num_tokens(), c.dim, rng), false);
         let blocks = (0..c.depth)
             .map(|i| {
@@ -71,7 +72,7 @@ impl VisionTransformer {
                 Block::new(store, &format!("blocks.{i}"), c, rate, rng)
             })
             .collect();
-        let norm = LayerNorm::new(store, "norm", c.dim, c.ln_eps);
+        let norm = LayerNorm::new(store, if c.fc_norm { "fc_norm" } else { "norm" }, c.dim, c.ln_eps);
         let pre_logits =
             c.representation_size.map(|r| Linear::new(store, "pre_logits.fc", c.dim, r, true, c.init, rng));
         let head_in = c.representation_size.unwrap_or(c.dim);
@@ -121,18 +122,25 @@ impl VisionTransformer {
         g.dropout(z, self.config.dropout, cx.rng)
     }
 
-    /// Eq. 4, `y = LN(z_L^0)` (or the mean of `LN(z_L)` over the patches), then the tanh
-    /// pre-logits layer if there is one: the representation the head reads.
+    /// Eq. 4, `y = LN(z_L^0)` (or the mean over the patch tokens, normalised before or after:
+    /// `fc_norm`), then the tanh pre-logits layer if there is one: the representation the head
+    /// reads.
     fn pool<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, cx: &mut Ctx<'_>) -> Var {
-        let (b, d) = (g.shape(z)[0], self.config.dim);
-        let z = self.norm.forward(g, p, z, cx);
-        let y = match self.config.classifier {
+        let c = &self.config;
+        let (b, d) = (g.shape(z)[0], c.dim);
+        let z = if c.fc_norm { z } else { self.norm.forward(g, p, z, cx) };
+        let y = match c.classifier {
             Classifier::Token => {
                 let y = g.narrow(z, 1, 0, 1);
                 g.reshape(y, &[b, d])
             }
-            Classifier::Gap => g.mean(z, &[1], false),
+            Classifier::Gap => {
+                let prefix = c.num_prefix_tokens();
+                let patches = if prefix > 0 { g.narrow(z, 1, prefix, c.num_patches()) } else { z };
+                g.mean(patches, &[1], false)
+            }
         };
+        let y = if c.fc_norm { self.norm.forward(g, p, y, cx) } else { y };
         match &self.pre_logits {
             Some(fc) => {
                 let y = fc.forward(g, p, y, cx);
