@@ -32,6 +32,17 @@
 //! the ops' saved state. A ViT prints it with `VisionTransformer::memory_report`; its test
 //! checks the listing against the tensors the tape holds and the sizes a reader derives by hand.
 //!
+//! **Freed buffers are cached, never more than were in use** ([`crate::pool`]). When the tape
+//! drops a value, or a tensor dies, its buffer goes to the buffer pool, which hands it to the
+//! next op asking for that length (the next step's same op, typically), so a training step
+//! stops faulting in fresh pages. The pool's one rule bounds it: for each length it keeps at
+//! most as many free buffers as were ever in use at once, so what it retains is at most the
+//! working set the program has already had live (one step's tape and gradients; one evaluation
+//! batch), whatever the number of steps, shapes or threads, and a buffer of a length nobody
+//! takes is not kept. The peak resident memory of training is then the parameters, the
+//! optimizer state, one step's tape, the data and a fixed margin; [`crate::pool::stats`] gives
+//! what the pool holds and its bound.
+//!
 //! [`Op::saves`]: crate::Op::saves
 //! [`Op::recompute`]: crate::Op::recompute
 //! [`BackwardCtx::output`]: crate::BackwardCtx::output
