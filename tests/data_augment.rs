@@ -323,6 +323,50 @@ fn mix_batch_follows_the_config() {
     assert_eq!(mixed.count(), 20);
 }
 
+/// The light pipeline step by step, as `augment_image` ran it before the one-pass path:
+/// bytes -> [0, 1] -> random crop -> flip -> normalise -> erase, drawing from `rng` in that order.
+fn light_step_by_step(src: &[u8], s: ImageShape, cfg: &AugmentConfig, norm: &Normalization, rng: &mut Rng) -> Vec<f32> {
+    let mut img = vec![0f32; s.len()];
+    augment::to_unit(src, &mut img);
+    if cfg.crop_padding > 0 {
+        let mut cropped = vec![0f32; s.len()];
+        augment::random_crop(&img, s, cfg.crop_padding, rng, &mut cropped);
+        img = cropped;
+    }
+    if cfg.hflip && rng.below(2) == 1 {
+        augment::hflip(&mut img, s);
+    }
+    norm.normalize(&mut img, s);
+    if let Some(e) = &cfg.erasing {
+        augment::random_erasing(&mut img, s, e, rng);
+    }
+    img
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Crop, flip and normalisation in one pass from bytes give the very bits of the steps one
+    /// after the other, and leave the RNG where they would (erasing draws after them).
+    #[test]
+    fn the_one_pass_light_pipeline_equals_the_steps(
+        c in 1usize..4, h in 1usize..12, w in 1usize..12, pad in 0usize..5, hflip: bool, erase: bool, seed in 0u64..1000,
+    ) {
+        let s = ImageShape::new(c, h, w);
+        let mut r = Rng::seed(seed);
+        let src: Vec<u8> = (0..s.len()).map(|_| r.below(256) as u8).collect();
+        let norm = Normalization { mean: (0..c).map(|i| 0.2 + 0.1 * i as f32).collect(), std: vec![0.3; c] };
+        let erasing = erase.then(|| RandomErasing { prob: 1.0, ..Default::default() });
+        let cfg = AugmentConfig { crop_padding: pad.min(h.max(w)), hflip, erasing, ..AugmentConfig::none() };
+        let mut out = vec![f32::NAN; s.len()];
+        let (mut r1, mut r2) = (Rng::seed(seed), Rng::seed(seed));
+        augment::augment_image(&src, s, &cfg, &norm, &mut r1, &mut out, &mut Scratch::default());
+        let expected = light_step_by_step(&src, s, &cfg, &norm, &mut r2);
+        prop_assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        prop_assert_eq!(r1.below(1 << 30), r2.below(1 << 30));
+    }
+}
+
 #[test]
 fn augment_image_shapes_and_eval_path() {
     let s = ImageShape::new(3, 32, 32);

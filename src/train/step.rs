@@ -150,9 +150,13 @@ pub fn train_step_sharded(
     if let Some(r) = reducer.as_deref_mut() {
         r.begin();
     }
-    for (k, rng) in rngs.iter_mut().enumerate() {
-        let rows = sharding.micro_batch(k);
-        let mb = if sharding.count == 1 { batch.clone() } else { batch.rows(rows.clone()) };
+    // One micro-batch is the batch itself (no copy of its pixels).
+    let micro_batches: Vec<Batch> = if sharding.count == 1 {
+        vec![batch]
+    } else {
+        (0..sharding.count).map(|k| batch.rows(sharding.micro_batch(k))).collect()
+    };
+    for (k, (rng, mb)) in rngs.iter_mut().zip(micro_batches).enumerate() {
         let n = mb.len();
         let mut g = Graph::new();
         g.set_record_grad_norms(false);

@@ -33,7 +33,7 @@ mod randaugment;
 use autograd::Rng;
 
 pub use erasing::{random_erasing, RandomErasing};
-pub use geometric::{hflip, random_crop, shift, to_unit};
+pub use geometric::{crop_offset, hflip, random_crop, shift, shift_flip_bytes, to_unit};
 pub use mix::{
     cutmix, cutmix_box, cutmix_with, mix_batch, mixup, mixup_with, permutation, plan_mix, sample_beta, CutBox, Mix,
     MixPlan,
@@ -171,17 +171,33 @@ impl AugmentConfig {
     }
 }
 
-/// Reusable buffers for [`augment_image`] (one per worker thread).
+/// Reusable buffers for [`augment_image`] (one per worker thread), and the byte table of the
+/// normalisation last used.
 #[derive(Default)]
 pub struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    table: Option<(Normalization, Vec<[f32; 256]>)>,
+}
+
+impl Scratch {
+    /// [`Normalization::byte_table`] of `norm`, built once per worker and normalisation.
+    fn table(&mut self, norm: &Normalization) -> &[[f32; 256]] {
+        if self.table.as_ref().is_none_or(|(n, _)| n != norm) {
+            self.table = Some((norm.clone(), norm.byte_table()));
+        }
+        &self.table.as_ref().expect("just set").1
+    }
 }
 
 /// The whole per-image training pipeline, writing the normalised image to `out`:
 /// bytes -> `[0, 1]` -> random crop -> flip -> RandAugment -> normalise -> random erasing,
 /// each step only if `cfg` enables it. Consumes `rng` in a fixed order, so the same RNG state
 /// gives the same image.
+///
+/// Without RandAugment (which is defined on `[0, 1]` pixels) the bytes go to the model domain in
+/// one pass ([`shift_flip_bytes`]): crop, flip and normalisation read each byte once through a
+/// table, with the same values as the steps one by one.
 pub fn augment_image(
     src: &[u8],
     shape: ImageShape,
@@ -191,19 +207,26 @@ pub fn augment_image(
     out: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    to_unit(src, out);
-    if cfg.crop_padding > 0 {
-        scratch.a.resize(out.len(), 0.0);
-        random_crop(out, shape, cfg.crop_padding, rng, &mut scratch.a);
-        out.copy_from_slice(&scratch.a);
+    match &cfg.randaugment {
+        None => {
+            let offset = if cfg.crop_padding > 0 { crop_offset(cfg.crop_padding, rng) } else { (0, 0) };
+            let flip = cfg.hflip && rng.below(2) == 1;
+            shift_flip_bytes(src, shape, offset, flip, scratch.table(norm), out);
+        }
+        Some(ra) => {
+            to_unit(src, out);
+            if cfg.crop_padding > 0 {
+                scratch.a.resize(out.len(), 0.0);
+                random_crop(out, shape, cfg.crop_padding, rng, &mut scratch.a);
+                out.copy_from_slice(&scratch.a);
+            }
+            if cfg.hflip && rng.below(2) == 1 {
+                hflip(out, shape);
+            }
+            ra.apply(out, shape, rng, &mut scratch.b);
+            norm.normalize(out, shape);
+        }
     }
-    if cfg.hflip && rng.below(2) == 1 {
-        hflip(out, shape);
-    }
-    if let Some(ra) = &cfg.randaugment {
-        ra.apply(out, shape, rng, &mut scratch.b);
-    }
-    norm.normalize(out, shape);
     if let Some(e) = &cfg.erasing {
         random_erasing(out, shape, e, rng);
     }

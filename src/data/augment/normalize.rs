@@ -42,6 +42,18 @@ impl Normalization {
         }
     }
 
+    /// The model-domain value of every byte, per channel: `table[c][b]` is what
+    /// [`to_unit`](super::to_unit) then [`Normalization::normalize`] make of byte `b` in channel
+    /// `c`, computed by the same operations, so a lookup gives the same bits.
+    pub fn byte_table(&self) -> Vec<[f32; 256]> {
+        (0..self.mean.len())
+            .map(|c| {
+                let (m, inv) = (self.mean[c], 1.0 / self.std[c]);
+                std::array::from_fn(|b| (b as f32 * (1.0 / 255.0) - m) * inv)
+            })
+            .collect()
+    }
+
     /// The inverse of [`Normalization::normalize`]: `x = x * std[c] + mean[c]`.
     pub fn denormalize(&self, img: &mut [f32], shape: ImageShape) {
         check_len("denormalize", img, shape);
