@@ -86,6 +86,40 @@ fn resume_continues_exactly_where_it_stopped() {
     assert!(straight.best_test_acc > 0.6, "best test accuracy {}", straight.best_test_acc);
 }
 
+/// Each epoch says where its time went: waiting for data, the steps, evaluation and the writes
+/// add up to the epoch's wall time (up to the loop's own bookkeeping), in the report and in
+/// every line of `metrics.jsonl`, completed once the checkpoints are written.
+#[test]
+fn an_epochs_time_is_split_into_data_step_eval_and_checkpoint() {
+    let tmp = TempDir::new("times");
+    let cfg = TrainConfig { epochs: 2, ..config(tmp.path()) };
+    let report = train_on(&cfg, banded_dataset(96, 3, 8, 1), banded_dataset(48, 3, 8, 2)).unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for (r, line) in report.epochs.iter().zip(&lines) {
+        let parts = [r.data_secs, r.step_secs, r.eval_secs, r.checkpoint_secs];
+        assert!(parts.iter().all(|p| p.is_finite() && *p >= 0.0), "{r:?}");
+        assert!(r.step_secs > 0.0 && r.eval_secs > 0.0 && r.checkpoint_secs > 0.0, "{r:?}");
+        let sum: f64 = parts.iter().sum();
+        assert!(sum <= r.seconds + 1e-9, "the parts ({sum} s) exceed the epoch ({} s)", r.seconds);
+        assert!(
+            r.seconds - sum <= 0.05 + 0.1 * r.seconds,
+            "{} s of {} s unaccounted for: {r:?}",
+            r.seconds - sum,
+            r.seconds
+        );
+        for (key, value) in
+            [("seconds", r.seconds), ("data_secs", r.data_secs), ("step_secs", r.step_secs), ("eval_secs", r.eval_secs)]
+                .into_iter()
+                .chain([("checkpoint_secs", r.checkpoint_secs)])
+        {
+            let logged = line[key].as_f64().unwrap_or_else(|| panic!("no number {key} in {line}"));
+            assert!((logged - value).abs() <= 1e-3, "{key}: {logged} logged, {value} measured");
+        }
+    }
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint() {
     let tmp = TempDir::new("nan");

@@ -8,7 +8,8 @@
 //! The order of the writes at the end of an epoch is what makes a kill at any instant lose
 //! nothing: the metrics line first (a resumed run drops lines its checkpoint does not cover),
 //! then `best.safetensors` when the epoch improved, then `last.safetensors`, which records the
-//! new best accuracy only once the best model is on disk.
+//! new best accuracy only once the best model is on disk; then the curves, and the metrics line
+//! is completed with the time those writes took (see `train/log.rs`).
 //!
 //! In a data-parallel run ([`train_on_with`] with a [`Comm`] of several ranks) every rank runs
 //! this loop on its shard of each batch, and only rank 0 writes (checkpoints, metrics, curves)
@@ -259,9 +260,11 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
         let epoch = pos.epoch;
         let bar = progress_bar(cfg.progress && root, (steps_per_epoch - pos.batch) as u64, epoch, cfg.epochs);
         let t0 = Instant::now();
+        let (mut data_secs, mut step_secs) = (0.0, 0.0);
         let mut seen_now = 0usize;
         let mut lr = schedule.lr(pos.global_step.saturating_sub(1));
-        for batch in loader.epoch_from(epoch as u64, pos.batch) {
+        let mut batches = loader.epoch_from(epoch as u64, pos.batch);
+        while let Some(batch) = timed(&mut data_secs, || batches.next()) {
             let max_reached = cfg.max_steps.is_some_and(|max| pos.global_step >= max);
             // A stop asked for on any rank (mpirun passes a Ctrl-C to every rank) stops all.
             if max_reached || comm.any("agreeing on a stop request", interrupt::stop_requested())? {
@@ -276,19 +279,21 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
             let mut rngs: Vec<_> = (sharding.first..sharding.first + sharding.count)
                 .map(|s| derive_rng(cfg.seed, &[STEP_STREAM, pos.global_step, s as u64]))
                 .collect();
-            let out = train_step_sharded(
-                &model,
-                &mut params,
-                opt.as_mut(),
-                batch,
-                lr,
-                cfg.label_smoothing,
-                cfg.clip_grad,
-                &sharding,
-                &mut rngs,
-                comm,
-                reducer.as_mut(),
-            )
+            let out = timed(&mut step_secs, || {
+                train_step_sharded(
+                    &model,
+                    &mut params,
+                    opt.as_mut(),
+                    batch,
+                    lr,
+                    cfg.label_smoothing,
+                    cfg.clip_grad,
+                    &sharding,
+                    &mut rngs,
+                    comm,
+                    reducer.as_mut(),
+                )
+            })
             .map_err(|e| {
                 bar.abandon();
                 Error::Train(format!(
@@ -318,9 +323,11 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
             ));
             bar.inc(1);
         }
+        drop(batches);
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let Some(metrics) = evaluate_ranks(comm, &model, &params, &eval_loader)? else {
+        let mut eval_secs = 0.0;
+        let Some(metrics) = timed(&mut eval_secs, || evaluate_ranks(comm, &model, &params, &eval_loader))? else {
             // Training of the epoch is done; its evaluation is redone on resume.
             save_last(pos, &params, opt.as_ref())?;
             return Err(interrupted(pos));
@@ -346,32 +353,16 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
             test_top5: metrics.top5(),
             images_per_sec: seen_now as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
+            data_secs,
+            step_secs,
+            eval_secs,
+            checkpoint_secs: f64::NAN,
         };
-        if root {
-            println!(
-                "epoch {:>3}/{}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}% (top-5 {:5.2}%)  {:.0} img/s  {:.0} s",
-                record.epoch,
-                cfg.epochs,
-                record.train_loss,
-                100.0 * record.train_acc,
-                record.test_loss,
-                100.0 * record.test_acc,
-                100.0 * record.test_top5,
-                record.images_per_sec,
-                record.seconds
-            );
-        }
+        let writes = Instant::now();
         // A fresh run in a used directory starts its own metrics file (at its first record, so an
         // interrupted start loses nothing) rather than appending to another run's lines.
         let fresh_file = !cfg.resume && records.is_empty();
-        on_root("waiting for rank 0 to append to metrics.jsonl", &|| {
-            log::append(&metrics_path, &record, fresh_file)?;
-            // The curves are a view of metrics.jsonl: failing to draw them never stops training.
-            if let Err(e) = crate::analysis::curves::write_run_curves(&cfg.out_dir) {
-                eprintln!("warning: could not draw the training curves: {e}");
-            }
-            Ok(())
-        })?;
+        on_root("waiting for rank 0 to append to metrics.jsonl", &|| log::append(&metrics_path, &record, fresh_file))?;
         pos = Position { epoch: epoch + 1, batch: 0, loss_sum: 0.0, correct: 0, seen: 0, ..pos };
         if !have_best || record.test_acc > pos.best_test_acc {
             pos.best_test_acc = record.test_acc;
@@ -383,6 +374,21 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
         }
         save_last(pos, &params, opt.as_ref())?;
         wrote_last = true;
+        // The curves are a view of metrics.jsonl: failing to draw them never stops training.
+        if root {
+            if let Err(e) = crate::analysis::curves::write_run_curves(&cfg.out_dir) {
+                eprintln!("warning: could not draw the training curves: {e}");
+            }
+        }
+        let record = EpochRecord {
+            checkpoint_secs: writes.elapsed().as_secs_f64(),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..record
+        };
+        on_root("waiting for rank 0 to complete metrics.jsonl", &|| log::replace_last(&metrics_path, &record))?;
+        if root {
+            println!("{}", record.summary(cfg.epochs));
+        }
         records.push(record);
     }
     let steps_run = pos.global_step - start_step;
@@ -462,6 +468,14 @@ fn evaluate_ranks(
         return Ok(evaluate_until(model, params, loader, interrupt::stop_requested));
     }
     sum_metrics(comm, evaluate(model, params, loader)).map(Some)
+}
+
+/// Runs `f`, adding its wall time to `secs`.
+fn timed<R>(secs: &mut f64, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    *secs += t.elapsed().as_secs_f64();
+    r
 }
 
 fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
