@@ -6,6 +6,7 @@
 //! cargo bench --bench train_bench -- --quick             # smoke run: batch 16, 2 steps
 //! cargo bench --bench train_bench -- --threads 2 --models vit-ti4 --modes train
 //! cargo bench --bench train_bench -- --steps 20 --warmup 5
+//! cargo bench --bench train_bench -- --models fmnist --modes train --drop-path 0.1 --label-smoothing 0.1 --clip-grad 1
 //! ```
 //!
 //! Models (the same as `benches/peers/pytorch_vit_bench.py`, timm-equivalent):
@@ -13,11 +14,16 @@
 //! - `fmnist`: the small Fashion-MNIST ViT on 28x28x1 (patch 4, dim 128, depth 6, heads 4,
 //!   MLP 256, 10 classes; 50 tokens).
 //!
-//! Both at batch 128 on one fixed synthetic batch (N(0, 1) pixels, random labels), no dropout or
-//! stochastic depth, exact-erf GELU, as timm's defaults.
+//! Both at batch 128 on one fixed synthetic batch (N(0, 1) pixels, random labels), exact-erf GELU,
+//! and by default no stochastic depth, label smoothing or clipping, as timm's defaults. The
+//! regularisers of a `vit train` recipe that cost time inside the step can be switched on to
+//! compare the step with the same recipe run end to end: `--drop-path P` (the model's
+//! stochastic-depth rate, as `vit train --drop-path`), `--label-smoothing S`, `--clip-grad C`.
+//! Augmentation is not in the step: `vit train` prepares batches on its loader thread while the
+//! step runs, and the end-to-end comparison is what shows whether that is hidden.
 //!
 //! - **train**: one step is [`vit::train::train_step`]: forward, cross-entropy, backward,
-//!   gradient norm (no clipping), AdamW (lr 1e-3, weight decay 0.05); images/s = batch / median
+//!   gradient norm (clipped only with `--clip-grad`), AdamW (lr 1e-3, weight decay 0.05); images/s = batch / median
 //!   step time over `--steps` timed steps after `--warmup` warm-up steps, as the PyTorch script.
 //! - **infer**: [`vit::train::predict_logits`] (no tape), same timing.
 //! - **threads**: each measurement runs inside a `rayon::ThreadPool` of that many threads
@@ -52,8 +58,14 @@ use vit::train::{predict_logits, train_step};
 const MODELS: [&str; 2] = ["vit-ti4", "fmnist"];
 const MODES: [&str; 2] = ["train", "infer"];
 
-/// The model of a benchmark name.
-fn model_config(name: &str) -> Result<ViTConfig, String> {
+/// The model of a benchmark name, with the run's stochastic-depth rate.
+fn model_config(name: &str, drop_path: f64) -> Result<ViTConfig, String> {
+    let mut c = base_config(name)?;
+    c.drop_path = drop_path;
+    Ok(c)
+}
+
+fn base_config(name: &str) -> Result<ViTConfig, String> {
     match name {
         "vit-ti4" => {
             let mut c = ViTConfig::tiny(4, 32);
@@ -78,6 +90,9 @@ struct Options {
     threads: Vec<usize>,
     models: Vec<String>,
     modes: Vec<String>,
+    drop_path: f64,
+    label_smoothing: f64,
+    clip_grad: Option<f64>,
 }
 
 impl Default for Options {
@@ -90,12 +105,16 @@ impl Default for Options {
             threads: vec![2, 1],
             models: MODELS.iter().map(|s| s.to_string()).collect(),
             modes: MODES.iter().map(|s| s.to_string()).collect(),
+            drop_path: 0.0,
+            label_smoothing: 0.0,
+            clip_grad: None,
         }
     }
 }
 
 const USAGE: &str = "usage: train_bench [--quick] [--batch B] [--warmup W] [--steps N] [--breakdown K] \
-                     [--threads 2,1] [--models vit-ti4,fmnist] [--modes train,infer]\n       \
+                     [--threads 2,1] [--models vit-ti4,fmnist] [--modes train,infer]\n                   \
+                     [--drop-path P] [--label-smoothing S] [--clip-grad C]\n       \
                      train_bench --one MODEL THREADS MODE [same options]   (one measurement, as a child)";
 
 /// The one configuration a child measures (`--one MODEL THREADS MODE`).
@@ -113,6 +132,10 @@ fn parse_args(args: &[String]) -> Result<(Options, Option<One>), String> {
     let number = |flag: &str, v: Option<&String>| -> Result<usize, String> {
         let v = v.ok_or(format!("{flag} needs a value"))?;
         v.parse().map_err(|_| format!("{flag}: expected a whole number, got {v:?}"))
+    };
+    let real = |flag: &str, v: Option<&String>| -> Result<f64, String> {
+        let v = v.ok_or(format!("{flag} needs a value"))?;
+        v.parse().map_err(|_| format!("{flag}: expected a number, got {v:?}"))
     };
     let list = |flag: &str, v: Option<&String>| -> Result<Vec<String>, String> {
         let v = v.ok_or(format!("{flag} needs a value"))?;
@@ -133,6 +156,9 @@ fn parse_args(args: &[String]) -> Result<(Options, Option<One>), String> {
             }
             "--models" => o.models = list(a, it.next())?,
             "--modes" => o.modes = list(a, it.next())?,
+            "--drop-path" => o.drop_path = real(a, it.next())?,
+            "--label-smoothing" => o.label_smoothing = real(a, it.next())?,
+            "--clip-grad" => o.clip_grad = Some(real(a, it.next())?),
             "--one" => {
                 let model = it.next().ok_or("--one needs MODEL THREADS MODE")?.clone();
                 let threads = number("--one THREADS", it.next())?;
@@ -148,8 +174,14 @@ fn parse_args(args: &[String]) -> Result<(Options, Option<One>), String> {
     if o.batch == 0 || o.steps == 0 || o.threads.contains(&0) {
         return Err("--batch, --steps and --threads must be positive".into());
     }
+    if !(0.0..1.0).contains(&o.drop_path) || !(0.0..1.0).contains(&o.label_smoothing) {
+        return Err("--drop-path and --label-smoothing must be in [0, 1)".into());
+    }
+    if o.clip_grad.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        return Err("--clip-grad must be a finite number > 0".into());
+    }
     for m in &o.models {
-        model_config(m)?;
+        model_config(m, o.drop_path)?;
     }
     if let Some(bad) = o.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
         return Err(format!("unknown mode {bad:?}: expected train or infer"));
@@ -303,7 +335,7 @@ fn measure(model_name: &str, threads: usize, mode: &str, o: &Options) -> Result<
 }
 
 fn measure_in_pool(model_name: &str, threads: usize, mode: &str, o: &Options) -> Result<Figures, String> {
-    let config = model_config(model_name)?;
+    let config = model_config(model_name, o.drop_path)?;
     let (model, mut params) = VisionTransformer::init::<f32>(&config, 0).map_err(|e| e.to_string())?;
     let batch = synthetic_batch(&config, o.batch);
     let mut f = Figures {
@@ -321,8 +353,8 @@ fn measure_in_pool(model_name: &str, threads: usize, mode: &str, o: &Options) ->
             let b = batch.clone();
             let mut rng = Rng::seed(i as u64);
             let (t, c) = (Instant::now(), cpu_now_ms());
-            let out =
-                train_step(&model, &mut params, &mut opt, b, LR, 0.0, None, &mut rng).map_err(|e| e.to_string())?;
+            let out = train_step(&model, &mut params, &mut opt, b, LR, o.label_smoothing, o.clip_grad, &mut rng)
+                .map_err(|e| e.to_string())?;
             let (dt, dc) = (ms(t), cpu_now_ms() - c);
             f.loss = out.loss;
             if i >= o.warmup {
@@ -330,7 +362,7 @@ fn measure_in_pool(model_name: &str, threads: usize, mode: &str, o: &Options) ->
                 cpu.push(dc);
             }
         }
-        breakdown_train(&model, &mut params, &mut opt, &batch, o.breakdown, &mut f);
+        breakdown_train(&model, &mut params, &mut opt, &batch, o, &mut f);
     } else {
         let shape = batch.shape;
         for i in 0..o.warmup + o.steps {
@@ -361,13 +393,13 @@ fn breakdown_train(
     params: &mut ParamStore<f32>,
     opt: &mut dyn Optimizer,
     batch: &Batch,
-    steps: usize,
+    o: &Options,
     f: &mut Figures,
 ) {
     let (mut fwd, mut fwd_gemm, mut bwd, mut bwd_gemm, mut optim, mut total, mut flops) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     timing::enable(true);
-    for i in 0..steps {
+    for i in 0..o.breakdown {
         let b = batch.clone();
         let mut rng = Rng::seed(i as u64);
         timing::take();
@@ -378,7 +410,7 @@ fn breakdown_train(
         let p = params.bind(&mut g);
         let x = g.input(Tensor::from_vec(b.images, &b.shape));
         let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut rng));
-        let loss = g.cross_entropy(logits, &b.labels, 0.0);
+        let loss = g.cross_entropy(logits, &b.labels, o.label_smoothing);
         std::hint::black_box(g.value(loss).item());
         fwd.push(ms(t0));
         let forward = timing::take();
@@ -392,9 +424,9 @@ fn breakdown_train(
         let backward = timing::take();
         bwd_gemm.push(backward.nanos as f64 / 1e6);
         flops.push((forward.flops + backward.flops) as f64);
-        // Gradient norm (no clipping) and AdamW.
+        // Gradient norm (clipped with --clip-grad) and AdamW.
         let t2 = Instant::now();
-        std::hint::black_box(clip_grad_norm(&mut grads, f64::INFINITY));
+        std::hint::black_box(clip_grad_norm(&mut grads, o.clip_grad.unwrap_or(f64::INFINITY)));
         opt.step(params, &grads, LR);
         optim.push(ms(t2));
         total.push(ms(t0));
@@ -437,6 +469,8 @@ fn run_child(model: &str, threads: usize, mode: &str, o: &Options) -> Result<Fig
         .args(["--one", model, &threads.to_string(), mode])
         .args(["--batch", &o.batch.to_string(), "--warmup", &o.warmup.to_string()])
         .args(["--steps", &o.steps.to_string(), "--breakdown", &o.breakdown.to_string()])
+        .args(["--drop-path", &o.drop_path.to_string(), "--label-smoothing", &o.label_smoothing.to_string()])
+        .args(o.clip_grad.map(|c| ["--clip-grad".to_string(), c.to_string()]).into_iter().flatten())
         .env("RAYON_NUM_THREADS", threads.to_string())
         .output()
         .map_err(|e| format!("cannot run the child: {e}"))?;
@@ -533,11 +567,15 @@ fn main() {
         eprintln!("note: a debug build; run with `cargo bench --bench train_bench` for real figures");
     }
     println!(
-        "train_bench: batch {}, {} warm-up + {} timed steps (median), {} breakdown steps; ISA {}; {} CPUs",
+        "train_bench: batch {}, {} warm-up + {} timed steps (median), {} breakdown steps; drop-path {}, \
+         label smoothing {}, clip-grad {}; ISA {}; {} CPUs",
         o.batch,
         o.warmup,
         o.steps,
         o.breakdown,
+        o.drop_path,
+        o.label_smoothing,
+        o.clip_grad.map_or("none".to_string(), |c| c.to_string()),
         autograd::kernels::Isa::active(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
