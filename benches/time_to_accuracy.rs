@@ -159,4 +159,30 @@ fn main() {
         }
     }
     println!("total wall time: {total:.1} s");
+    memory(&report.params);
+}
+
+/// The peak resident memory of this process beside what the run needs (see `BENCHMARKS.md`).
+fn memory(params: &vit::nn::ParamStore<f32>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    let pool = autograd::pool::stats::<f32>();
+    // f32 weights, their gradients and AdamW's two moments.
+    let model = 16 * params.num_elements();
+    match peak_kib {
+        Some(kib) => println!("peak resident memory (VmHWM): {:.1} MiB", kib / 1024.0),
+        None => println!("peak resident memory: unknown (no /proc/self/status)"),
+    }
+    println!(
+        "parameters + gradients + AdamW moments: {:.1} MiB; buffer pool at the end: {:.1} MiB free, {:.1} MiB in \
+         use, bound {:.1} MiB (the largest working set of tensor buffers it served)",
+        mib(model),
+        mib(pool.retained),
+        mib(pool.in_use),
+        mib(pool.bound)
+    );
 }
