@@ -1,8 +1,8 @@
-//! timm's pooling layouts (`global_pool='avg'` with or without a class token, `fc_norm` after
-//! pooling or `norm` before it), against a fixture made by timm itself
-//! (tests/fixtures/make_timm_layouts_fixture.py): each state dict is recognised from its names
-//! and shapes alone, loads strictly, and reproduces timm's logits; our checkpoint JSON keeps the
-//! layout. (The f64 gradcheck of the pooling paths is in `tests/nn_modules.rs`, the fused and
+//! timm's pooling layouts (`global_pool='avg'` with or without a class token, `global_pool='token'`
+//! with `fc_norm`, `fc_norm` after pooling or `norm` before it), against a fixture made by timm
+//! itself (tests/fixtures/make_timm_layouts_fixture.py): each state dict is recognised from its
+//! names and shapes plus timm's `config.json` beside it, loads strictly, and reproduces timm's
+//! logits; our checkpoint JSON keeps the layout. (The f64 gradcheck of the pooling paths is in `tests/nn_modules.rs`, the fused and
 //! plain paths' agreement in `tests/fused_vs_plain.rs`.)
 
 mod common;
@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use autograd::{Graph, Rng, Tensor};
-use vit::checkpoint::{self, config_from_json, config_to_json, infer_config, Checkpoint, LoadOptions};
+use vit::checkpoint::{
+    self, config_from_json, config_to_json, infer_config, Checkpoint, LoadOptions, TIMM_CONFIG_FILE,
+};
 use vit::nn::{Classifier, Ctx, Module, ViTConfig, VisionTransformer};
 
 fn fixture() -> Checkpoint {
@@ -21,27 +23,44 @@ fn fixture() -> Checkpoint {
 
 /// The fixture's models: `VisionTransformer(img_size=8, patch_size=4, in_chans=3, num_classes=5,
 /// embed_dim=12, depth=1, num_heads=3, mlp_ratio=2, ...)` with the layout's pooling.
-fn timm_tiny(class_token: bool, fc_norm: bool) -> ViTConfig {
+fn timm_tiny(classifier: Classifier, class_token: bool, fc_norm: bool) -> ViTConfig {
     ViTConfig {
         num_classes: 5,
         dim: 12,
         depth: 1,
         heads: 3,
         mlp_dim: 24,
-        classifier: Classifier::Gap,
+        classifier,
         class_token,
         fc_norm,
         ..ViTConfig::tiny(4, 8)
     }
 }
 
-/// Layout `tag`'s state dict as timm saves it (the fixture's `{tag}/` prefix removed), in `dir`.
-fn state_dict(io: &Checkpoint, tag: &str, dir: &TempDir) -> Checkpoint {
+/// `(tag, config, the final norm's name)` of the fixture's layouts.
+fn layouts() -> [(&'static str, ViTConfig, &'static str); 4] {
+    [
+        ("avg_cls", timm_tiny(Classifier::Gap, true, true), "fc_norm"),
+        ("avg", timm_tiny(Classifier::Gap, false, true), "fc_norm"),
+        ("avg_prenorm", timm_tiny(Classifier::Gap, false, false), "norm"),
+        ("token_fcnorm", timm_tiny(Classifier::Token, true, true), "fc_norm"),
+    ]
+}
+
+/// Layout `tag`'s state dict as timm saves it (the fixture's `{tag}/` prefix removed), in a
+/// directory of its own under `dir`, with timm's `config.json` beside it when `with_config`.
+fn state_dict(io: &Checkpoint, tag: &str, dir: &TempDir, with_config: bool) -> Checkpoint {
     let prefix = format!("{tag}/");
     let tensors: Vec<(String, Tensor<f32>)> =
         io.tensors_with_prefix(&prefix).unwrap().into_iter().filter(|(n, _)| n != "logits").collect();
     let refs: Vec<(&str, &Tensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let path = dir.join(format!("{tag}.safetensors"));
+    let sub = dir.join(format!("{tag}-{with_config}"));
+    std::fs::create_dir_all(&sub).unwrap();
+    if with_config {
+        let json = io.meta(&format!("{tag}/config.json")).expect("the fixture holds timm's config.json");
+        std::fs::write(sub.join(TIMM_CONFIG_FILE), json).unwrap();
+    }
+    let path = sub.join("model.safetensors");
     checkpoint::write_tensors(&path, &refs, &BTreeMap::new()).unwrap();
     Checkpoint::open(&path).unwrap()
 }
@@ -51,13 +70,14 @@ fn every_timm_pooling_layout_is_recognised_loads_and_gives_timms_logits() {
     let io = fixture();
     let dir = TempDir::new("timm-layouts");
     let images = io.tensor::<f32>("images").unwrap();
-    for (tag, class_token, fc_norm, final_norm) in
-        [("avg_cls", true, true, "fc_norm"), ("avg", false, true, "fc_norm"), ("avg_prenorm", false, false, "norm")]
-    {
-        let ckpt = state_dict(&io, tag, &dir);
+    for (tag, config, final_norm) in layouts() {
+        // With timm's config.json beside the weights (its hub export), as a user gets them;
+        // the number of heads comes from it too.
+        let ckpt = state_dict(&io, tag, &dir, true);
         assert!(ckpt.shape(&format!("{final_norm}.weight")).is_some(), "{tag}: the fixture lacks {final_norm}");
-        let config = timm_tiny(class_token, fc_norm);
-        assert_eq!(infer_config(&ckpt, Some(3)).unwrap(), config, "{tag}: the layout read off the state dict");
+        assert_eq!(infer_config(&ckpt, None).unwrap(), config, "{tag}: the layout read off the state dict");
+        let loaded = checkpoint::load_model(&ckpt, None).unwrap();
+        assert_eq!(loaded.model.config, config, "{tag}: load_model");
         let (model, mut store) = VisionTransformer::init::<f32>(&config, 0).unwrap();
         assert!(store.id(&format!("{final_norm}.weight")).is_some(), "{tag}: no {final_norm} in our model");
         let report = checkpoint::load_params(&ckpt, &config, &mut store, &LoadOptions::default()).unwrap();
@@ -77,14 +97,61 @@ fn every_timm_pooling_layout_is_recognised_loads_and_gives_timms_logits() {
 }
 
 #[test]
+fn without_timms_config_the_shapes_decide_and_token_with_fc_norm_needs_it() {
+    let io = fixture();
+    let dir = TempDir::new("timm-layouts-bare");
+    for (tag, config, _) in layouts() {
+        let ckpt = state_dict(&io, tag, &dir, false);
+        let inferred = infer_config(&ckpt, Some(3)).unwrap();
+        if tag == "token_fcnorm" {
+            // The same tensors as global_pool='avg' with a class token: read as timm's default.
+            let mut names = ckpt.names().to_vec();
+            let mut avg_cls = state_dict(&io, "avg_cls", &dir, false).names().to_vec();
+            names.sort();
+            avg_cls.sort();
+            assert_eq!(names, avg_cls);
+            assert_eq!(inferred, ViTConfig { classifier: Classifier::Gap, ..config });
+        } else {
+            assert_eq!(inferred, config, "{tag}");
+        }
+        // Without the config the heads are not known for this width.
+        let e = infer_config(&ckpt, None).unwrap_err().to_string();
+        assert!(e.contains("number of heads"), "{e}");
+    }
+}
+
+#[test]
+fn a_timm_config_that_contradicts_the_tensors_or_pools_otherwise_is_refused() {
+    let io = fixture();
+    let dir = TempDir::new("timm-layouts-bad-config");
+    let ckpt = state_dict(&io, "avg", &dir, true);
+    let config_path = ckpt.path().with_file_name(TIMM_CONFIG_FILE);
+    let json = io.meta("avg/config.json").unwrap().to_string();
+    for (from, to, says) in [
+        ("\"global_pool\": \"avg\"", "\"global_pool\": \"token\"", "no cls_token"),
+        ("\"global_pool\": \"avg\"", "\"global_pool\": \"map\"", "'token' and 'avg'"),
+        ("\"num_heads\": 3", "\"num_heads\": 0", "num_heads"),
+        ("\"num_heads\": 3", "\"num_heads\": 3, \"fc_norm\": false", "fc_norm=false"),
+        ("{", "{ \"truncated", "not JSON"),
+    ] {
+        assert!(json.contains(from), "{from} not in timm's config.json:\n{json}");
+        std::fs::write(&config_path, json.replace(from, to)).unwrap();
+        let e = infer_config(&ckpt, None).unwrap_err().to_string();
+        assert!(e.contains(says) && e.contains(TIMM_CONFIG_FILE), "{to}: {e}");
+    }
+    // Someone else's config.json (no `architecture`) is not timm's and says nothing.
+    std::fs::write(&config_path, "{\"num_heads\": 4, \"global_pool\": \"token\"}").unwrap();
+    assert_eq!(infer_config(&ckpt, Some(3)).unwrap(), timm_tiny(Classifier::Gap, false, true));
+}
+
+#[test]
 fn the_checkpoint_json_keeps_the_layout_and_old_files_read_as_before() {
-    for (class_token, fc_norm) in [(true, true), (false, true), (false, false), (true, false)] {
-        let c = timm_tiny(class_token, fc_norm);
+    for (_, c, _) in layouts() {
         let json = config_to_json(&c);
         assert_eq!(config_from_json(&json).unwrap(), c, "{json}");
     }
     // The two layouts that existed before are written as before: no new key.
-    for c in [ViTConfig::tiny(4, 8), timm_tiny(false, false)] {
+    for c in [ViTConfig::tiny(4, 8), timm_tiny(Classifier::Gap, false, false)] {
         let json = config_to_json(&c);
         assert!(!json.contains("class_token") && !json.contains("fc_norm"), "{json}");
     }
@@ -97,7 +164,7 @@ fn the_checkpoint_json_keeps_the_layout_and_old_files_read_as_before() {
 #[test]
 fn a_gap_model_with_a_class_token_and_fc_norm_saves_and_reloads_by_timms_names() {
     let dir = TempDir::new("timm-layouts-save");
-    let c = timm_tiny(true, true);
+    let c = timm_tiny(Classifier::Gap, true, true);
     let (model, store) = VisionTransformer::init::<f32>(&c, 3).unwrap();
     let names: Vec<&str> = store.iter().map(|p| p.name.as_str()).collect();
     assert!(names.contains(&"cls_token") && names.contains(&"fc_norm.weight") && !names.contains(&"norm.weight"));

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resize::square_side;
 use super::safetensors::Checkpoint;
+use super::timm_config::{TimmConfig, TIMM_CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::nn::{Classifier, Init, ResNetStemConfig, ViTConfig};
 
@@ -173,8 +174,10 @@ impl Checkpoint {
 /// `blocks.{i}` present, MLP width, qkv bias, class token, image size from `pos_embed`'s square
 /// patch grid, pre-logits width and classes from the head.
 ///
-/// The number of heads is not in the shapes: pass it, or it is taken from the standard variant
-/// of that width (192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16). GELU is timm's exact form,
+/// What the shapes cannot tell (the pooling of a model with both `cls_token` and `fc_norm.*`, the
+/// number of heads) is read from timm's `config.json` beside the file when there is one
+/// ([`TimmConfig`]). The number of heads is otherwise `heads` (which wins over the config), or
+/// that of the standard variant of the width (192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16). GELU is timm's exact form,
 /// LayerNorm eps 1e-6, no dropout. A `module.` prefix on every name is ignored.
 pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig> {
     let shape = |name: &str| -> Option<Vec<usize>> {
@@ -209,11 +212,30 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
     let mlp_dim = need("blocks.0.mlp.fc1.weight", 2)?[0];
     let qkv_bias = shape("blocks.0.attn.qkv.bias").is_some();
     // timm's layouts: `fc_norm.*` is there exactly when the final norm follows the pooling,
-    // which timm does for `global_pool='avg'` (its default there); a class token is kept or not
-    // independently. Without `fc_norm`, a class token means token pooling.
+    // which timm does by default for `global_pool='avg'`; a class token is kept or not
+    // independently. The shapes cannot tell `global_pool='avg'` with a class token from
+    // `global_pool='token', fc_norm=True` (the same tensors): timm's `config.json`, when it is
+    // beside the file, says which; without it, `fc_norm` means avg pooling (timm's default) and
+    // no `fc_norm` with a class token means token pooling.
+    let timm = TimmConfig::beside(ckpt)?.unwrap_or_default();
     let class_token = shape("cls_token").is_some();
     let fc_norm = shape("fc_norm.weight").is_some();
-    let classifier = if class_token && !fc_norm { Classifier::Token } else { Classifier::Gap };
+    if let Some(said) = timm.fc_norm.filter(|said| *said != fc_norm) {
+        return Err(ckpt.error(format!(
+            "{TIMM_CONFIG_FILE} says fc_norm={said}, but the file {} fc_norm.weight",
+            if fc_norm { "has" } else { "has no" }
+        )));
+    }
+    let classifier = match timm.pooling {
+        Some(Classifier::Token) if !class_token => {
+            return Err(
+                ckpt.error(format!("{TIMM_CONFIG_FILE} says global_pool='token', but the file has no cls_token"))
+            )
+        }
+        Some(pooling) => pooling,
+        None if class_token && !fc_norm => Classifier::Token,
+        None => Classifier::Gap,
+    };
     let prefix = usize::from(class_token);
     let tokens = need("pos_embed", 3)?[1];
     let patches = tokens.saturating_sub(prefix);
@@ -224,7 +246,7 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
     })?;
     let representation_size = shape("pre_logits.fc.weight").map(|s| s[0]);
     let num_classes = need("head.weight", 2)?[0];
-    let heads = match heads {
+    let heads = match heads.or(timm.num_heads) {
         Some(h) => h,
         None => match dim {
             192 => 3,

@@ -24,6 +24,8 @@
 //! - `config`: [`ViTConfig`](crate::nn::ViTConfig) to and from the JSON string stored in the
 //!   metadata ([`Checkpoint::config`]), and a config inferred from a file's tensor shapes (for
 //!   timm files).
+//! - `timm_config`: the few facts timm's `config.json` (its hub export, beside the weights) adds
+//!   to the shapes: the pooling and the number of heads.
 //! - `model`: a whole model out of a file ([`load_model`]), its config checked against the
 //!   tensors and the size limits before anything is allocated.
 //!
@@ -50,9 +52,11 @@ pub mod load;
 pub mod model;
 pub mod resize;
 pub mod safetensors;
+pub mod timm_config;
 
 pub use config::{config_from_json, config_metadata, config_to_json, infer_config, CONFIG_KEY};
 pub use load::{load, load_params, LoadOptions, LoadReport, OPTIM_PREFIX};
 pub use model::{check_config_against_file, check_finite, load_model, LoadedModel, DATASET_KEY};
 pub use resize::{interpolate_grid, resize_pos_embed, square_side, Interpolation};
 pub use safetensors::{remove_stale_temporaries, save, write_tensors, Checkpoint, Dtype};
+pub use timm_config::{TimmConfig, TIMM_CONFIG_FILE};

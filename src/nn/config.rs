@@ -46,8 +46,8 @@ pub struct ViTConfig {
     /// with a class token, such as MAE's) or not (the paper's GAP model).
     pub class_token: bool,
     /// Where the final LayerNorm sits: after pooling (timm's `fc_norm`, its default with
-    /// `global_pool='avg'`: `y = LN(mean_i z_L^i)`) instead of before it (eq. 4's `norm`:
-    /// `y = mean_i LN(z_L)^i`, or `LN(z_L^0)` for the class token).
+    /// `global_pool='avg'`: `y = LN(mean_i z_L^i)`; with the class token, `LN(z_L^0)`) instead
+    /// of before it (eq. 4's `norm`: `y = mean_i LN(z_L)^i`, or `LN(z_L)^0`).
     pub fc_norm: bool,
     /// Dropout after every dense layer but qkv, and after adding `pos_embed`.
     pub dropout: f64,

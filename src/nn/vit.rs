@@ -20,11 +20,20 @@ use crate::error::Result;
 ///     logits = head(y)            or head(tanh(pre_logits(y)))  when pre-training
 /// ```
 ///
-/// With `Classifier::Gap`, `y` is the mean over the patch tokens (a class token, if the model
-/// keeps one, left out): of `LN(z_L)` (the paper's Flax GAP model), or with `fc_norm` the LN of
-/// the mean (timm's `global_pool='avg'`, the LN then named `fc_norm`).
-/// Every layout timm's `VisionTransformer` saves maps to one config: class token or not,
-/// `global_pool` token or avg, `norm` or `fc_norm`, pre-logits or not.
+/// The pooling and the final LN are timm's `global_pool` and `norm` / `fc_norm`:
+///
+/// ```text
+///     norm before pooling:   y = pool(LN(z_L))        (eq. 4; the LN is `norm`)
+///     fc_norm after pooling: y = LN(pool(z_L))        (the LN is `fc_norm`, no `norm`)
+///     pool = z^0 (Classifier::Token)  or  mean_i z^i over the patch tokens (Classifier::Gap,
+///            a class token, if the model keeps one, left out)
+/// ```
+///
+/// The class token with `fc_norm` (timm's `global_pool='token', fc_norm=True`) is eq. 4 again,
+/// `LN(z_L^0)`, since LN acts on each token alone; the avg forms are the paper's Flax GAP model
+/// (`norm`) and timm's default `global_pool='avg'` (`fc_norm`). So every layout timm's
+/// `VisionTransformer` saves maps to one config: class token or not, `global_pool` token or avg,
+/// `norm` or `fc_norm`, pre-logits or not.
 ///
 /// Dropout (rate `dropout`) follows the addition of `E_pos`, and every dense layer but qkv.
 #[derive(Clone, Debug)]
@@ -122,9 +131,9 @@ impl VisionTransformer {
         g.dropout(z, self.config.dropout, cx.rng)
     }
 
-    /// Eq. 4, `y = LN(z_L^0)` (or the mean over the patch tokens, normalised before or after:
-    /// `fc_norm`), then the tanh pre-logits layer if there is one: the representation the head
-    /// reads.
+    /// Eq. 4: the final LN before pooling (`norm`) or after it (`fc_norm`), pooling the class
+    /// token or the mean of the patch tokens, then the tanh pre-logits layer if there is one:
+    /// the representation the head reads.
     fn pool<T: Float>(&self, g: &mut Graph<T>, p: &ParamVars, z: Var, cx: &mut Ctx<'_>) -> Var {
         let c = &self.config;
         let (b, d) = (g.shape(z)[0], c.dim);
