@@ -93,12 +93,21 @@ fn values(seed: u64) -> impl Fn(usize, usize) -> f32 {
     }
 }
 
-/// Checks `got = alpha * a b + beta * c0` elementwise, and that nothing outside C's view moved.
-fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &str) {
+/// The exact `alpha * a b + beta * c0` (in f64) and each element's tolerance: `(k + 2) * 2 eps`
+/// times the sum of the magnitudes that went into it. Computed once per case and compared with
+/// every ISA's and every thread count's result (under emulation this naive loop is the cost).
+struct Expected {
+    exact: Vec<f64>,
+    tol: Vec<f64>,
+    cols: usize,
+}
+
+fn expected(a: &Mat, b: &Mat, c0: &Mat, alpha: f32, beta: f32) -> Expected {
     let k = a.cols;
     let eps = f32::EPSILON as f64;
-    for i in 0..got.rows {
-        for j in 0..got.cols {
+    let (mut exact_all, mut tol_all) = (Vec::with_capacity(c0.rows * c0.cols), Vec::with_capacity(c0.rows * c0.cols));
+    for i in 0..c0.rows {
+        for j in 0..c0.cols {
             let (mut exact, mut mag) = (0.0f64, 0.0f64);
             for p in 0..k {
                 let t = a.at(i, p) as f64 * b.at(p, j) as f64;
@@ -111,8 +120,20 @@ fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &st
                 exact += beta as f64 * c0.at(i, j) as f64;
                 mag += (beta as f64 * c0.at(i, j) as f64).abs();
             }
+            exact_all.push(exact);
+            tol_all.push((k as f64 + 2.0) * 2.0 * eps * mag + 1e-30);
+        }
+    }
+    Expected { exact: exact_all, tol: tol_all, cols: c0.cols }
+}
+
+/// Checks `got` against the expected product elementwise, and that nothing outside C's view
+/// moved (`c0` is C before the product).
+fn check_against(want: &Expected, c0: &Mat, got: &Mat, what: &str) {
+    for i in 0..got.rows {
+        for j in 0..got.cols {
+            let (exact, tol) = (want.exact[i * want.cols + j], want.tol[i * want.cols + j]);
             let g = got.at(i, j) as f64;
-            let tol = (k as f64 + 2.0) * 2.0 * eps * mag + 1e-30;
             assert!(
                 (g - exact).abs() <= tol,
                 "{what}: C[{i},{j}] = {g}, want {exact} (|diff| {:e} > tol {tol:e})",
@@ -133,9 +154,17 @@ fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &st
     }
 }
 
+/// Checks `got = alpha * a b + beta * c0` (see [`expected`] and [`check_against`]).
+fn check(a: &Mat, b: &Mat, c0: &Mat, got: &Mat, alpha: f32, beta: f32, what: &str) {
+    check_against(&expected(a, b, c0, alpha, beta), c0, got, what);
+}
+
+/// One product on each of `isas` (in each of `pools`, or on the calling thread's pool when
+/// none is given) against one naive reference.
 #[allow(clippy::too_many_arguments)]
 fn run_case(
-    isa: Isa,
+    isas: &[Isa],
+    pools: &[rayon::ThreadPool],
     m: usize,
     k: usize,
     n: usize,
@@ -149,10 +178,22 @@ fn run_case(
     let a = Mat::new(m, k, la, values(seed));
     let b = Mat::new(k, n, lb, values(seed + 1));
     let c0 = if beta == 0.0 { Mat::new(m, n, lc, |_, _| f32::NAN) } else { Mat::new(m, n, lc, values(seed + 2)) };
-    let mut c = c0.clone();
-    let what = format!("{isa}: {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
-    sgemm_with(isa, alpha, a.view(), b.view(), beta, c.view_mut());
-    check(&a, &b, &c0, &c, alpha, beta, &what);
+    let want = expected(&a, &b, &c0, alpha, beta);
+    let product = |isa: Isa, threads: usize| {
+        let mut c = c0.clone();
+        sgemm_with(isa, alpha, a.view(), b.view(), beta, c.view_mut());
+        let what =
+            format!("{isa}, {threads} threads: {m}x{k}x{n} A {la:?} B {lb:?} C {lc:?} alpha {alpha} beta {beta}");
+        check_against(&want, &c0, &c, &what);
+    };
+    for &isa in isas {
+        if pools.is_empty() {
+            product(isa, rayon::current_num_threads());
+        }
+        for pool in pools {
+            pool.install(|| product(isa, pool.current_num_threads()));
+        }
+    }
 }
 
 /// Sizes that straddle the blocking edges of every ISA (MR 6/14, NR 16/32, KC 256), primes and 1.
@@ -200,9 +241,7 @@ proptest! {
         (alpha, beta) in scalars(),
         seed in any::<u64>(),
     ) {
-        for isa in Isa::all_available() {
-            run_case(isa, m, k, n, la, lb, lc, alpha, beta, seed);
-        }
+        run_case(&Isa::all_available(), &[], m, k, n, la, lb, lc, alpha, beta, seed);
     }
 }
 
@@ -235,14 +274,15 @@ proptest! {
         (alpha, beta) in scalars(),
         seed in any::<u64>(),
     ) {
+        let a = Mat::new(m, k, la, values(seed));
+        let b = Mat::new(k, n, lb, values(seed + 1));
+        let c0 = if beta == 0.0 { Mat::new(m, n, Layout::Rows { pad: 1 }, |_, _| f32::NAN) }
+            else { Mat::new(m, n, Layout::Rows { pad: 1 }, values(seed + 2)) };
+        let want = expected(&a, &b, &c0, alpha, beta);
         for isa in Isa::all_available() {
-            let a = Mat::new(m, k, la, values(seed));
-            let b = Mat::new(k, n, lb, values(seed + 1));
-            let c0 = if beta == 0.0 { Mat::new(m, n, Layout::Rows { pad: 1 }, |_, _| f32::NAN) }
-                else { Mat::new(m, n, Layout::Rows { pad: 1 }, values(seed + 2)) };
             let mut c = c0.clone();
             sgemm_with_caches(isa, caches, alpha, a.view(), b.view(), beta, c.view_mut());
-            check(&a, &b, &c0, &c, alpha, beta, &format!("{isa} {caches:?}: {m}x{k}x{n} A {la:?} B {lb:?}"));
+            check_against(&want, &c0, &c, &format!("{isa} {caches:?}: {m}x{k}x{n} A {la:?} B {lb:?}"));
         }
     }
 }
@@ -251,33 +291,11 @@ proptest! {
 /// both directions, on every ISA.
 #[test]
 fn sgemm_crosses_nc_and_kc_blocks() {
-    for isa in Isa::all_available() {
-        for &(m, k, n) in &[(15, 700, 1300), (29, 257, 2100), (3, 1100, 641)] {
-            run_case(
-                isa,
-                m,
-                k,
-                n,
-                Layout::Rows { pad: 1 },
-                Layout::Rows { pad: 0 },
-                Layout::Rows { pad: 2 },
-                1.0,
-                1.0,
-                7,
-            );
-            run_case(
-                isa,
-                m,
-                k,
-                n,
-                Layout::Cols { pad: 0 },
-                Layout::Cols { pad: 1 },
-                Layout::Cols { pad: 0 },
-                -0.5,
-                0.0,
-                8,
-            );
-        }
+    let isas = Isa::all_available();
+    for &(m, k, n) in &[(15, 700, 1300), (29, 257, 2100), (3, 1100, 641)] {
+        let (rows, cols) = (Layout::Rows { pad: 0 }, Layout::Cols { pad: 0 });
+        run_case(&isas, &[], m, k, n, Layout::Rows { pad: 1 }, rows, Layout::Rows { pad: 2 }, 1.0, 1.0, 7);
+        run_case(&isas, &[], m, k, n, cols, Layout::Cols { pad: 1 }, cols, -0.5, 0.0, 8);
     }
 }
 
@@ -290,18 +308,14 @@ fn threaded_splits_match_naive() {
     for &(m, k, n) in &shapes {
         assert!(2 * m * n * k >= 2 * MIN_TASK_FLOPS, "shape {m}x{k}x{n} too small to be split");
     }
-    for threads in [2, 3, 4] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| {
-            for isa in Isa::all_available() {
-                for (s, &(m, k, n)) in shapes.iter().enumerate() {
-                    let lb = if s % 2 == 0 { Layout::Cols { pad: 0 } } else { Layout::Rows { pad: 0 } };
-                    let la = if s < 2 { Layout::Rows { pad: 0 } } else { Layout::Cols { pad: 0 } };
-                    run_case(isa, m, k, n, la, lb, Layout::Rows { pad: 0 }, 1.0, 0.0, s as u64);
-                    run_case(isa, m, k, n, la, lb, Layout::Cols { pad: 1 }, 0.5, 1.0, s as u64 + 10);
-                }
-            }
-        });
+    let pools: Vec<_> =
+        [2, 3, 4].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()).into_iter().collect();
+    let isas = Isa::all_available();
+    for (s, &(m, k, n)) in shapes.iter().enumerate() {
+        let lb = if s % 2 == 0 { Layout::Cols { pad: 0 } } else { Layout::Rows { pad: 0 } };
+        let la = if s < 2 { Layout::Rows { pad: 0 } } else { Layout::Cols { pad: 0 } };
+        run_case(&isas, &pools, m, k, n, la, lb, Layout::Rows { pad: 0 }, 1.0, 0.0, s as u64);
+        run_case(&isas, &pools, m, k, n, la, lb, Layout::Cols { pad: 1 }, 0.5, 1.0, s as u64 + 10);
     }
 }
 
