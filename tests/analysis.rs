@@ -176,3 +176,45 @@ fn jacobi_eigenvectors_reconstruct_the_matrix_and_pca_finds_the_spread_direction
     assert!(close(&vectors[0].iter().map(|v| v * sign).collect::<Vec<_>>(), &[1.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0], 1e-3));
     assert!(values[0] / values.iter().sum::<f64>() > 0.999, "{values:?}");
 }
+
+/// The hybrid's filter figure standardises each stem filter as the forward pass does, so a
+/// filter scaled and shifted (`a W + b`, which `StdConv` maps to the same effective filter)
+/// gives the same components; its JSON names the stem's filter shape.
+#[test]
+fn stem_filter_pca_sees_the_standardised_filters() {
+    use vit::analysis::filters::write_stem_filters;
+    let mut rng = Rng::seed(11);
+    let (o, c, k) = (12, 2, 3);
+    let w: Vec<f32> = (0..o * c * k * k).map(|_| (rng.uniform() - 0.5) as f32).collect();
+    // Each filter gets its own scale and shift.
+    let moved: Vec<f32> = w
+        .chunks(c * k * k)
+        .enumerate()
+        .flat_map(|(f, filter)| filter.iter().map(move |&v| v * (0.5 + f as f32) - 0.25 * f as f32))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("vit-stem-pca-{}", std::process::id()));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (weights, out) in [(&w, &a), (&moved, &b)] {
+        std::fs::create_dir_all(out).unwrap();
+        let written = write_stem_filters(weights, (o, c, k), 1e-8, out).unwrap();
+        assert_eq!(written, vec![out.join("stem_conv_pca.png"), out.join("stem_conv_pca.json")]);
+    }
+    let read = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("stem_conv_pca.json")).unwrap()).unwrap()
+    };
+    let (ja, jb) = (read(&a), read(&b));
+    assert_eq!(ja["filter_shape"], serde_json::json!([c, k, k]));
+    assert_eq!(ja["filters"], o);
+    let values = |j: &serde_json::Value| -> Vec<f64> {
+        j["eigenvalues"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    assert!(close(&values(&ja), &values(&jb), 1e-5), "{:?} vs {:?}", values(&ja), values(&jb));
+    // Standardised filters have unit variance over their 18 values: the covariance's trace (the
+    // eigenvalues' sum) is at most the mean squared norm, 18 * (o / (o - 1)).
+    let trace: f64 = values(&ja).iter().sum();
+    assert!(trace > 0.0 && trace <= 18.0 * o as f64 / (o - 1) as f64 + 1e-6, "{trace}");
+    // A weight of the wrong size is a clear error.
+    let err = write_stem_filters(&w[1..], (o, c, k), 1e-8, &a).unwrap_err().to_string();
+    assert!(err.contains("stem.conv.weight") && err.contains("12 x 2 x 3 x 3"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -204,6 +204,36 @@ fn analyze_a_model_trained_for_a_few_steps_end_to_end() {
     assert_eq!(json["images"][0]["image"], "mine.png");
 }
 
+/// A hybrid's patch embedding reads feature channels, so its filter figure is the stem's 7x7
+/// convolution (64 filters of 3x7x7: the top 28 components), in place of `patch_embed_pca`.
+#[test]
+fn analyze_draws_a_hybrids_stem_filters() {
+    use vit::analysis::filters;
+    let tmp = TempDir::new("analyze-hybrid");
+    cifar::write_cifar10_tree(tmp.path(), 8, 3).unwrap();
+    // 32 px images: the stem's map is 8x8, patch 2 cuts it into a 4x4 grid.
+    let run = tmp.join("run");
+    let mut train = vit();
+    train.arg("train").arg("--data-dir").arg(tmp.path()).arg("--out").arg(&run).arg("--quiet");
+    train.args(["--model", "r-ti", "--patch", "2", "--dim", "16", "--depth", "2", "--heads", "2", "--mlp-ratio", "2"]);
+    train.args(["--batch-size", "8", "--train-subset", "32", "--warmup", "0", "--epochs", "1"]);
+    expect_ok(&mut train);
+    let out = tmp.join("figures");
+    let (stdout, stderr) = expect_ok(
+        vit().arg("analyze").arg(run.join("last.safetensors")).arg("--data-dir").arg(tmp.path()).arg("--out").arg(&out),
+    );
+    for name in ["stem_conv_pca.png", "stem_conv_pca.json", "rollout.png", "attention_distance.png", "pos_embed_similarity.png"] {
+        assert!(stdout.contains(&out.join(name).display().to_string()), "lists {name}:\n{stdout}");
+    }
+    assert!(!out.join("patch_embed_pca.png").exists() && !stderr.contains("skipped"), "{stderr}");
+    assert_eq!(png_size(&out.join("stem_conv_pca.png")), filters::filters_size(28, 7));
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("stem_conv_pca.json")).unwrap()).unwrap();
+    assert_eq!(json["filter_shape"], serde_json::json!([3, 7, 7]));
+    assert_eq!(json["filters"], 64);
+    assert_eq!(json["components"].as_array().unwrap().len(), 28);
+}
+
 #[test]
 fn analyze_rejects_other_models_other_image_sizes_and_unwritable_output() {
     let tmp = TempDir::new("analyze-bad");

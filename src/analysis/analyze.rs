@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::attention::{attention_maps, AttentionMaps};
 use super::distance::{write_distance, DistanceSums};
-use super::filters::write_filters;
+use super::filters::{write_filters, write_stem_filters};
 use super::inputs;
 use super::layers::write_layers;
 use super::pos_embed::write_pos_embed;
@@ -96,11 +96,15 @@ pub fn analyze(
     }
     written.extend(write_distance(&sums.means(), sums.images, c, &opts.out_dir)?);
     written.extend(write_pos_embed(params.get(model.pos_embed).value.data(), c, &opts.out_dir)?);
-    if c.resnet.is_some() {
-        // The hybrid's patch embedding reads the stem's feature channels, not pixels.
-        eprintln!("skipped: patch-embedding filters (a hybrid's patches are {}-channel feature maps)", c.patch_chans());
-    } else {
-        written.extend(write_filters(params.get(model.patch_embed.weight).value.data(), c, &opts.out_dir)?);
+    match &model.patch_embed.backbone {
+        // The hybrid's patch embedding reads the stem's feature channels, not pixels: draw the
+        // stem's filters, the first map that reads pixels.
+        Some(stem) => {
+            let conv = &stem.conv;
+            let shape = (conv.out_chans, c.in_chans, conv.kernel);
+            written.extend(write_stem_filters(params.get(conv.weight).value.data(), shape, conv.eps, &opts.out_dir)?);
+        }
+        None => written.extend(write_filters(params.get(model.patch_embed.weight).value.data(), c, &opts.out_dir)?),
     }
     Ok(written)
 }

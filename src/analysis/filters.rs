@@ -3,6 +3,10 @@
 //! Trained models show smooth low-frequency bases — "plausible basis functions for a
 //! low-dimensional representation of the fine structure within each patch".
 //!
+//! A hybrid's `E` reads the CNN's feature channels, not pixels, so there the figure is drawn for
+//! the first map that does read pixels: the stem's 7x7 convolution, each filter standardised as
+//! the forward pass uses it (`(W - mean) / sqrt(var + eps)` per output channel).
+//!
 //! PCA: centre the `D` filters, form their `K x K` covariance (`K = C P P`), and take its
 //! eigenvectors by cyclic Jacobi rotations (exact to rounding, and `K` is small: 16 for
 //! Fashion-MNIST patches of 4, 48 for CIFAR, 768 for ViT-B/16).
@@ -104,19 +108,63 @@ pub fn filters_size(components: usize, patch: usize) -> (u32, u32) {
 /// own range) and `patch_embed_pca.json` (eigenvalues, explained variance, components) for the
 /// patch-embedding weight `[D, C, P, P]`.
 pub fn write_filters(weight: &[f32], config: &ViTConfig, out_dir: &Path) -> Result<Vec<PathBuf>> {
-    let (d, c, p) = (config.dim, config.in_chans, config.patch_size);
-    let k = c * p * p;
-    if weight.len() != d * k {
+    let shape = (config.dim, config.in_chans, config.patch_size);
+    write_pca(weight, shape, "patch_embed.proj.weight", "patch embedding filters", "patch_embed_pca", out_dir)
+}
+
+/// The hybrid's version of the figure: `stem_conv_pca.png` and `.json`, the top components of
+/// the stem convolution's `[O, C, k, k]` filters, each standardised first as
+/// [`StdConv`](crate::nn::StdConv) does in the forward pass (`eps` its epsilon).
+pub fn write_stem_filters(
+    weight: &[f32],
+    shape: (usize, usize, usize),
+    eps: f64,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let (o, c, k) = shape;
+    let len = c * k * k;
+    if weight.len() != o * len || len == 0 {
         return Err(Error::Checkpoint(format!(
-            "patch_embed.proj.weight has {} values; expected {d} x {k}",
+            "patch_embed.backbone.stem.conv.weight has {} values; expected {o} x {c} x {k} x {k}",
             weight.len()
         )));
+    }
+    let mut standardised = Vec::with_capacity(weight.len());
+    for filter in weight.chunks(len) {
+        let mean = filter.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let var = filter.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        standardised.extend(filter.iter().map(|&v| ((v as f64 - mean) * inv) as f32));
+    }
+    write_pca(
+        &standardised,
+        shape,
+        "patch_embed.backbone.stem.conv.weight",
+        "stem convolution filters",
+        "stem_conv_pca",
+        out_dir,
+    )
+}
+
+/// The figure and its numbers for `d` filters of shape `c x p x p` (`shape = (d, c, p)`), written
+/// as `out_dir/NAME.png` and `out_dir/NAME.json`.
+fn write_pca(
+    weight: &[f32],
+    (d, c, p): (usize, usize, usize),
+    tensor: &str,
+    what: &str,
+    name: &str,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let k = c * p * p;
+    if weight.len() != d * k {
+        return Err(Error::Checkpoint(format!("{tensor} has {} values; expected {d} x {k}", weight.len())));
     }
     let (values, vectors) = principal_components(weight, d, k);
     let total: f64 = values.iter().map(|v| v.max(0.0)).sum::<f64>().max(f64::MIN_POSITIVE);
     let shown = COMPONENTS.min(k).min(d);
     let explained: Vec<f64> = values.iter().map(|v| v.max(0.0) / total).collect();
-    let json_path = out_dir.join("patch_embed_pca.json");
+    let json_path = out_dir.join(format!("{name}.json"));
     write_json(
         &json_path,
         &json!({
@@ -133,7 +181,7 @@ pub fn write_filters(weight: &[f32], config: &ViTConfig, out_dir: &Path) -> Resu
     {
         let area = canvas.area();
         area.fill(&WHITE).map_err(plot_err)?;
-        let title = format!("patch embedding filters: top {shown} principal components of {d} filters");
+        let title = format!("{what}: top {shown} principal components of {d} filters");
         area.draw(&Text::new(title, (20, 14), (FONT, 18).into_font())).map_err(plot_err)?;
         for (i, v) in vectors.iter().take(shown).enumerate() {
             let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
@@ -147,7 +195,7 @@ pub fn write_filters(weight: &[f32], config: &ViTConfig, out_dir: &Path) -> Resu
         }
         area.present().map_err(plot_err)?;
     }
-    let png = out_dir.join("patch_embed_pca.png");
+    let png = out_dir.join(format!("{name}.png"));
     canvas.save(&png)?;
     Ok(vec![png, json_path])
 }
