@@ -222,7 +222,9 @@ fn analyze_draws_a_hybrids_stem_filters() {
     let (stdout, stderr) = expect_ok(
         vit().arg("analyze").arg(run.join("last.safetensors")).arg("--data-dir").arg(tmp.path()).arg("--out").arg(&out),
     );
-    for name in ["stem_conv_pca.png", "stem_conv_pca.json", "rollout.png", "attention_distance.png", "pos_embed_similarity.png"] {
+    for name in
+        ["stem_conv_pca.png", "stem_conv_pca.json", "rollout.png", "attention_distance.png", "pos_embed_similarity.png"]
+    {
         assert!(stdout.contains(&out.join(name).display().to_string()), "lists {name}:\n{stdout}");
     }
     assert!(!out.join("patch_embed_pca.png").exists() && !stderr.contains("skipped"), "{stderr}");
