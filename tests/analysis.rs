@@ -215,6 +215,6 @@ fn stem_filter_pca_sees_the_standardised_filters() {
     assert!(trace > 0.0 && trace <= 18.0 * o as f64 / (o - 1) as f64 + 1e-6, "{trace}");
     // A weight of the wrong size is a clear error.
     let err = write_stem_filters(&w[1..], (o, c, k), 1e-8, &a).unwrap_err().to_string();
-    assert!(err.contains("stem.conv.weight") && err.contains("12 x 2 x 3 x 3"), "{err}");
+    assert!(err.contains("stem convolution") && err.contains("12 x 2 x 3 x 3"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -125,7 +125,7 @@ pub fn write_stem_filters(
     let len = c * k * k;
     if weight.len() != o * len || len == 0 {
         return Err(Error::Checkpoint(format!(
-            "patch_embed.backbone.stem.conv.weight has {} values; expected {o} x {c} x {k} x {k}",
+            "the stem convolution's weight has {} values; expected {o} x {c} x {k} x {k}",
             weight.len()
         )));
     }
@@ -139,7 +139,7 @@ pub fn write_stem_filters(
     write_pca(
         &standardised,
         shape,
-        "patch_embed.backbone.stem.conv.weight",
+        "the stem convolution's weight",
         "stem convolution filters",
         "stem_conv_pca",
         out_dir,
