@@ -69,13 +69,8 @@ fn config(out: &Path) -> TrainConfig {
         augment: AugmentConfig::none(),
         seed: 3,
         out_dir: out.into(),
-        resume: false,
         progress: false,
-        max_steps: None,
-        grad_accum: None,
-        overlap_comm: true,
-        finetune: None,
-        device: autograd::Device::Cpu,
+        ..TrainConfig::default()
     }
 }
 

@@ -59,13 +59,8 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
         augment: AugmentConfig::none(),
         seed: 0,
         out_dir: out.clone(),
-        resume: false,
         progress: false,
-        max_steps: None,
-        grad_accum: None,
-        overlap_comm: true,
-        finetune: None,
-        device: autograd::Device::Cpu,
+        ..TrainConfig::default()
     };
     let t0 = Instant::now();
     let report = train_on(&cfg, train, test).unwrap();

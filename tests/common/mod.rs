@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use autograd::{Device, Rng};
+use autograd::Rng;
 use vit::data::{AugmentConfig, Dataset, DatasetKind, ImageShape};
 use vit::nn::ViTConfig;
 use vit::optim::Decay;
@@ -154,12 +154,7 @@ pub fn small_run(out: &Path, model: ViTConfig) -> TrainConfig {
         augment: AugmentConfig { crop_padding: 1, hflip: true, ..AugmentConfig::none() },
         seed: 7,
         out_dir: out.into(),
-        resume: false,
         progress: false,
-        max_steps: None,
-        grad_accum: None,
-        overlap_comm: true,
-        finetune: None,
-        device: Device::Cpu,
+        ..TrainConfig::default()
     }
 }
