@@ -5,8 +5,8 @@ use autograd::ops::gelu::GeluKind;
 use autograd::{gradcheck, GradcheckOptions, Graph, Rng, Tensor, Var};
 use proptest::prelude::*;
 use vit::nn::{
-    Attention, Block, Classifier, Ctx, Init, LayerNorm, Linear, Mlp, Module, ParamStore, ParamVars, PatchEmbed,
-    ResNetStem, ResNetStemConfig, ViTConfig, VisionTransformer,
+    Attention, Block, Bottleneck, Classifier, Ctx, Init, LayerNorm, Linear, Mlp, Module, ParamStore, ParamVars,
+    PatchEmbed, ResNetStem, ResNetStemConfig, ViTConfig, VisionTransformer,
 };
 
 mod common;
@@ -131,13 +131,34 @@ proptest! {
         check_module(store, input(&[b, chans, side, side], seed), seed, &pe, 1);
     }
 
-    /// The hybrid's stem: standardised 7x7/2 convolution, group norm, ReLU, 3x3/2 max-pool, all
+    /// The hybrid's root: standardised 7x7/2 convolution, group norm, ReLU, 3x3/2 max-pool, all
     /// with SAME padding, on odd and even sides.
     #[test]
     fn resnet_stem(b in 1usize..3, chans in 1usize..3, width in 1usize..5, side in 3usize..10, seed: u64) {
         let mut store = ParamStore::new();
-        let stem = ResNetStem::new(&mut store, "backbone", chans, ResNetStemConfig { width }, &mut Rng::seed(seed));
+        let cfg = ResNetStemConfig { width, layers: vec![] };
+        let stem = ResNetStem::new(&mut store, "backbone", chans, cfg, &mut Rng::seed(seed));
         check_module(store, input(&[b, chans, side, side], seed), seed, &stem, 1);
+    }
+
+    /// A bottleneck block of the hybrid's stages: 1x1, 3x3 (stride 1 or 2), 1x1 standardised
+    /// convolutions with group norm and ReLU, the shortcut projected (1x1, same stride) or not,
+    /// on odd and even sides.
+    #[test]
+    fn bottleneck(
+        b in 1usize..3,
+        (inp, mid, out) in (1usize..4, 1usize..4, 1usize..5),
+        stride in 1usize..3,
+        project: bool,
+        side in 3usize..7,
+        seed: u64,
+    ) {
+        // Without a projection the shortcut must already have the output's shape.
+        let (inp, project) = if stride == 2 || inp != out { (inp, true) } else { (inp, project) };
+        let mut store = ParamStore::new();
+        let block = Bottleneck::new(&mut store, "blocks.0", (inp, mid, out), stride, project, &mut Rng::seed(seed));
+        prop_assert_eq!(store.num_elements(), Bottleneck::num_params((inp, mid, out), project));
+        check_module(store, input(&[b, inp, side, side], seed), seed, &block, 1);
     }
 }
 
@@ -187,17 +208,22 @@ fn whole_tiny_vit_gradchecks_end_to_end() {
 
 #[test]
 fn whole_tiny_hybrid_gradchecks_end_to_end() {
-    // 8 px -> the stem's 2x2 feature map of width 2 -> four patches of one feature pixel.
-    let c = ViTConfig {
-        image_size: 8,
-        patch_size: 1,
-        resnet: Some(ResNetStemConfig { width: 2 }),
-        ..tiny_config(Classifier::Token, None)
-    };
-    let mut store = ParamStore::new();
-    let model = VisionTransformer::new(&c, &mut store, &mut Rng::seed(3)).unwrap();
-    assert_eq!(store.iter().map(|p| p.value.numel()).sum::<usize>(), c.num_params());
-    check_module(store, input(&[2, 2, 8, 8], 9), 4, &model, 5);
+    // 8 px -> the root's 2x2 feature map of width 2 -> four patches of one feature pixel; and
+    // 12 px -> the root's 3x3 map, a one-block stage, a strided one-block stage (widths 8, 16,
+    // middle widths rounded up to 8 as timm's) -> a 2x2 map of 16 channels.
+    for (side, layers) in [(8, vec![]), (12, vec![1, 1])] {
+        let c = ViTConfig {
+            image_size: side,
+            patch_size: 1,
+            resnet: Some(ResNetStemConfig { width: 2, layers }),
+            ..tiny_config(Classifier::Token, None)
+        };
+        assert_eq!(c.grid(), 2);
+        let mut store = ParamStore::new();
+        let model = VisionTransformer::new(&c, &mut store, &mut Rng::seed(3)).unwrap();
+        assert_eq!(store.iter().map(|p| p.value.numel()).sum::<usize>(), c.num_params());
+        check_module(store, input(&[2, 2, side, side], 9), 4, &model, 5);
+    }
 }
 
 #[test]

@@ -14,6 +14,8 @@ use super::resize::square_side;
 use super::safetensors::Checkpoint;
 use super::timm_config::{TimmConfig, TIMM_CONFIG_FILE};
 use crate::error::{Error, Result};
+use crate::nn::config::MAX_RESNET_WIDTH;
+use crate::nn::resnet_stem::MAX_STAGES;
 use crate::nn::{Classifier, Init, ResNetStemConfig, ViTConfig};
 
 /// The metadata key under which [`config_metadata`] stores the model config as JSON.
@@ -50,6 +52,9 @@ struct ConfigJson {
     /// The hybrid's ResNet stem width; absent for a plain ViT (and in files from before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resnet_width: Option<usize>,
+    /// The hybrid's blocks per bottleneck stage; absent for none (the bare root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    resnet_layers: Vec<usize>,
 }
 
 /// The config as a JSON string.
@@ -109,7 +114,8 @@ pub fn config_to_json(config: &ViTConfig) -> String {
             Init::Jax => "jax",
         }
         .into(),
-        resnet_width: resnet.map(|r| r.width),
+        resnet_width: resnet.as_ref().map(|r| r.width),
+        resnet_layers: resnet.map(|r| r.layers).unwrap_or_default(),
     };
     serde_json::to_string(&json).expect("a config of numbers and strings always serialises")
 }
@@ -145,7 +151,11 @@ pub fn config_from_json(json: &str) -> Result<ViTConfig> {
         gelu,
         ln_eps: c.ln_eps,
         init,
-        resnet: c.resnet_width.map(|width| ResNetStemConfig { width }),
+        resnet: match (c.resnet_width, c.resnet_layers.is_empty()) {
+            (Some(width), _) => Some(ResNetStemConfig { width, layers: c.resnet_layers }),
+            (None, true) => None,
+            (None, false) => return Err(Error::Config("model config JSON: resnet_layers without resnet_width".into())),
+        },
     };
     config.validate()?;
     Ok(config)
@@ -172,13 +182,16 @@ impl Checkpoint {
 /// A config read off a checkpoint's tensor shapes, for files that carry none (e.g. a timm state
 /// dict): width, channels and patch size from `patch_embed.proj.weight`, depth from the
 /// `blocks.{i}` present, MLP width, qkv bias, class token, image size from `pos_embed`'s square
-/// patch grid, pre-logits width and classes from the head.
+/// patch grid, pre-logits width and classes from the head; for a hybrid, the ResNet's root width
+/// and the image channels from its root convolution and the blocks of each stage from the
+/// `patch_embed.backbone.stages.{i}.blocks.{j}` present.
 ///
 /// What the shapes cannot tell (the pooling of a model with both `cls_token` and `fc_norm.*`, the
 /// number of heads) is read from timm's `config.json` beside the file when there is one
 /// ([`TimmConfig`]). The number of heads is otherwise `heads` (which wins over the config), or
-/// that of the standard variant of the width (192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16). GELU is timm's exact form,
-/// LayerNorm eps 1e-6, no dropout. A `module.` prefix on every name is ignored.
+/// that of the standard variant of the width (192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16).
+/// GELU is timm's exact form, LayerNorm eps 1e-6, no dropout. A `module.` prefix on every name
+/// is ignored.
 pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig> {
     let shape = |name: &str| -> Option<Vec<usize>> {
         ckpt.shape(name).or_else(|| ckpt.shape(&format!("module.{name}"))).map(<[usize]>::to_vec)
@@ -192,19 +205,35 @@ pub fn infer_config(ckpt: &Checkpoint, heads: Option<usize>) -> Result<ViTConfig
     };
     let pe = need("patch_embed.proj.weight", 4)?;
     let (dim, patch_chans, patch_size) = (pe[0], pe[1], pe[2]);
-    // A hybrid (timm's `HybridEmbed` over a ResNet stem): the image channels are the stem's.
-    let stem = shape("patch_embed.backbone.stem.conv.weight");
+    // A hybrid (timm's `HybridEmbed`): the bare ResNet root (`backbone.conv`; ours before the
+    // stages existed called it `backbone.stem.conv`) or a ResNetV2 (`backbone.stem.conv` and
+    // `backbone.stages.{i}.blocks.{j}`); the image channels are the root's.
+    let stem = shape("patch_embed.backbone.conv.weight").or_else(|| shape("patch_embed.backbone.stem.conv.weight"));
+    let blocks = |i: usize| {
+        (0..)
+            .take_while(|j| shape(&format!("patch_embed.backbone.stages.{i}.blocks.{j}.conv1.weight")).is_some())
+            .count()
+    };
+    let layers: Vec<usize> = (0..).map(blocks).take_while(|n| *n > 0).collect();
     let (in_chans, resnet) = match &stem {
         None => (patch_chans, None),
-        Some(s) if s.len() == 4 && s[0] == patch_chans => (s[1], Some(ResNetStemConfig { width: s[0] })),
-        Some(s) => {
-            return Err(ckpt.error(format!(
-                "patch_embed.backbone.stem.conv.weight {s:?} does not feed patch_embed.proj.weight {pe:?}"
-            )))
+        Some(s) if s.len() == 4 => {
+            if layers.len() > MAX_STAGES {
+                return Err(ckpt.error(format!("{} ResNet stages, more than ResNet-v2's {MAX_STAGES}", layers.len())));
+            }
+            let r = ResNetStemConfig { width: s[0], layers };
+            // An out-of-range width is left to `validate`, below.
+            if r.width <= MAX_RESNET_WIDTH && r.out_chans() != patch_chans {
+                return Err(ckpt.error(format!(
+                    "the ResNet of root {s:?} and stages {:?} does not feed patch_embed.proj.weight {pe:?}",
+                    r.layers
+                )));
+            }
+            (s[1], Some(r))
         }
+        Some(s) => return Err(ckpt.error(format!("the ResNet root convolution: expected 4 dimensions, found {s:?}"))),
     };
-    // The feature map is a quarter of the image (two stride-2 SAME steps).
-    let scale = if resnet.is_some() { 4 } else { 1 };
+    let scale = resnet.as_ref().map_or(1, |r| r.reduction());
     if pe[3] != patch_size {
         return Err(ckpt.error(format!("patch_embed.proj.weight: non-square patch {pe:?}")));
     }

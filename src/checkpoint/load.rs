@@ -4,7 +4,8 @@
 //! and converted to the store's element type. All problems are collected and reported together,
 //! one line per tensor, and nothing in the store changes unless the whole load succeeds.
 //!
-//! Names follow timm; a `module.` prefix (a `DistributedDataParallel` state dict) is removed.
+//! Names follow timm; a `module.` prefix (a `DistributedDataParallel` state dict) is removed, and
+//! our own files' one old name is read as today's ([`current_name`]).
 //! Three deliberate mismatches are handled on request ([`LoadOptions`]):
 //!
 //! - a classifier head of another class count (fine-tuning on a new dataset): the model keeps its
@@ -110,16 +111,21 @@ pub fn load_params<T: Float>(
     let mut report = LoadReport::default();
     let mut problems = Vec::new();
 
-    // The file's model tensors by their timm name (prefix removed).
-    let mut file: HashMap<&str, &str> = HashMap::new();
+    // The file's model tensors by their timm name (prefix removed, an old name renamed).
+    let mut file: HashMap<String, &str> = HashMap::new();
     let mut file_order = Vec::new();
     for full in ckpt.names() {
         let key = full.strip_prefix(DDP_PREFIX).unwrap_or(full);
         if opts.ignore_prefixes.iter().any(|p| full.starts_with(p.as_str()) || key.starts_with(p.as_str())) {
             report.ignored.push(full.clone());
-        } else if let Some(first) = file.insert(key, full) {
+            continue;
+        }
+        let key = current_name(key, config);
+        if let Some(first) = file.insert(key.clone(), full) {
             let (a, b) = if first < full.as_str() { (first, full.as_str()) } else { (full.as_str(), first) };
-            problems.push(format!("{key}: stored twice, as {a} and as {b} (the same once `module.` is removed)"));
+            problems.push(format!(
+                "{key}: stored twice, as {a} and as {b} (the same once `module.` is removed or an old name renamed)"
+            ));
         } else {
             file_order.push(key);
         }
@@ -137,7 +143,7 @@ pub fn load_params<T: Float>(
                 .collect();
             let in_file = file.keys().filter(|k| k.starts_with(group)).count();
             let matches = in_file == model.len()
-                && model.iter().all(|(n, s)| file.get(n).and_then(|f| ckpt.shape(f)) == Some(*s));
+                && model.iter().all(|(n, s)| file.get(*n).and_then(|f| ckpt.shape(f)) == Some(*s));
             if !matches || !fresh_groups.is_empty() {
                 fresh_groups.push(group);
             }
@@ -201,7 +207,7 @@ pub fn load_params<T: Float>(
         updates.push((index, value));
     }
 
-    for key in file_order {
+    for key in &file_order {
         let full = file[key].to_string();
         if fresh(key) {
             report.dropped.push(full);
@@ -232,6 +238,19 @@ pub fn load_params<T: Float>(
         params[index].value = value;
     }
     Ok(report)
+}
+
+/// The name a file's tensor `key` has in a model of `config` today. One rename: a bare ResNet
+/// root (no stages) was registered as `patch_embed.backbone.stem.*` before the stages existed;
+/// timm, and we now, call it `patch_embed.backbone.*`.
+fn current_name(key: &str, config: &ViTConfig) -> String {
+    const OLD_ROOT: &str = "patch_embed.backbone.stem.";
+    match key.strip_prefix(OLD_ROOT) {
+        Some(rest) if config.resnet.as_ref().is_some_and(|r| r.layers.is_empty()) => {
+            format!("patch_embed.backbone.{rest}")
+        }
+        _ => key.to_string(),
+    }
 }
 
 /// Whether a stored dtype is exactly `T` (no conversion).

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use vit::data::augment::{RandAugment, RandomErasing, MAX_MAGNITUDE};
 use vit::data::{AugmentConfig, DatasetKind};
-use vit::nn::{Classifier, Variant, ViTConfig};
+use vit::nn::{Classifier, ResNetStemConfig, Variant, ViTConfig};
 use vit::optim::Decay;
 use vit::train::{OptimizerKind, TrainConfig};
 use vit::{Error, Result};
@@ -56,11 +56,17 @@ pub struct TrainArgs {
     /// Dataset: cifar10, cifar100, mnist, fashion-mnist.
     #[arg(long, default_value_t = DEFAULT.dataset.to_string())]
     dataset: String,
-    /// Model size: ti, s, b, l, h; with an `r-` prefix (r-ti, r-s, ...) the ViT-CNN hybrid, a
-    /// ResNet stem whose 1/4-size feature map is cut into patches (then --patch counts feature
-    /// pixels: 1 or 7 for 28 px Fashion-MNIST, whose map is 7x7).
+    /// Model size: ti, s, b, l, h. With a prefix, the ViT-CNN hybrid, a ResNet whose feature map
+    /// is cut into patches (then --patch counts feature pixels): `r-` the bare ResNet root, a
+    /// 1/4-size map (r-ti is R+ViT-Ti; --patch 1 or 7 for 28 px Fashion-MNIST, whose map is
+    /// 7x7); `r26-` R26, (2, 2, 2, 2) bottleneck blocks, a 1/32 map (r26-s is R26+ViT-S/32 with
+    /// --patch 1); `r50-` the paper's R50, (3, 4, 9) blocks, a 1/16 map (r50-b is R50+ViT-B/16
+    /// with --patch 1).
     #[arg(long, default_value = "ti")]
     model: String,
+    /// Override the hybrid's ResNet width (the root's channels; 64, stage widths 4x to 32x it).
+    #[arg(long)]
+    resnet_width: Option<usize>,
     /// Patch size in pixels (of the feature map for a hybrid).
     #[arg(long, default_value_t = DEFAULT.model.patch_size)]
     patch: usize,
@@ -164,8 +170,20 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     flag(r.is_finite() && r > 0.0 && r <= MAX_MLP_RATIO, "--mlp-ratio", &format!("in (0, {MAX_MLP_RATIO}]"), r)?;
     let c = a.clip_grad;
     flag(c.is_finite() && c >= 0.0, "--clip-grad", "a finite number >= 0 (0 disables clipping)", c)?;
-    let mut model = match a.model.strip_prefix("r-").or_else(|| a.model.strip_prefix("r+")) {
-        Some(v) => ViTConfig::hybrid(Variant::parse(v)?, a.patch, shape.h),
+    let mut model = match ResNetStemConfig::from_model_name(&a.model) {
+        Some((mut resnet, v)) => {
+            if let Some(w) = a.resnet_width {
+                flag(w >= 1, "--resnet-width", "at least 1", w)?;
+                resnet.width = w;
+            }
+            ViTConfig::hybrid(Variant::parse(v)?, resnet, a.patch, shape.h)
+        }
+        None if a.resnet_width.is_some() => {
+            return Err(Error::Config(format!(
+                "--resnet-width needs a hybrid --model (r-, r26-, r50-), not {:?}",
+                a.model
+            )))
+        }
         None => ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h),
     };
     model.in_chans = shape.c;

@@ -3,7 +3,7 @@
 use autograd::ops::gelu::GeluKind;
 
 use super::init::Init;
-use super::resnet_stem::ResNetStemConfig;
+use super::resnet_stem::{ResNetStemConfig, MAX_STAGES};
 use crate::error::{Error, Result};
 
 /// How the image representation is read off the encoder's output (eq. 4).
@@ -65,6 +65,11 @@ pub struct ViTConfig {
     /// `patch_size` feature pixels. `None`: patches of the image itself.
     pub resnet: Option<ResNetStemConfig>,
 }
+
+/// The widest ResNet root accepted (BiT's widest, R152x4, has 256).
+pub const MAX_RESNET_WIDTH: usize = 4096;
+/// The most bottleneck blocks in one stage (ResNet-152's third stage has 36).
+pub const MAX_STAGE_BLOCKS: usize = 256;
 
 /// The paper's named sizes (Table 1) plus ViT-Ti from DeiT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,11 +140,14 @@ impl ViTConfig {
         }
     }
 
-    /// The hybrid of a named variant: BiT's ResNet root (64 channels) under the ViT, patches of
-    /// `patch_size` pixels of its `image_size / 4` feature map. R+ViT-Ti/16 (the official
-    /// `R+ViT-Ti_16`, timm's `vit_tiny_r_s16_p8_224`) is `hybrid(Variant::Tiny, 8, 224)`.
-    pub fn hybrid(v: Variant, patch_size: usize, image_size: usize) -> Self {
-        ViTConfig { resnet: Some(ResNetStemConfig::bit()), ..Self::variant(v, patch_size, image_size) }
+    /// The hybrid of a named variant: the ResNet `resnet` under the ViT, patches of `patch_size`
+    /// pixels of its feature map. The official hybrids (their `models_test.py` names; timm's):
+    ///
+    /// - R+ViT-Ti/16 (`vit_tiny_r_s16_p8_224`): `hybrid(Variant::Tiny, ResNetStemConfig::bit(), 8, 224)`
+    /// - R26+ViT-S/32 (`vit_small_r26_s32_224`): `hybrid(Variant::Small, ResNetStemConfig::r26(), 1, 224)`
+    /// - R50+ViT-B/16 (`vit_base_r50_s16_224`): `hybrid(Variant::Base, ResNetStemConfig::r50(), 1, 224)`
+    pub fn hybrid(v: Variant, resnet: ResNetStemConfig, patch_size: usize, image_size: usize) -> Self {
+        ViTConfig { resnet: Some(resnet), ..Self::variant(v, patch_size, image_size) }
     }
 
     /// [`Variant::Tiny`] (see [`ViTConfig::variant`]).
@@ -165,18 +173,19 @@ impl ViTConfig {
 
     /// Side of what the patches are cut from: the image, or the hybrid's feature map.
     pub fn feature_size(&self) -> usize {
-        self.resnet.map_or(self.image_size, |r| r.feature_size(self.image_size))
+        self.resnet.as_ref().map_or(self.image_size, |r| r.feature_size(self.image_size))
     }
 
     /// Channels of what the patches are cut from.
     pub fn patch_chans(&self) -> usize {
-        self.resnet.map_or(self.in_chans, |r| r.width)
+        self.resnet.as_ref().map_or(self.in_chans, |r| r.out_chans())
     }
 
-    /// Image pixels per patch side: `P`, or `4 P` for a hybrid, whose stem halves the image
-    /// twice (what the analysis figures measure distances and draw patches in).
+    /// Image pixels per patch side: `P`, or `P` times the hybrid's reduction (4 for the bare
+    /// root, 16 or 32 with stages): what the analysis figures measure distances and draw
+    /// patches in.
     pub fn patch_pixels(&self) -> usize {
-        self.patch_size * if self.resnet.is_some() { 4 } else { 1 }
+        self.patch_size * self.resnet.as_ref().map_or(1, |r| r.reduction())
     }
 
     /// Patches per side.
@@ -221,16 +230,25 @@ impl ViTConfig {
                 return Err(Error::Config(format!("{name} must be positive, got 0")));
             }
         }
-        if let Some(r) = self.resnet {
-            if r.width == 0 {
-                return Err(Error::Config("the hybrid's ResNet width must be positive, got 0".into()));
+        if let Some(r) = &self.resnet {
+            if r.width == 0 || r.width > MAX_RESNET_WIDTH {
+                return Err(Error::Config(format!(
+                    "the hybrid's ResNet width must be in 1..={MAX_RESNET_WIDTH}, got {}",
+                    r.width
+                )));
+            }
+            if r.layers.len() > MAX_STAGES || r.layers.iter().any(|&d| d == 0 || d > MAX_STAGE_BLOCKS) {
+                return Err(Error::Config(format!(
+                    "the hybrid's ResNet stages {:?}: at most {MAX_STAGES} stages of 1..={MAX_STAGE_BLOCKS} blocks",
+                    r.layers
+                )));
             }
         }
         if !self.feature_size().is_multiple_of(self.patch_size) {
             let what = match self.resnet {
                 None => format!("image size {}", self.image_size),
                 Some(_) => {
-                    format!("the ResNet stem's {0}x{0} feature map (image {1})", self.feature_size(), self.image_size)
+                    format!("the ResNet's {0}x{0} feature map (image {1})", self.feature_size(), self.image_size)
                 }
             };
             return Err(Error::Config(format!("{what} is not divisible by patch size {}", self.patch_size)));
@@ -260,7 +278,7 @@ impl ViTConfig {
     /// as the model registers them.
     pub fn num_params(&self) -> usize {
         let d = self.dim;
-        let stem = self.resnet.map_or(0, |r| r.num_params(self.in_chans));
+        let stem = self.resnet.as_ref().map_or(0, |r| r.num_params(self.in_chans));
         let patch = stem + d * self.patch_chans() * self.patch_size * self.patch_size + d;
         let tokens = self.num_prefix_tokens() * d + self.num_tokens() * d;
         let linear = |i: usize, o: usize, b: bool| i * o + if b { o } else { 0 };

@@ -15,6 +15,8 @@
 //! - [`linear`], [`layer_norm`], [`patch_embed`]: the leaf layers, each one op on the tape.
 //! - [`attention`] (MSA), [`mlp`], [`block`] (eqs. 2-3), [`residual`] (the residual sums with
 //!   stochastic depth), [`vit`] (eqs. 1 and 4 around the blocks).
+//! - [`resnet_stem`], [`bottleneck`], [`group_norm`]: the hybrid's CNN (section 3.1), the
+//!   ResNet-v2 root and bottleneck stages whose feature map [`patch_embed`] cuts into patches.
 //! - [`params`]: the parameters, one flat named list ([`ParamStore`]) that modules index by
 //!   [`ParamId`]; [`init`]: timm's and the paper's initialisations; [`config`]: the variants of
 //!   Table 1 and their validation; [`memory`]: the per-block listing of what a training step keeps
@@ -36,7 +38,9 @@
 
 pub mod attention;
 pub mod block;
+pub mod bottleneck;
 pub mod config;
+pub mod group_norm;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
@@ -51,7 +55,9 @@ pub mod vit;
 
 pub use attention::Attention;
 pub use block::Block;
+pub use bottleneck::{Bottleneck, Downsample};
 pub use config::{Classifier, Variant, ViTConfig};
+pub use group_norm::GroupNorm;
 pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

@@ -20,8 +20,8 @@ use super::resnet_stem::ResNetStem;
 /// viewed as `[D, C*P*P]` on the tape (a reshape, no copy), because patchify orders each patch
 /// vector `(c, py, px)` exactly as the convolution's weight is laid out.
 ///
-/// In the hybrid the image first goes through a ResNet stem (`backbone`, as timm's `HybridEmbed`)
-/// and the patches are cut from its feature map, `C` being the stem's width.
+/// In the hybrid the image first goes through a ResNet (`backbone`, as timm's `HybridEmbed`)
+/// and the patches are cut from its feature map, `C` being its channels.
 #[derive(Clone, Debug)]
 pub struct PatchEmbed {
     /// The hybrid's CNN (timm's `HybridEmbed.backbone`), run before the patches are cut; `None`
@@ -60,7 +60,8 @@ impl PatchEmbed {
     /// The patch embedding `config` describes: on the image, or on the hybrid's feature map
     /// (the stem registered first, under `{name}.backbone`).
     pub fn for_config<T: Float>(store: &mut ParamStore<T>, name: &str, c: &ViTConfig, rng: &mut Rng) -> Self {
-        let backbone = c.resnet.map(|r| ResNetStem::new(store, &format!("{name}.backbone"), c.in_chans, r, rng));
+        let backbone =
+            c.resnet.clone().map(|r| ResNetStem::new(store, &format!("{name}.backbone"), c.in_chans, r, rng));
         let embed = Self::new(store, name, c.patch_chans(), c.patch_size, c.dim, c.init, rng);
         PatchEmbed { backbone, ..embed }
     }

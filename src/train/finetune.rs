@@ -110,8 +110,8 @@ impl FineTune {
             None => checkpoint::infer_config(&ckpt, Some(model.heads))?,
         };
         check_config_against_file(&ckpt, &source)?;
-        if (source.dim, source.depth, source.patch_size, source.in_chans, source.classifier, source.resnet)
-            != (model.dim, model.depth, model.patch_size, model.in_chans, model.classifier, model.resnet)
+        if (source.dim, source.depth, source.patch_size, source.in_chans, source.classifier, &source.resnet)
+            != (model.dim, model.depth, model.patch_size, model.in_chans, model.classifier, &model.resnet)
         {
             return Err(Error::Config(format!(
                 "{}: a {} model (dim {}, depth {}, patch {}, {} channels) cannot start a {} one (dim {}, depth {}, patch {}, {} channels)",
