@@ -5,7 +5,7 @@
 //! one line per tensor, and nothing in the store changes unless the whole load succeeds.
 //!
 //! Names follow timm; a `module.` prefix (a `DistributedDataParallel` state dict) is removed, and
-//! our own files' one old name is read as today's ([`current_name`]).
+//! our own files' one old name is read as today's (`current_name`).
 //! Three deliberate mismatches are handled on request ([`LoadOptions`]):
 //!
 //! - a classifier head of another class count (fine-tuning on a new dataset): the model keeps its
