@@ -6,10 +6,10 @@
 //! the bottleneck block and whole hybrids are in `tests/nn_modules.rs`.)
 
 mod common;
+use common::timm::{assert_timms_logits, layouts_fixture, write_state_dict};
 use common::TempDir;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 use autograd::{Graph, Rng, Tensor};
@@ -25,7 +25,7 @@ fn timm_count(name: &str) -> usize {
 }
 
 fn fixture() -> Checkpoint {
-    Checkpoint::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm_vit_layouts.safetensors")).unwrap()
+    layouts_fixture()
 }
 
 /// The official `models_test.py` gives R+ViT-Ti/16 (224 px, 1000 classes) 6,337,704 parameters:
@@ -113,16 +113,6 @@ fn r26_s32_and_r50_b16_have_the_official_parameter_counts() {
     assert_eq!(ResNetStemConfig::from_model_name("r101-b"), None);
 }
 
-/// A fixture hybrid's state dict as timm saves it (the `{tag}/` prefix removed), in `dir`.
-fn state_dict(io: &Checkpoint, tag: &str, dir: &TempDir) -> Checkpoint {
-    let tensors: Vec<(String, Tensor<f32>)> =
-        io.tensors_with_prefix(&format!("{tag}/")).unwrap().into_iter().filter(|(n, _)| n != "logits").collect();
-    let refs: Vec<(&str, &Tensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let path = dir.join(format!("{tag}.safetensors"));
-    checkpoint::write_tensors(&path, &refs, &BTreeMap::new()).unwrap();
-    Checkpoint::open(&path).unwrap()
-}
-
 /// timm's tiny hybrids (tests/fixtures/make_timm_layouts_fixture.py `build_hybrid`): read off
 /// their state dicts alone (root width, the stages' blocks, the image size), loaded strictly,
 /// they give timm's logits.
@@ -132,7 +122,7 @@ fn timms_tiny_hybrids_are_recognised_load_and_give_timms_logits() {
     let dir = TempDir::new("timm-hybrids");
     let images = io.tensor::<f32>("hybrid_images").unwrap();
     for (tag, layers, patch_size) in [("hybrid_root", vec![], 2), ("hybrid_stages", vec![1, 1], 1)] {
-        let ckpt = state_dict(&io, tag, &dir);
+        let ckpt = write_state_dict(&io, tag, &dir.join(tag));
         let want_config = ViTConfig {
             num_classes: 5,
             dim: 12,
@@ -144,19 +134,7 @@ fn timms_tiny_hybrids_are_recognised_load_and_give_timms_logits() {
         let config = infer_config(&ckpt, Some(3)).unwrap();
         assert_eq!(config, want_config, "{tag}");
         assert_eq!(config.grid(), 2, "{tag}");
-        let (model, mut store) = VisionTransformer::init::<f32>(&config, 0).unwrap();
-        let report = checkpoint::load_params(&ckpt, &config, &mut store, &LoadOptions::default()).unwrap();
-        assert_eq!((report.loaded.len(), ckpt.len()), (store.len(), store.len()), "{tag}: a strict, complete load");
-        let mut g = Graph::inference();
-        let p = store.bind(&mut g);
-        let x = g.input(images.clone());
-        let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(0)));
-        let (got, want) = (g.value(logits).clone(), io.tensor::<f32>(&format!("{tag}/logits")).unwrap());
-        assert_eq!(got.shape(), want.shape());
-        let diff = got.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{tag}: max |ours - timm| over the logits: {diff:e}");
-        assert!(diff <= 1e-5, "{tag}: logits differ from timm's by {diff:e}:\n ours {got:?}\n timm {want:?}");
-        assert!(want.data().iter().any(|v| v.abs() > 0.3), "{tag}: {want:?}");
+        assert_timms_logits(&io, tag, &ckpt, &config, &images, 0.3);
     }
 }
 

@@ -6,10 +6,8 @@
 //! plain paths' agreement in `tests/fused_vs_plain.rs`.)
 
 mod common;
+use common::timm::{assert_timms_logits, layouts_fixture, write_state_dict};
 use common::TempDir;
-
-use std::collections::BTreeMap;
-use std::path::Path;
 
 use autograd::{Graph, Rng, Tensor};
 use vit::checkpoint::{
@@ -18,7 +16,7 @@ use vit::checkpoint::{
 use vit::nn::{Classifier, Ctx, Module, ViTConfig, VisionTransformer};
 
 fn fixture() -> Checkpoint {
-    Checkpoint::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm_vit_layouts.safetensors")).unwrap()
+    layouts_fixture()
 }
 
 /// The fixture's models: `VisionTransformer(img_size=8, patch_size=4, in_chans=3, num_classes=5,
@@ -50,19 +48,13 @@ fn layouts() -> [(&'static str, ViTConfig, &'static str); 4] {
 /// Layout `tag`'s state dict as timm saves it (the fixture's `{tag}/` prefix removed), in a
 /// directory of its own under `dir`, with timm's `config.json` beside it when `with_config`.
 fn state_dict(io: &Checkpoint, tag: &str, dir: &TempDir, with_config: bool) -> Checkpoint {
-    let prefix = format!("{tag}/");
-    let tensors: Vec<(String, Tensor<f32>)> =
-        io.tensors_with_prefix(&prefix).unwrap().into_iter().filter(|(n, _)| n != "logits").collect();
-    let refs: Vec<(&str, &Tensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let sub = dir.join(format!("{tag}-{with_config}"));
-    std::fs::create_dir_all(&sub).unwrap();
+    let ckpt = write_state_dict(io, tag, &sub);
     if with_config {
         let json = io.meta(&format!("{tag}/config.json")).expect("the fixture holds timm's config.json");
         std::fs::write(sub.join(TIMM_CONFIG_FILE), json).unwrap();
     }
-    let path = sub.join("model.safetensors");
-    checkpoint::write_tensors(&path, &refs, &BTreeMap::new()).unwrap();
-    Checkpoint::open(&path).unwrap()
+    ckpt
 }
 
 #[test]
@@ -78,21 +70,8 @@ fn every_timm_pooling_layout_is_recognised_loads_and_gives_timms_logits() {
         assert_eq!(infer_config(&ckpt, None).unwrap(), config, "{tag}: the layout read off the state dict");
         let loaded = checkpoint::load_model(&ckpt, None).unwrap();
         assert_eq!(loaded.model.config, config, "{tag}: load_model");
-        let (model, mut store) = VisionTransformer::init::<f32>(&config, 0).unwrap();
-        assert!(store.id(&format!("{final_norm}.weight")).is_some(), "{tag}: no {final_norm} in our model");
-        let report = checkpoint::load_params(&ckpt, &config, &mut store, &LoadOptions::default()).unwrap();
-        assert_eq!((report.loaded.len(), ckpt.len()), (store.len(), store.len()), "{tag}: a strict, complete load");
-
-        let mut g = Graph::inference();
-        let p = store.bind(&mut g);
-        let x = g.input(images.clone());
-        let logits = model.forward(&mut g, &p, x, &mut Ctx::new(&mut Rng::seed(0)));
-        let (got, want) = (g.value(logits).clone(), io.tensor::<f32>(&format!("{tag}/logits")).unwrap());
-        assert_eq!(got.shape(), want.shape());
-        let diff = got.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{tag}: max |ours - timm| over the logits: {diff:e}");
-        assert!(diff <= 1e-5, "{tag}: logits differ from timm's by {diff:e}:\n ours {got:?}\n timm {want:?}");
-        assert!(want.data().iter().any(|v| v.abs() > 0.5), "{tag}: {want:?}");
+        assert!(loaded.params.id(&format!("{final_norm}.weight")).is_some(), "{tag}: no {final_norm} in our model");
+        assert_timms_logits(&io, tag, &ckpt, &config, &images, 0.5);
     }
 }
 

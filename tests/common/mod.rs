@@ -13,6 +13,8 @@ use vit::optim::Decay;
 use vit::train::{OptimizerKind, TrainConfig};
 use vit::Error;
 
+pub mod timm;
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
