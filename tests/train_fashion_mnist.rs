@@ -1,5 +1,8 @@
 //! Real data: a small ViT learns Fashion-MNIST (from the Debian package `dataset-fashion-mnist`)
-//! to at least 85% test accuracy in a few minutes.
+//! to at least 85% test accuracy in about a minute and a half on two cores. Patches of 7 pixels
+//! (16 tokens) rather than 4 (49): the same learning check at a third of the cost, since this
+//! test is the longest of the suite (86.5% after 3 epochs in 1.5 min on two Zen 3 cores; patch 4
+//! took 3.7 min for 86.2%).
 //!
 //! Without the data the test says it is skipped; under CI (`CI=true`) missing data is a failure,
 //! since `.ci/run` installs the package.
@@ -30,7 +33,7 @@ fn small_vit_reaches_85_percent_on_fashion_mnist() {
 
     let model = ViTConfig {
         image_size: 28,
-        patch_size: 4,
+        patch_size: 7,
         in_chans: 1,
         num_classes: 10,
         dim: 64,

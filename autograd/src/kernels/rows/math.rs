@@ -1,6 +1,6 @@
 //! Vectorised `exp` and the two GELU forms, written once over [`Simd`].
 //!
-//! Accuracy, measured against f64 over dense sweeps by `tests/row_kernels.rs`
+//! Accuracy, measured against f64 over dense sweeps by `tests/all/row_kernels.rs`
 //! (`transcendental_accuracy`, which asserts bounds a little above these on every ISA; figures
 //! from AVX-512, the other ISAs agree to within an ulp or two):
 //!

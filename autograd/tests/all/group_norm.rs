@@ -2,9 +2,8 @@
 //! differences on proptest-drawn shapes and group counts, and its two limits (one group per
 //! channel = instance norm; one group = layer norm over an image).
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// Group norm by definition: per image and group, normalise the group's values, then the

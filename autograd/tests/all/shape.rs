@@ -2,9 +2,8 @@
 //! plain loops over multi-indices, gradients against finite differences, and the edge shapes
 //! (rank 0, size-1 and empty axes, repeated indices).
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// A shape with an axis in range: `(shape, axis)`.

@@ -2,9 +2,8 @@
 //! gradients against finite differences with random labels and smoothing, and its relation to
 //! log_softmax.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 use std::slice::from_ref;
 

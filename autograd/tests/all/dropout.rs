@@ -2,9 +2,8 @@
 //! gradients match finite differences under a fixed seed, eval mode and p = 0 are the identity,
 //! and the kept fraction and the mean come out as the probabilities say.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// Runs dropout in training mode on `x` with `seed`; returns (y, dL/dx) for the upstream `seed_grad`.

@@ -1,9 +1,8 @@
 //! The fused attention op: forward against loops, gradients against finite differences (with
 //! and without attention dropout), and agreement with the same math composed from plain ops.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor, Var};
-use common::*;
 use proptest::prelude::*;
 
 /// Loops over batch, head, query and key: the definition.

@@ -1,9 +1,8 @@
 //! layer_norm over the last axis: forward against a plain loop, gradients of x, weight and bias
 //! together against finite differences, and the edge width D = 1.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// LayerNorm by definition: per row, subtract the mean, divide by sqrt(biased var + eps), then

@@ -1,9 +1,8 @@
 //! softmax and log_softmax over the last axis: forward against a plain loop, gradients against
 //! finite differences, and the identities the two must satisfy.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor, Var};
-use common::*;
 use proptest::prelude::*;
 use std::slice::from_ref;
 

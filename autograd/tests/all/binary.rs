@@ -1,10 +1,9 @@
 //! add, sub, mul, div (broadcasting) and their scalar forms: forward against a plain loop,
 //! gradients against finite differences.
 
-mod common;
+use crate::common::*;
 use autograd::ops::broadcast::broadcast_shape;
 use autograd::{Graph, Tensor, Var};
-use common::*;
 use proptest::prelude::*;
 
 /// Plain reference: index the broadcast output, and map each index back into `a` and `b`.

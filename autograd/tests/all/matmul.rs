@@ -1,9 +1,8 @@
 //! matmul and batched matmul with transposed operands: forward against a triple loop, gradients
 //! against finite differences, on shapes that include 1 and primes.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// `op(a) @ op(b)` for 2-D row-major matrices, by definition.

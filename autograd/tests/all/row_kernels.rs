@@ -7,10 +7,8 @@ use autograd::kernels::rows::{AdamW, GeluKind, Rows};
 use autograd::kernels::Isa;
 use proptest::prelude::*;
 
-mod common;
-
 fn cases() -> ProptestConfig {
-    ProptestConfig::with_cases(common::cases(64))
+    ProptestConfig::with_cases(crate::common::cases(64))
 }
 
 fn isas() -> Vec<Rows> {

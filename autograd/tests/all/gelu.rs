@@ -1,10 +1,9 @@
 //! GELU, exact (erf) and tanh forms: forward against references independent of the op's erf,
 //! gradients against finite differences, known values, and how close the two forms are.
 
-mod common;
+use crate::common::*;
 use autograd::ops::gelu::GeluKind;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 use std::slice::from_ref;
 

@@ -1,9 +1,8 @@
 //! relu: forward against max(x, 0), the gradient against finite differences (inputs kept away
 //! from the kink at 0), and a released output's recomputation.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// Values in [-2, 2] with |x| >= 0.01, so no finite difference straddles the kink.

@@ -2,10 +2,9 @@
 //! against finite differences on proptest-drawn geometries (stride, asymmetric padding), the
 //! "SAME" padding rule, and f32 (our GEMM) against the f64 reference at the stem's size.
 
-mod common;
+use crate::common::*;
 use autograd::ops::conv2d::{same_padding, Padding};
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// Convolution by definition: every output is a sum over channels and window offsets.

@@ -2,10 +2,9 @@
 //! proptest-drawn geometries (inputs with distinct values, so no window has a tie that would
 //! make the max non-differentiable), and the first-wins rule on ties.
 
-mod common;
+use crate::common::*;
 use autograd::ops::conv2d::Padding;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 fn reference(x: &Tensor<f64>, k: usize, stride: usize, pad: Padding) -> Tensor<f64> {

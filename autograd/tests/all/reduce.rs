@@ -2,10 +2,9 @@
 //! multi-indices, gradients against finite differences, edge shapes (rank 0, size-1 and empty
 //! axes, an empty list of axes), and large f32 inputs that take the parallel paths.
 
-mod common;
+use crate::common::*;
 use autograd::ops::reduce::argmax;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 /// The sum over `axes` by definition: every element added into the output slot found by

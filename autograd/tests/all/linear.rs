@@ -1,8 +1,7 @@
 //! The fused Linear op: forward against loops, gradients against finite differences.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor};
-use common::*;
 use proptest::prelude::*;
 
 fn reference(x: &Tensor<f64>, w: &Tensor<f64>, b: Option<&Tensor<f64>>) -> Tensor<f64> {

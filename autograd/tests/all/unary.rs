@@ -2,9 +2,8 @@
 //! against finite differences (log, sqrt and powf on inputs in [0.5, 2], away from their
 //! singularities at 0).
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Tensor, Var};
-use common::*;
 use proptest::prelude::*;
 
 /// `f` applied at every multi-index, by definition.

@@ -12,10 +12,8 @@ use autograd::kernels::gemm::{sgemm, sgemm_with, sgemm_with_caches, MIN_TASK_FLO
 use autograd::kernels::{Isa, MatMut, MatRef};
 use proptest::prelude::*;
 
-mod common;
-
 fn cases() -> ProptestConfig {
-    ProptestConfig::with_cases(common::cases(96))
+    ProptestConfig::with_cases(crate::common::cases(96))
 }
 
 /// How a matrix sits in its buffer.

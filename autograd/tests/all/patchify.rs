@@ -1,9 +1,8 @@
 //! patchify: forward against an index-by-index loop, gradients against finite differences, the
 //! inverse (its backward) restoring the image, and the stride-P convolution it stands in for.
 
-mod common;
+use crate::common::*;
 use autograd::{Graph, Rng, Tensor};
-use common::*;
 use proptest::prelude::*;
 use std::slice::from_ref;
 

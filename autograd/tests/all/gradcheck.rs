@@ -1,8 +1,7 @@
 //! gradcheck itself: it must pass a correct gradient, and catch and report a wrong one.
 
-mod common;
+use crate::common::*;
 use autograd::{gradcheck, BackwardCtx, GradcheckOptions, Graph, Op, Tensor, Var};
-use common::*;
 use proptest::prelude::*;
 
 /// `y = x^2` with a deliberately broken backward that forgets the factor 2: `dx = g * x`.
