@@ -41,7 +41,7 @@ fn main() -> vit::Result<()> {
     let steps = flag(&args, "--steps").unwrap_or(10) as u64;
     let batch = flag(&args, "--batch").unwrap_or(128);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("a thread pool");
-    let comm = vit::dist::from_environment(vit::dist::DEFAULT_TIMEOUT)?;
+    let comm = vit::dist::from_environment(vit::dist::DEFAULT_TIMEOUT, autograd::Device::Cpu, Default::default())?;
     let out = std::env::temp_dir().join(format!("vit-data-parallel-{}", std::process::id()));
     let mut cfg = TrainConfig {
         epochs: 1,

@@ -9,14 +9,19 @@
 //! loss, the gradient norm, the logits. Every op of the ViT's forward and backward has a CUDA
 //! path in `autograd`; the optimizers' updates and the clipping run as device kernels.
 //! Checkpoints are written from host copies, so a file is the same whatever device wrote it.
+//! A data-parallel run (`mpirun`) sums its gradients on the GPUs with NCCL ([`crate::dist`]).
 
 use autograd::{Device, DeviceRequest};
 
 use crate::{Error, Result};
 
 /// The device to run on, with the choice (and why) written to stderr unless it is the default.
+///
+/// Under a launcher (`mpirun`), `auto` and `cuda` take the process's own GPU: local rank r (the
+/// r-th process on its machine) takes GPU r mod N, one process per GPU.
 pub fn select(request: DeviceRequest, tf32: bool) -> Result<Device> {
-    let (device, why) = request.resolve().map_err(|e| Error::Device(e.to_string()))?;
+    let local_rank = crate::dist::launcher_local_rank().unwrap_or(0);
+    let (device, why) = request.resolve_for(local_rank).map_err(|e| Error::Device(e.to_string()))?;
     // The default (the CPU, asked for by name) goes without saying.
     if request != DeviceRequest::Exactly(Device::Cpu) {
         eprintln!("{why}");
@@ -47,28 +52,12 @@ pub fn on_cpu_only(command: &str, device: Device) -> Result<()> {
     }
 }
 
-/// An error when a data-parallel run of `world` processes asks for a GPU: the gradient reducer
-/// sums host buffers, so data-parallel training runs on the CPU only so far.
-pub fn check_world(device: Device, world: usize) -> Result<()> {
-    if device.is_cuda() && world > 1 {
-        return Err(Error::Device(format!(
-            "{device}: data-parallel training ({world} processes) runs on the cpu only so far (the gradient reducer \
-             sums host buffers); pass --device cpu"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn gpu_only_limits_are_errors_that_say_what_to_do() {
-        assert!(check_world(Device::Cpu, 4).is_ok());
-        assert!(check_world(Device::Cuda(0), 1).is_ok());
-        let e = check_world(Device::Cuda(0), 2).unwrap_err().to_string();
-        assert!(e.contains("cuda:0") && e.contains("2 processes") && e.contains("--device cpu"), "{e}");
         assert!(on_cpu_only("analyze", Device::Cpu).is_ok());
         let e = on_cpu_only("analyze", Device::Cuda(1)).unwrap_err().to_string();
         assert!(e.contains("analyze") && e.contains("--device cpu"), "{e}");

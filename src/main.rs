@@ -38,8 +38,10 @@ struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else every core).
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// Where to run: auto (a GPU when one is present), cpu, cuda or cuda:N. GPUs need a build
-    /// with `--features cuda`.
+    /// Where to run: auto (a GPU when one is present), cpu, cuda or cuda:N; under mpirun, auto
+    /// and cuda take each process's own GPU (local rank r: GPU r mod N). cuda:emulator runs the
+    /// GPU code path on the CPU (slowly), to check it without a GPU. GPUs need a build with
+    /// `--features cuda`.
     #[arg(long, global = true, default_value = "cpu")]
     device: autograd::DeviceRequest,
     /// Let f32 matrix products on a GPU use TF32 tensor cores (10-bit mantissas; off by

@@ -209,6 +209,53 @@ fn two_ranks_mix_and_drop_as_one_process_accumulating() {
     assert_bitwise(&two, &accum);
 }
 
+/// Data-parallel training on GPUs, checked on the CUDA emulator (feature `cuda`): the gradient
+/// buckets are device buffers, filled and emptied on the device, and summed by the engine. The
+/// emulator has no NCCL, so its sums go through host memory over MPI (what a GPU job without
+/// libnccl does); two ranks still equal one process accumulating the two shards on the
+/// emulator, bit for bit. A tiny model: the emulator runs every CUDA thread on the CPU.
+#[test]
+fn two_ranks_on_the_cuda_emulator_equal_one_process_accumulating() {
+    if !available() {
+        return;
+    }
+    if !cfg!(feature = "cuda") {
+        println!("skipped: built without the `cuda` feature: the data-parallel GPU path not run on the emulator");
+        return;
+    }
+    let tmp = TempDir::new("dist-gpu");
+    let (accum, two) = (tmp.join("accum"), tmp.join("two"));
+    let tiny = [
+        "--device",
+        "cuda:emulator",
+        "--dim",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--patch",
+        "7",
+        "--batch-size",
+        "16",
+        "--train-subset",
+        "48",
+        "--test-subset",
+        "16",
+        "--epochs",
+        "1",
+        "--dropout",
+        "0.1",
+    ];
+    run(0, &accum, &[&tiny[..], &["--accum-steps", "2"]].concat());
+    let o = run(2, &two, &tiny);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("device: cuda:emulator"), "{log}");
+    assert!(log.contains("data-parallel over 2 ranks (MPI)"), "{log}");
+    assert_eq!(step_of(&two), 3);
+    assert_bitwise(&two, &accum);
+}
+
 #[test]
 fn a_two_rank_run_resumes_on_one_or_two_ranks() {
     if !available() {

@@ -15,7 +15,7 @@ use autograd::{Device, Rng, Tensor};
 use vit::data::Batch;
 use vit::nn::{ParamStore, ViTConfig, VisionTransformer};
 use vit::optim::{AdamW, Optimizer, Sgd};
-use vit::train::{train_on, train_step, OptimizerKind, TrainConfig};
+use vit::train::{train_on, train_on_with, train_step, OptimizerKind, TrainConfig};
 
 /// The emulator, and every GPU the driver reports (or a visible `skipped:` line).
 /// `AUTOGRAD_CUDA_EMULATOR=0` leaves the emulator out (a GPU machine's check), as the CUDA tests.
@@ -175,4 +175,56 @@ fn a_run_moves_between_devices_through_its_checkpoints() {
         let loaded = vit::checkpoint::load_model(&ckpt, None).unwrap();
         assert_eq!(distance(&loaded.params, &resumed.params).0, 0.0, "{device}: the checkpoint holds the parameters");
     }
+}
+
+/// NCCL on one GPU (world size 1, the check a one-GPU machine can make): a run whose gradients
+/// go through the NCCL engine (packed into device buckets, summed by NCCL on its own stream,
+/// copied back after the device waited for it) lands exactly where the plain GPU run lands,
+/// since a sum over one rank is the identity. Needs a GPU and libnccl, and says `skipped:`
+/// without them (the emulator has no NCCL; its data-parallel runs sum through host memory,
+/// `tests/distributed.rs`).
+#[test]
+fn a_one_rank_nccl_run_matches_the_plain_gpu_run() {
+    let gpus: Vec<Device> = devices("a_one_rank_nccl_run_matches_the_plain_gpu_run")
+        .into_iter()
+        .filter(|&d| d != Device::Cuda(Device::EMULATOR))
+        .collect();
+    if gpus.is_empty() {
+        println!("skipped: no CUDA device: the NCCL run needs a GPU");
+        return;
+    }
+    if !autograd::cuda::nccl::available() {
+        println!("skipped: NCCL (libnccl.so.2) not found on the library path: the NCCL run not made");
+        return;
+    }
+    let (train, test) = (banded_dataset(32, 3, 8, 1), banded_dataset(8, 3, 8, 2));
+    for device in gpus {
+        let tmp = TempDir::new("gpu-nccl");
+        let plain = train_on(&run_config(&tmp.join("plain"), device, 4, false), train.clone(), test.clone()).unwrap();
+        let comm = match vit::dist::from_environment(vit::dist::DEFAULT_TIMEOUT, device, vit::dist::Backend::Nccl) {
+            Ok(c) => c,
+            Err(e) => panic!("{device}: NCCL with one rank: {e}"),
+        };
+        assert_eq!((comm.engine(), comm.world_size()), ("NCCL", 1));
+        let cfg = run_config(&tmp.join("nccl"), device, 4, false);
+        let nccl = train_on_with(&cfg, train.clone(), test.clone(), &comm).unwrap();
+        let (d, name) = distance(&nccl.params, &plain.params);
+        println!("{device}: the one-rank NCCL run vs the plain run: largest difference {d:.2e} ({name})");
+        assert_eq!(d, 0.0, "{device}: the one-rank NCCL run differs from the plain run in {name} by {d:.2e}");
+    }
+}
+
+/// Asking for NCCL where it cannot run is an error that says why, never a panic or a silent
+/// fall back: on the CPU, and on the emulator (no CUDA stream; on this machine usually no
+/// libnccl either).
+#[test]
+fn nccl_where_it_cannot_run_is_a_clear_error() {
+    use vit::dist::{from_environment, Backend, DEFAULT_TIMEOUT};
+    let e = from_environment(DEFAULT_TIMEOUT, Device::Cpu, Backend::Nccl).err().expect("NCCL on the cpu refused");
+    assert!(e.to_string().contains("--device cuda"), "{e}");
+    let e = from_environment(DEFAULT_TIMEOUT, Device::Cuda(Device::EMULATOR), Backend::Nccl)
+        .err()
+        .expect("NCCL on the emulator refused");
+    assert!(e.to_string().contains("NCCL"), "{e}");
+    println!("NCCL on the emulator: {e}");
 }

@@ -50,25 +50,29 @@ impl fmt::Display for DeviceError {
 
 impl std::error::Error for DeviceError {}
 
-/// A device as a user asks for it: `auto` (a GPU when one is present, else the CPU), or one
-/// device by name.
+/// A device as a user asks for it: `auto` (a GPU when one is present, else the CPU), `cuda` (a
+/// GPU), or one device by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceRequest {
-    /// The first GPU when one is usable, else the CPU.
+    /// A GPU when one is usable, else the CPU.
     Auto,
+    /// A GPU, or an error saying why none can be used: `cuda` without an index.
+    Gpu,
     /// This device, or an error saying why it cannot be used.
     Exactly(Device),
 }
 
 impl std::str::FromStr for DeviceRequest {
     type Err = String;
-    /// `auto`, `cpu`, `cuda` (device 0) or `cuda:N`, in any case.
+    /// `auto`, `cpu`, `cuda` (a GPU), `cuda:N`, or `cuda:emulator` (the CUDA emulator: the GPU
+    /// code path on the CPU, slowly, for checking it without a GPU), in any case.
     fn from_str(s: &str) -> Result<Self, String> {
         let l = s.trim().to_ascii_lowercase();
         match l.as_str() {
             "auto" => Ok(DeviceRequest::Auto),
             "cpu" => Ok(DeviceRequest::Exactly(Device::Cpu)),
-            "cuda" | "gpu" => Ok(DeviceRequest::Exactly(Device::Cuda(0))),
+            "cuda" | "gpu" => Ok(DeviceRequest::Gpu),
+            "cuda:emulator" => Ok(DeviceRequest::Exactly(Device::Cuda(Device::EMULATOR))),
             _ => match l.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n != Device::EMULATOR => Ok(DeviceRequest::Exactly(Device::Cuda(n))),
                 _ => Err(format!("unknown device {s:?}: expected auto, cpu, cuda or cuda:N (N = 0, 1, ...)")),
@@ -80,20 +84,37 @@ impl std::str::FromStr for DeviceRequest {
 impl DeviceRequest {
     /// The device to run on and a sentence for the user saying which one was chosen and why.
     /// `cuda[:N]` is an error, never a silent fall back to the CPU, when that device cannot be
-    /// opened; `auto` falls back to the CPU and says why.
+    /// opened; `auto` falls back to the CPU and says why. `auto` and `cuda` take the first GPU.
     pub fn resolve(self) -> Result<(Device, String), DeviceError> {
+        self.resolve_for(0)
+    }
+
+    /// As [`DeviceRequest::resolve`] for process `local_rank` of a job with one process per
+    /// GPU: `auto` and `cuda` take GPU `local_rank mod count`, so that the processes a launcher
+    /// starts on one machine spread over its GPUs; a named device is taken as named.
+    pub fn resolve_for(self, local_rank: usize) -> Result<(Device, String), DeviceError> {
+        let own = |count: usize| local_rank % count.max(1);
         match self {
             DeviceRequest::Exactly(Device::Cpu) => Ok((Device::Cpu, "device: cpu".into())),
             DeviceRequest::Exactly(Device::Cuda(n)) => {
                 let name = open(n)?;
-                Ok((Device::Cuda(n), format!("device: cuda:{n} ({name})")))
+                Ok((Device::Cuda(n), format!("device: {} ({name})", Device::Cuda(n))))
+            }
+            DeviceRequest::Gpu => {
+                let n = own(gpu_count().map_err(|e| DeviceError(format!("cuda: {e}")))?);
+                DeviceRequest::Exactly(Device::Cuda(n)).resolve_for(local_rank)
             }
             DeviceRequest::Auto => match gpu_count() {
                 Ok(0) => Ok((Device::Cpu, "device: cpu (auto: the CUDA driver reports no GPU)".into())),
-                Ok(_) => match open(0) {
-                    Ok(name) => Ok((Device::Cuda(0), format!("device: cuda:0 ({name}) (auto: a GPU is present)"))),
-                    Err(e) => Ok((Device::Cpu, format!("device: cpu (auto: cuda:0 cannot be used: {e})"))),
-                },
+                Ok(count) => {
+                    let n = own(count);
+                    match open(n) {
+                        Ok(name) => {
+                            Ok((Device::Cuda(n), format!("device: cuda:{n} ({name}) (auto: a GPU is present)")))
+                        }
+                        Err(e) => Ok((Device::Cpu, format!("device: cpu (auto: cuda:{n} cannot be used: {e})"))),
+                    }
+                }
                 Err(e) => Ok((Device::Cpu, format!("device: cpu (auto: {e})"))),
             },
         }
@@ -135,7 +156,8 @@ mod tests {
     fn requests_parse_and_bad_names_are_errors() {
         assert_eq!("auto".parse(), Ok(DeviceRequest::Auto));
         assert_eq!("CPU".parse(), Ok(DeviceRequest::Exactly(Device::Cpu)));
-        assert_eq!("cuda".parse(), Ok(DeviceRequest::Exactly(Device::Cuda(0))));
+        assert_eq!("cuda".parse(), Ok(DeviceRequest::Gpu));
+        assert_eq!("Cuda:Emulator".parse(), Ok(DeviceRequest::Exactly(Device::Cuda(Device::EMULATOR))));
         assert_eq!("cuda:3".parse(), Ok(DeviceRequest::Exactly(Device::Cuda(3))));
         for bad in ["", "cuda:", "cuda:-1", "cuda:x", "tpu", "cuda:18446744073709551615"] {
             let e = bad.parse::<DeviceRequest>().unwrap_err();
@@ -157,6 +179,8 @@ mod tests {
     #[test]
     fn a_cpu_only_build_refuses_cuda_clearly() {
         let e = DeviceRequest::Exactly(Device::Cuda(0)).resolve().unwrap_err();
+        assert!(e.0.contains("--features cuda"), "{e}");
+        let e = DeviceRequest::Gpu.resolve_for(3).unwrap_err();
         assert!(e.0.contains("--features cuda"), "{e}");
         let (d, why) = DeviceRequest::Auto.resolve().unwrap();
         assert_eq!(d, Device::Cpu);

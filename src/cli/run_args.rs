@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// died or hangs).
     #[arg(long, default_value_t = vit::dist::DEFAULT_TIMEOUT.as_secs_f64())]
     pub dist_timeout: f64,
+    /// Under mpirun on GPUs: what sums the gradients. auto: NCCL, GPU to GPU, when libnccl
+    /// loads, else host memory over MPI; mpi: host memory over MPI; nccl: NCCL or an error (also
+    /// in a run of one process, to check the NCCL path on one GPU).
+    #[arg(long, default_value = "auto")]
+    pub dist_backend: vit::dist::Backend,
 }
 
 impl RunArgs {
@@ -77,7 +82,8 @@ impl RunArgs {
     /// Runs `cfg` as one process or as this rank of an MPI job; rank 0 first prints `what`
     /// (the run's one-line summary) and at the end the best accuracy.
     pub fn run(&self, cfg: &TrainConfig, what: &str) -> Result<()> {
-        let comm = vit::dist::from_environment(Duration::from_secs_f64(self.dist_timeout))?;
+        let comm =
+            vit::dist::from_environment(Duration::from_secs_f64(self.dist_timeout), cfg.device, self.dist_backend)?;
         let (world, root) = (comm.world_size(), comm.is_root());
         if root {
             eprintln!("{what}");

@@ -101,6 +101,12 @@ impl Comm {
         self.world
     }
 
+    /// Whether this is the world of one without an engine thread, where every collective is
+    /// the identity (a spawned engine of one rank, such as NCCL checked on one GPU, is not).
+    pub fn is_local(&self) -> bool {
+        self.worker.is_none()
+    }
+
     /// Whether this is the rank that writes files and prints progress.
     pub fn is_root(&self) -> bool {
         self.rank == 0

@@ -16,8 +16,10 @@
 //!
 //! The engines are existing ones: MPI (module `mpi`, feature `mpi`: Open MPI, started by `mpirun`)
 //! across CPU processes and machines; [`Local`] is the world of one process, where every
-//! operation is the identity. NCCL across GPUs (feature `cuda`, one process per GPU) is not
-//! here yet: it is another [`Collective`], for when the ops run on the GPU.
+//! operation is the identity; NCCL across GPUs (module `nccl`, feature `cuda`, one process per
+//! GPU), which sums the gradients on the devices while MPI (or, alone, [`Local`]) carries the
+//! few host messages: the parameters at the start, the step's loss and counts, the barrier.
+//! A GPU run over MPI without NCCL sums its gradients through host memory.
 //!
 //! The training code never calls an engine directly: [`Comm`] runs the engine on a thread of
 //! its own, so an all-reduce of a layer's gradients proceeds while backward computes the layers
@@ -29,6 +31,8 @@ mod reducer;
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 
 pub use comm::{Comm, Pending, DEFAULT_TIMEOUT};
 pub use reducer::{GradReducer, ReduceStats, BUCKET_BYTES};
@@ -64,6 +68,25 @@ pub trait Collective {
     /// A function that ends every process of the job with `code`, callable from any thread
     /// while another is blocked in an operation (the deadline's way out of a hung collective).
     fn aborter(&self) -> Aborter;
+
+    /// `buf <- sum over ranks of buf` for a buffer on a GPU. An engine of host memory (MPI)
+    /// copies it to the host, sums there and copies back, waiting for the device; NCCL
+    /// overrides this to queue the sum on the devices, and returns before it is done (see
+    /// [`Collective::join_device`]).
+    #[cfg(feature = "cuda")]
+    fn all_reduce_sum_device(&mut self, buf: &mut autograd::cuda::DeviceBuffer<f32>) -> Result<()> {
+        let mut host = buf.to_vec();
+        self.all_reduce_sum_f32(&mut host)?;
+        buf.copy_from_host(&host);
+        Ok(())
+    }
+
+    /// Orders the device's later work after every [`Collective::all_reduce_sum_device`] so far
+    /// (nothing to do for an engine whose device sums are done when they return).
+    #[cfg(feature = "cuda")]
+    fn join_device(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Ends the whole job with an exit code; never returns.
@@ -111,23 +134,93 @@ impl Collective for Local {
 /// sets `OMPI_COMM_WORLD_SIZE` in every process, MPICH's `mpiexec` and Slurm's `srun` (with PMI)
 /// set `PMI_SIZE`.
 pub fn launcher_world_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+    env_number(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
 }
 
-/// The collective for this process: MPI when it was started by an MPI launcher (and this
-/// build has the `mpi` feature), otherwise the world of one. A launch of several processes by
-/// a build without MPI is an error, rather than `W` independent runs writing over each other.
-pub fn from_environment(timeout: std::time::Duration) -> Result<Comm> {
+/// This process's rank among those a launcher started on the same machine, if it says: what
+/// picks the process's own GPU (`--device cuda` under `mpirun`: local rank r takes GPU r mod N).
+pub fn launcher_local_rank() -> Option<usize> {
+    env_number(&["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"])
+}
+
+fn env_number(keys: &[&str]) -> Option<usize> {
+    keys.iter().find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+}
+
+/// Which engine sums a GPU run's gradients (`--dist-backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// NCCL for a GPU run of several processes when the library loads, else host memory (MPI),
+    /// saying so.
+    #[default]
+    Auto,
+    /// The host engine (MPI) for everything; GPU gradients go through host memory.
+    Host,
+    /// NCCL, or an error saying why not; also for a GPU run of one process (the identity sum,
+    /// through NCCL: how a one-GPU machine checks the NCCL path).
+    Nccl,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "mpi" | "host" => Ok(Backend::Host),
+            "nccl" => Ok(Backend::Nccl),
+            _ => Err(format!("unknown backend {s:?}: expected auto, mpi or nccl")),
+        }
+    }
+}
+
+/// The collective for this process, training on `device`: MPI when it was started by an MPI
+/// launcher (and this build has the `mpi` feature), otherwise the world of one; for a GPU run,
+/// NCCL beside it as `backend` says. A launch of several processes by a build without MPI is
+/// an error, rather than `W` independent runs writing over each other.
+pub fn from_environment(timeout: std::time::Duration, device: autograd::Device, backend: Backend) -> Result<Comm> {
     let announced = launcher_world_size();
+    if backend == Backend::Nccl && !device.is_cuda() {
+        return Err(crate::Error::Distributed(format!(
+            "--dist-backend nccl sums on GPUs; this run is on the {device} (pass --device cuda)"
+        )));
+    }
+    #[cfg(feature = "cuda")]
+    let nccl = device.is_cuda()
+        && match backend {
+            Backend::Nccl => true,
+            Backend::Host => false,
+            Backend::Auto => {
+                // The emulator has no NCCL: its gradients go through host memory, as NCCL's would
+                // through the GPUs, which is what lets the tests check the path without a GPU.
+                let wanted =
+                    announced.is_some_and(|w| w > 1) && device != autograd::Device::Cuda(autograd::Device::EMULATOR);
+                let have = wanted && autograd::cuda::nccl::available();
+                if wanted && !have && env_number(&["OMPI_COMM_WORLD_RANK", "PMI_RANK"]) == Some(0) {
+                    eprintln!("NCCL not found (libnccl.so.2): the GPUs' gradients are summed through host memory");
+                }
+                have
+            }
+        };
     #[cfg(feature = "mpi")]
     if announced.is_some() {
-        return Comm::spawn(timeout, || mpi::Mpi::init().map(|m| Box::new(m) as Box<dyn Collective>));
+        return Comm::spawn(timeout, move || {
+            let host = Box::new(mpi::Mpi::init()?) as Box<dyn Collective>;
+            #[cfg(feature = "cuda")]
+            if nccl {
+                return Ok(Box::new(nccl::WithNccl::connect(host, device)?) as Box<dyn Collective>);
+            }
+            Ok(host)
+        });
     }
     match announced {
         Some(w) if w > 1 => Err(crate::Error::Distributed(format!(
             "started by a launcher as one of {w} processes, but this vit was built without MPI: rebuild with \
              `cargo build --release --features mpi` (needs an MPI library, e.g. Debian's libopenmpi-dev)"
         ))),
+        #[cfg(feature = "cuda")]
+        _ if nccl => Comm::spawn(timeout, move || {
+            Ok(Box::new(nccl::WithNccl::connect(Box::new(Local), device)?) as Box<dyn Collective>)
+        }),
         _ => {
             let _ = timeout;
             Ok(Comm::local())

@@ -12,13 +12,18 @@
 //! The sum is elementwise, so bucketing changes no value: with two ranks each element is
 //! `a + b` on both (IEEE addition commutes), bit for bit what one process accumulating the two
 //! shards computes.
+//!
+//! On a GPU the buckets are device buffers: a gradient is copied into its bucket on the device,
+//! and the engine sums the bucket where it is (NCCL, on a stream of its own, while the device
+//! goes on with backward) or through host memory (MPI without NCCL). Either way the gradients
+//! never leave the device for the training thread.
 
 use std::time::{Duration, Instant};
 
-use autograd::Tensor;
+use autograd::{Device, Tensor};
 
 use super::comm::{Comm, Pending};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The size a bucket grows to before a new one starts. Small enough that ViT-Ti/4's 22 MB of
 /// gradients make several buckets (some overlap), large enough that each all-reduce moves
@@ -37,14 +42,64 @@ pub struct ReduceStats {
     pub bytes: usize,
 }
 
+/// A bucket's packed gradients, where the parameters live.
+enum Packed {
+    Host(Vec<f32>),
+    #[cfg(feature = "cuda")]
+    Device(autograd::cuda::DeviceBuffer<f32>),
+}
+
+impl Packed {
+    fn len(&self) -> usize {
+        match self {
+            Packed::Host(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Packed::Device(b) => b.len(),
+        }
+    }
+
+    /// Copies `grad` in at `offset`.
+    fn put(&mut self, offset: usize, grad: &Tensor<f32>) {
+        match self {
+            Packed::Host(v) => v[offset..offset + grad.numel()].copy_from_slice(grad.data()),
+            #[cfg(feature = "cuda")]
+            Packed::Device(b) => {
+                let g = grad.cuda().expect("a GPU run's gradients are on the GPU");
+                b.copy_range_from(offset, g, 0, g.len());
+            }
+        }
+    }
+
+    /// Copies the summed values at `offset` back into `grad`.
+    fn take(&self, offset: usize, grad: &mut Tensor<f32>) {
+        let n = grad.numel();
+        match self {
+            Packed::Host(v) => grad.data_mut().copy_from_slice(&v[offset..offset + n]),
+            #[cfg(feature = "cuda")]
+            Packed::Device(b) => {
+                grad.cuda_mut().expect("a GPU run's gradients are on the GPU").copy_range_from(0, b, offset, n)
+            }
+        }
+    }
+
+    /// `self <- sum over ranks of self`, on the engine's thread.
+    fn all_reduce(&mut self, engine: &mut dyn super::Collective) -> Result<()> {
+        match self {
+            Packed::Host(v) => engine.all_reduce_sum_f32(v),
+            #[cfg(feature = "cuda")]
+            Packed::Device(b) => engine.all_reduce_sum_device(b),
+        }
+    }
+}
+
 struct Bucket {
     /// Parameter indices (store order), in the order they are packed.
     params: Vec<usize>,
     len: usize,
     /// The packed gradients; `None` while the bucket is with the engine.
-    buf: Option<Vec<f32>>,
+    buf: Option<Packed>,
     missing: usize,
-    pending: Option<Pending<(Vec<f32>, Duration)>>,
+    pending: Option<Pending<(Packed, Duration)>>,
 }
 
 /// Sums gradients across the ranks of a [`Comm`], bucket by bucket (see the module docs).
@@ -55,6 +110,7 @@ pub struct GradReducer {
     /// The gradients handed over this step (kept to receive the sums: no allocation per step).
     grads: Vec<Option<Tensor<f32>>>,
     shapes: Vec<Vec<usize>>,
+    device: Device,
     /// The next bucket to launch.
     next: usize,
     overlap: bool,
@@ -62,9 +118,9 @@ pub struct GradReducer {
 }
 
 impl GradReducer {
-    /// A reducer for parameters of these shapes (store order). Without `overlap`, buckets are
-    /// launched only once backward is done (to measure what the overlap hides).
-    pub fn new(shapes: Vec<Vec<usize>>, overlap: bool) -> Self {
+    /// A reducer for parameters of these shapes (store order) on `device`. Without `overlap`,
+    /// buckets are launched only once backward is done (to measure what the overlap hides).
+    pub fn new(shapes: Vec<Vec<usize>>, overlap: bool, device: Device) -> Result<Self> {
         let cap = BUCKET_BYTES / std::mem::size_of::<f32>();
         let mut buckets: Vec<Bucket> = Vec::new();
         let mut slot = vec![(0, 0); shapes.len()];
@@ -85,10 +141,20 @@ impl GradReducer {
             }
         }
         for b in &mut buckets {
-            b.buf = Some(vec![0.0; b.len]);
+            b.buf = Some(match device {
+                Device::Cpu => Packed::Host(vec![0.0; b.len]),
+                #[cfg(feature = "cuda")]
+                Device::Cuda(n) => Packed::Device(
+                    autograd::cuda::device(n).map_err(|e| Error::Device(format!("{device}: {e}")))?.zeros(b.len),
+                ),
+                #[cfg(not(feature = "cuda"))]
+                Device::Cuda(_) => {
+                    return Err(Error::Device(format!("{device}: this vit was built without the GPU path")))
+                }
+            });
         }
         let grads = (0..shapes.len()).map(|_| None).collect();
-        GradReducer { buckets, slot, grads, shapes, next: 0, overlap, started: None }
+        Ok(GradReducer { buckets, slot, grads, shapes, device, next: 0, overlap, started: None })
     }
 
     /// The number of buckets.
@@ -123,7 +189,7 @@ impl GradReducer {
         let (b, offset) = self.slot[i];
         let bucket = &mut self.buckets[b];
         let buf = bucket.buf.as_mut().expect("a bucket is filled before it is launched");
-        buf[offset..offset + grad.numel()].copy_from_slice(grad.data());
+        buf.put(offset, &grad);
         bucket.missing -= 1;
         self.grads[i] = Some(grad);
         if self.overlap {
@@ -146,7 +212,7 @@ impl GradReducer {
         let what = format!("summing gradient bucket {} of {count} ({} values)", b + 1, buf.len());
         bucket.pending = Some(comm.submit(what, move |c| {
             let t = Instant::now();
-            c.all_reduce_sum_f32(&mut buf).map(|()| (buf, t.elapsed()))
+            buf.all_reduce(c).map(|()| (buf, t.elapsed()))
         }));
     }
 
@@ -160,7 +226,7 @@ impl GradReducer {
     ) -> Result<(Vec<Tensor<f32>>, ReduceStats)> {
         for i in 0..self.shapes.len() {
             if self.grads[i].is_none() {
-                let zero = Tensor::zeros(&self.shapes[i]);
+                let zero = Tensor::full_on(&self.shapes[i], 0.0, self.device);
                 self.ready(comm, i, zero, earlier.get_mut(i).and_then(Option::take));
             }
         }
@@ -172,15 +238,23 @@ impl GradReducer {
             let pending = self.buckets[b].pending.take().expect("every bucket was launched");
             let (buf, took) = pending.wait(comm)?;
             stats.all_reduce += took;
-            let bucket = &mut self.buckets[b];
+            self.buckets[b].buf = Some(buf);
+        }
+        // A device engine's sums may still be queued on the device: order the copies out after
+        // them (the host does not wait).
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() {
+            comm.run("ordering the device after the gradient sums", |c| c.join_device())?;
+        }
+        for bucket in &self.buckets {
+            let buf = bucket.buf.as_ref().expect("every bucket is back");
             let mut offset = 0;
             for &i in &bucket.params {
                 let g = self.grads[i].as_mut().expect("a launched bucket's gradients are in");
-                let n = g.numel();
-                g.data_mut().copy_from_slice(&buf[offset..offset + n]);
-                offset += n;
+                buf.take(offset, g);
+                offset += g.numel();
             }
-            bucket.buf = Some(buf);
+            debug_assert_eq!(offset, buf.len());
         }
         stats.exposed = waiting.elapsed();
         let grads = self.grads.iter_mut().map(|g| g.take().expect("every gradient is in")).collect();

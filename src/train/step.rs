@@ -140,10 +140,9 @@ pub fn train_step_sharded(
         sharding.rows()
     );
     assert_eq!(rngs.len(), sharding.count, "train_step: one RNG per micro-batch");
-    assert!(comm.world_size() == 1 || reducer.is_some(), "train_step: a distributed step needs a GradReducer");
+    assert!(comm.is_local() || reducer.is_some(), "train_step: a distributed step needs a GradReducer");
     let classes = model.config.num_classes;
     let device = params.device();
-    crate::device::check_world(device, comm.world_size())?;
     let mut earlier: Vec<Option<Tensor<f32>>> = (0..params.len()).map(|_| None).collect();
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut summed = None;

@@ -124,7 +124,6 @@ pub fn train_on(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset) -> Res
 pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, comm: &Comm) -> Result<TrainReport> {
     cfg.validate_recipe()?;
     let (rank, world, root) = (comm.rank(), comm.world_size(), comm.is_root());
-    crate::device::check_world(cfg.device, world)?;
     let m = &cfg.model;
     if train_set.classes() > m.num_classes {
         return Err(Error::Config(format!(
@@ -227,8 +226,12 @@ pub fn train_on_with(cfg: &TrainConfig, train_set: Dataset, test_set: Dataset, c
     // Each rank evaluates its slice of the test set; the counts are summed.
     let test_rows = Shard { index: rank, count: world }.rows(test_set.len());
     let eval_loader = Loader::eval(test_set.slice(test_rows), cfg.batch_size)?;
-    let mut reducer = (world > 1)
-        .then(|| GradReducer::new(params.iter().map(|p| p.value.shape().to_vec()).collect(), cfg.overlap_comm));
+    let mut reducer = if comm.is_local() {
+        None
+    } else {
+        let shapes = params.iter().map(|p| p.value.shape().to_vec()).collect();
+        Some(GradReducer::new(shapes, cfg.overlap_comm, cfg.device)?)
+    };
 
     // Whether `last.safetensors` is this run's (what an error may call the last good checkpoint).
     let mut wrote_last = cfg.resume;

@@ -213,4 +213,10 @@ pub trait Driver: Send + Sync {
 
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
+
+    /// The CUDA stream the device's work is queued on, for a library that queues its own work
+    /// in order with it (NCCL, [`super::nccl`]); `None` on the emulator, which has no stream.
+    fn cuda_stream(&self) -> Option<std::sync::Arc<cudarc::driver::CudaStream>> {
+        None
+    }
 }

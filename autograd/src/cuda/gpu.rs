@@ -88,6 +88,11 @@ impl Gpu {
         &*self.driver
     }
 
+    /// The CUDA stream of a real GPU (`None` on the emulator).
+    pub(crate) fn cuda_stream(&self) -> Option<Arc<cudarc::driver::CudaStream>> {
+        self.driver.cuda_stream()
+    }
+
     /// A buffer of `len` elements with unspecified contents.
     pub fn alloc<T: Copy>(self: &Arc<Self>, len: usize) -> DeviceBuffer<T> {
         let bytes = len * std::mem::size_of::<T>();
@@ -206,6 +211,25 @@ impl<T: Copy> DeviceBuffer<T> {
         assert_eq!(data.len(), self.len, "DeviceBuffer::copy_from_host: length differs");
         // SAFETY: both ranges hold `bytes()` bytes.
         unsafe { self.gpu.driver.upload(self.ptr, data.as_ptr().cast(), self.bytes()) }
+            .unwrap_or_else(|e| panic!("{}: {e}", self.gpu.describe()));
+    }
+
+    /// Copies `len` elements of `src` from element `from` into this buffer at element `at`
+    /// (device to device, queued; both buffers on one device, the ranges inside them).
+    pub fn copy_range_from(&mut self, at: usize, src: &DeviceBuffer<T>, from: usize, len: usize) {
+        assert!(Arc::ptr_eq(&self.gpu, &src.gpu), "DeviceBuffer::copy_range_from: buffers on two devices");
+        assert!(
+            at + len <= self.len && from + len <= src.len,
+            "DeviceBuffer::copy_range_from: {len} elements from {from} of {} into {at} of {}",
+            src.len,
+            self.len
+        );
+        if len == 0 {
+            return;
+        }
+        // SAFETY: both ranges were checked to lie inside their buffers; `self` is borrowed
+        // mutably and `src` shared, so they are distinct buffers and the ranges cannot overlap.
+        unsafe { self.gpu.driver.copy(self.at(at), src.at(from), len * std::mem::size_of::<T>()) }
             .unwrap_or_else(|e| panic!("{}: {e}", self.gpu.describe()));
     }
 

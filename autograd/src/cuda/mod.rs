@@ -26,6 +26,7 @@ pub mod driver;
 pub mod emu;
 pub mod gpu;
 pub mod kernels;
+pub mod nccl;
 mod nvidia;
 pub mod nvrtc;
 pub mod ops;

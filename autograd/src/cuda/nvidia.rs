@@ -308,4 +308,8 @@ impl Driver for Nvidia {
         self.bind()?;
         self.stream.synchronize().map_err(|e| err("waiting for the device", e))
     }
+
+    fn cuda_stream(&self) -> Option<Arc<CudaStream>> {
+        Some(self.stream.clone())
+    }
 }
