@@ -2,7 +2,8 @@
 # The one GPU check, run on the GPU machine by the device tool on what prepare.sh built (see
 # there and README.md, "The GPU path"). In order, each step's output also in $OUT/gpu-check.log:
 #   1. the CUDA tests on the GPU (every primitive and op against the CPU, f64 gradchecks);
-#   2. a ViT's training steps and checkpoints on the GPU against the CPU (tests/gpu_train.rs);
+#   2. a ViT's training steps and checkpoints on the GPU against the CPU, and a one-rank NCCL
+#      run against the plain GPU run (tests/gpu_train.rs; libnccl from the same wheels);
 #   3. gpu_train_bench: the whole ViT-Ti/4 training step and inference, images/s at batch 128
 #      and 512 and peak device memory, then the PyTorch eager peer on the same GPU and batches
 #      (the issue's target: at least PyTorch eager's training images/s at batch 512), then
@@ -16,7 +17,7 @@ log="${OUT:-/tmp}/gpu-check.log"
 say() { echo "== $(date -u +%T) $*" | tee -a "$log"; }
 run() { say "$*"; "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; say "exit $rc"; return 0; }
 
-# cuBLAS and NVRTC from the Python environment's NVIDIA wheels (the driver is the system's).
+# cuBLAS, NVRTC and NCCL from the Python environment's NVIDIA wheels (the driver is the system's).
 libs=$(python3 - <<'PY'
 import glob, os, sys
 dirs = set()
