@@ -228,3 +228,81 @@ fn nccl_where_it_cannot_run_is_a_clear_error() {
     assert!(e.to_string().contains("NCCL"), "{e}");
     println!("NCCL on the emulator: {e}");
 }
+
+/// The timm logits fixture (`tests/timm_compat.rs`) on each CUDA device: timm's ViT, loaded from
+/// its state dict into a parameter store on the device and run there, gives timm's logits
+/// within the CPU test's 1e-5.
+#[test]
+fn timm_logits_on_the_device() {
+    use vit::checkpoint::{load_params, Checkpoint, LoadOptions};
+    use vit::nn::Module;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let ckpt = Checkpoint::open(dir.join("timm_vit_tiny.safetensors")).unwrap();
+    // timm's `VisionTransformer(img_size=8, patch_size=4, num_classes=5, embed_dim=12, depth=2,
+    // num_heads=3, mlp_ratio=2)`, as in tests/timm_compat.rs.
+    let config = ViTConfig { num_classes: 5, dim: 12, depth: 2, heads: 3, mlp_dim: 24, ..ViTConfig::tiny(4, 8) };
+    let (model, mut store) = VisionTransformer::init::<f32>(&config, 0).unwrap();
+    load_params(&ckpt, &config, &mut store, &LoadOptions::default()).unwrap();
+    let io = Checkpoint::open(dir.join("timm_vit_tiny_io.safetensors")).unwrap();
+    let (images, want) = (io.tensor::<f32>("images").unwrap(), io.tensor::<f32>("logits").unwrap());
+    assert!(want.data().iter().any(|v| v.abs() > 0.5), "the fixture's logits are O(1)");
+    for device in devices("timm_logits_on_the_device") {
+        let on = store.to(device).unwrap();
+        let mut g = autograd::Graph::inference();
+        let vars = on.bind(&mut g);
+        let x = g.input(images.to(device).unwrap());
+        let logits = model.forward(&mut g, &vars, x, &mut vit::nn::Ctx::new(&mut Rng::seed(0)));
+        assert_eq!(g.value(logits).device(), device, "the logits are computed on {device}");
+        let got = g.value(logits).to(Device::Cpu).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        let diff = got.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+        println!("{device}: max |ours - timm| over the logits: {diff:.2e}");
+        assert!(diff <= 1e-5, "{device}: logits differ from timm's by {diff:.2e}");
+    }
+}
+
+/// The ViT-CNN hybrid on the device: a ResNet root and one bottleneck stage (weight-standardised
+/// convolutions, group norm, ReLU, max-pool) before the transformer. Three AdamW steps land
+/// within f32 tolerance of the same steps on the CPU.
+#[test]
+fn three_hybrid_training_steps_on_the_device_match_the_cpu() {
+    use vit::nn::{ResNetStemConfig, Variant};
+    let config = ViTConfig {
+        in_chans: 1,
+        num_classes: 3,
+        dim: 16,
+        depth: 1,
+        heads: 2,
+        mlp_dim: 32,
+        ..ViTConfig::hybrid(Variant::Tiny, ResNetStemConfig { width: 8, layers: vec![1] }, 1, 16)
+    };
+    let (b, shape) = (4, [4, 1, 16, 16]);
+    let images = Tensor::<f32>::randn(&shape, 0.0, 1.0, &mut Rng::seed(12)).into_vec();
+    let labels: Vec<usize> = (0..b).map(|i| i % 3).collect();
+    let batch =
+        || Batch { images: images.clone(), labels: labels.clone(), mix: None, shape, indices: (0..b).collect() };
+    for device in devices("three_hybrid_training_steps_on_the_device_match_the_cpu") {
+        let (model, mut cpu) = VisionTransformer::init::<f32>(&config, 4).unwrap();
+        let mut dev = cpu.to(device).unwrap();
+        let (mut opt_cpu, mut opt_dev) = (new_opt(false, &cpu), new_opt(false, &dev));
+        for step in 0..3u64 {
+            let run = |p: &mut ParamStore<f32>, o: &mut Box<dyn Optimizer>| {
+                train_step(&model, p, o.as_mut(), batch(), 1e-2, 0.1, Some(1.0), &mut Rng::seed(200 + step)).unwrap()
+            };
+            let (a, c) = (run(&mut dev, &mut opt_dev), run(&mut cpu, &mut opt_cpu));
+            assert!(
+                (a.loss - c.loss).abs() <= 1e-4 * (1.0 + c.loss.abs()),
+                "{device}, step {step}: loss {} vs {}",
+                a.loss,
+                c.loss
+            );
+        }
+        let (d, name) = distance(&dev, &cpu);
+        let moved = VisionTransformer::init::<f32>(&config, 4).map(|(_, p)| distance(&p, &cpu).0).unwrap();
+        println!(
+            "{device}: the hybrid after 3 steps: largest difference {d:.2e} ({name}); the steps moved {moved:.2e}"
+        );
+        assert!(d <= TOL, "{device}: after 3 hybrid steps {name} differs by {d:.2e} from the cpu's");
+        assert!(moved > 100.0 * TOL, "{device}: 3 hybrid steps moved no parameter by more than {moved:.2e}");
+    }
+}

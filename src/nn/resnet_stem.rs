@@ -182,7 +182,9 @@ impl Module for StdConv {
         let shape = g.shape(w).to_vec();
         let o = self.out_chans;
         let flat = g.reshape(w, &[1, o, shape[1..].iter().product()]);
-        let (one, zero) = (g.input(Tensor::ones(&[o])), g.input(Tensor::zeros(&[o])));
+        // The standardisation's unit scale and zero shift, where the weight is (host or device).
+        let dev = g.value(w).device();
+        let (one, zero) = (g.input(Tensor::full_on(&[o], T::ONE, dev)), g.input(Tensor::full_on(&[o], T::ZERO, dev)));
         let w_hat = g.group_norm(flat, o, one, zero, self.eps);
         let w_hat = g.reshape(w_hat, &shape);
         let pad = same(g.shape(x), self.kernel, self.stride);

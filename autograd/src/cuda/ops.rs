@@ -13,6 +13,7 @@ use super::kernels::{BinaryOp, UnaryOp};
 use super::prims::attention::{self, Heads};
 use super::prims::linear::{self, View};
 use super::prims::pool::{self, Pool};
+use super::prims::resnet::{self, Conv, Groups};
 use super::prims::{elementwise as ew, optim, reduce, rows};
 use crate::dtype::Float;
 use crate::graph::BackwardCtx;
@@ -459,4 +460,50 @@ pub fn max_pool2d<T: Float>(x: &Tensor<T>, d: &Pool, shape: &[usize]) -> (Tensor
 /// Max-pooling's `dx` (shaped `shape`) from `g` and the winners forward kept.
 pub fn max_pool2d_backward<T: Float>(g: &Tensor<T>, arg: &DeviceBuffer<i64>, d: &Pool, shape: &[usize]) -> Tensor<T> {
     Tensor::from_cuda(pool::max_pool_backward(buf(g), arg, d), shape)
+}
+
+/// Convolution's output `[B, O, Ho, Wo]` (ops/conv2d.rs).
+pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, d: &Conv) -> Tensor<T> {
+    same_gpu("conv2d", &[x, w]);
+    Tensor::from_cuda(resnet::conv_forward(buf(x), buf(w), d), &[d.b, d.o, d.ho, d.wo])
+}
+
+/// Convolution's `(dx, dw)`, each only where needed.
+pub fn conv2d_backward<T: Float>(c: &BackwardCtx<'_, T>, d: &Conv) -> Vec<Option<Tensor<T>>> {
+    let (x, w) = (c.inputs[0], c.inputs[1]);
+    same_gpu("conv2d backward", &[x, w, c.grad]);
+    let (dx, dw) = resnet::conv_backward(buf(x), buf(w), buf(c.grad), d, [c.needs_grad[0], c.needs_grad[1]]);
+    vec![dx.map(|t| Tensor::from_cuda(t, x.shape())), dw.map(|t| Tensor::from_cuda(t, w.shape()))]
+}
+
+/// Group norm's `(y, mean, rstd)` (ops/group_norm.rs); the statistics are `[B groups]`.
+pub fn group_norm<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    b: &Tensor<T>,
+    d: &Groups,
+    eps: f64,
+) -> (Tensor<T>, Tensor<T>, Tensor<T>) {
+    same_gpu("group_norm", &[x, w, b]);
+    let (y, mean, rstd) = resnet::group_norm_forward(buf(x), buf(w), buf(b), d, eps);
+    let rows = [d.b * d.groups];
+    (Tensor::from_cuda(y, x.shape()), Tensor::from_cuda(mean, &rows), Tensor::from_cuda(rstd, &rows))
+}
+
+/// Group norm's `(dx, dw, db)`, each only where needed.
+pub fn group_norm_backward<T: Float>(
+    c: &BackwardCtx<'_, T>,
+    mean: &Tensor<T>,
+    rstd: &Tensor<T>,
+    d: &Groups,
+) -> Vec<Option<Tensor<T>>> {
+    let (x, w) = (c.inputs[0], c.inputs[1]);
+    same_gpu("group_norm backward", &[x, w, c.grad, mean, rstd]);
+    let needs = [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]];
+    let (dx, dw, db) = resnet::group_norm_backward(buf(x), buf(w), buf(mean), buf(rstd), buf(c.grad), d, needs);
+    vec![
+        dx.map(|t| Tensor::from_cuda(t, x.shape())),
+        dw.map(|t| Tensor::from_cuda(t, &[d.c])),
+        db.map(|t| Tensor::from_cuda(t, &[d.c])),
+    ]
 }

@@ -190,6 +190,28 @@ impl Conv2d {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl Conv2d {
+    /// The geometry for the device kernels.
+    fn device(&self) -> crate::cuda::prims::resnet::Conv {
+        let d = &self.win;
+        crate::cuda::prims::resnet::Conv {
+            b: d.b,
+            c: d.c,
+            h: d.h,
+            w: d.w,
+            o: self.out_chans,
+            kh: d.kh,
+            kw: d.kw,
+            stride: d.stride,
+            top: d.pad.top,
+            left: d.pad.left,
+            ho: d.ho,
+            wo: d.wo,
+        }
+    }
+}
+
 impl<T: Float> Op<T> for Conv2d {
     fn name(&self) -> String {
         let d = &self.win;
@@ -197,6 +219,10 @@ impl<T: Float> Op<T> for Conv2d {
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            return crate::cuda::ops::conv2d_backward(c, &self.device());
+        }
         let d = &self.win;
         let (o, plane, field, image) = (self.out_chans, d.out_plane(), d.field(), d.c * d.h * d.w);
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
@@ -248,6 +274,11 @@ impl<T: Float> Graph<T> {
         let win = Window::of("conv2d", self.shape(x), kh, kw, stride, pad);
         assert_eq!(wc, win.c, "conv2d: weight {ws:?} takes {wc} channels, input {:?} has {}", self.shape(x), win.c);
         let op = Conv2d { win, out_chans: o };
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let y = crate::cuda::ops::conv2d(self.value(x), self.value(weight), &op.device());
+            return self.push(y, op, &[x, weight]);
+        }
         let y = op.forward(self.value(x).data(), self.value(weight).data());
         self.push(Tensor::from_vec(y, &[win.b, o, win.ho, win.wo]), op, &[x, weight])
     }

@@ -40,11 +40,20 @@ impl Groups {
     }
 }
 
-/// `y = group_norm(x) * w + b`; see the module docs. Keeps each group's mean and rstd.
-struct GroupNorm<T> {
+impl Groups {
+    /// The geometry for the device kernels.
+    #[cfg(feature = "cuda")]
+    fn device(&self) -> crate::cuda::prims::resnet::Groups {
+        crate::cuda::prims::resnet::Groups { b: self.b, c: self.c, s: self.s, groups: self.groups }
+    }
+}
+
+/// `y = group_norm(x) * w + b`; see the module docs. Keeps each group's mean and rstd
+/// (`[B groups]`, on the device of `x`).
+struct GroupNorm<T: Float> {
     geo: Groups,
-    mean: Vec<T>,
-    rstd: Vec<T>,
+    mean: Tensor<T>,
+    rstd: Tensor<T>,
 }
 
 impl<T: Float> Op<T> for GroupNorm<T> {
@@ -53,11 +62,16 @@ impl<T: Float> Op<T> for GroupNorm<T> {
     }
 
     fn saves(&self) -> Saves {
-        Saves::keep((self.mean.len() + self.rstd.len()) * std::mem::size_of::<T>())
+        Saves::keep((self.mean.numel() + self.rstd.numel()) * std::mem::size_of::<T>())
     }
 
     fn backward(&self, c: &BackwardCtx<'_, T>) -> Vec<Option<Tensor<T>>> {
+        #[cfg(feature = "cuda")]
+        if c.grad.is_cuda() {
+            return crate::cuda::ops::group_norm_backward(c, &self.mean, &self.rstd, &self.geo.device());
+        }
         let Groups { b, c: ch, s, groups } = self.geo;
+        let (means, rstds) = (self.mean.data(), self.rstd.data());
         let (cpg, n) = (self.geo.cpg(), self.geo.n());
         let (x, w, g) = (c.inputs[0].data(), c.inputs[1].data(), c.grad.data());
         let mut dx = crate::pool::zeros(x.len());
@@ -69,7 +83,7 @@ impl<T: Float> Op<T> for GroupNorm<T> {
                 let (dw, db) = acc.split_at_mut(ch);
                 for k in 0..groups {
                     let r = bi * groups + k;
-                    let (mean, rstd) = (self.mean[r], self.rstd[r]);
+                    let (mean, rstd) = (means[r], rstds[r]);
                     let base = bi * ch * s + k * n;
                     let (x, g) = (&x[base..base + n], &g[base..base + n]);
                     let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
@@ -125,6 +139,12 @@ impl<T: Float> Graph<T> {
         }
         assert!(eps >= 0.0, "group_norm: eps must be >= 0, got {eps}");
         let geo = Groups { b, c: ch, s: shape[2..].iter().product(), groups };
+        #[cfg(feature = "cuda")]
+        if self.value(x).is_cuda() {
+            let (xv, wv, bv) = (self.value(x), self.value(weight), self.value(bias));
+            let (y, mean, rstd) = crate::cuda::ops::group_norm(xv, wv, bv, &geo.device(), eps);
+            return self.push(y, GroupNorm { geo, mean, rstd }, &[x, weight, bias]);
+        }
         let n = geo.n();
         let (xd, w, bd) = (self.value(x).data(), self.value(weight).data(), self.value(bias).data());
         let mut y = crate::pool::zeros(xd.len());
@@ -147,6 +167,7 @@ impl<T: Float> Graph<T> {
                 },
             );
         }
+        let (mean, rstd) = (Tensor::from_vec(mean, &[b * groups]), Tensor::from_vec(rstd, &[b * groups]));
         self.push(Tensor::from_vec(y, &shape), GroupNorm { geo, mean, rstd }, &[x, weight, bias])
     }
 }

@@ -401,7 +401,7 @@ fn network(gpu: &Arc<Gpu>) -> Result<(), String> {
 }
 
 /// `f` run on the device, checked against central differences of itself.
-fn gradcheck_on(gpu: &Arc<Gpu>, what: &str, inputs: &[Tensor<f64>], f: &F<f64>) -> Result<(), String> {
+pub fn gradcheck_on(gpu: &Arc<Gpu>, what: &str, inputs: &[Tensor<f64>], f: &F<f64>) -> Result<(), String> {
     let dev = device(gpu);
     let on_device = |g: &mut Graph<f64>, v: &[Var]| {
         let xs: Vec<Var> = v.iter().map(|&x| g.to(x, dev).expect("the device is open")).collect();

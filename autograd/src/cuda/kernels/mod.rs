@@ -23,6 +23,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("dropout.cu", include_str!("dropout.cu")),
     ("optim.cu", include_str!("optim.cu")),
     ("pool.cu", include_str!("pool.cu")),
+    ("resnet.cu", include_str!("resnet.cu")),
 ];
 
 const PRELUDE_NVRTC: &str = include_str!("prelude_nvrtc.cuh");

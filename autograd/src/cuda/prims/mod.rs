@@ -13,6 +13,7 @@ pub mod linear;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
+pub mod resnet;
 pub mod rows;
 
 use super::driver::{Arg, LaunchConfig, MAX_RANK};
