@@ -8,15 +8,17 @@
 //!     db = sum over rows of g
 //! ```
 //!
-//! Compared with `matmul_t` followed by a broadcasting `add`, the bias is added to the product's
-//! rows while they are still in cache and no second `[..., N]` tensor is written; backward sums
+//! Compared with `matmul_t` followed by a broadcasting `add`, the bias is added in the product's
+//! epilogue, to each piece of a row while it is still in L1, and no second `[..., N]` tensor is
+//! written; backward sums
 //! the bias gradient straight from `g` instead of going through the general broadcast reduction.
 
 use super::gelu::{gelu_backward, gelu_forward, GeluKind};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
-use crate::kernels::gemm::gemm;
-use crate::kernels::parallel::{for_each_row, sum_rows};
+use crate::kernels::gemm::{gemm, gemm_then, Epilogue};
+use crate::kernels::parallel::sum_rows;
+use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::rows::Rows;
 use crate::kernels::{as_f32, as_f32_mut, MatMut, MatRef};
 use crate::memory::{Recomputed, Saves};
@@ -174,24 +176,20 @@ impl<T: Float> Op<T> for LinearGelu<T> {
 }
 
 /// `y = x W^T` into `y` (`rows x n`), for `x: [rows, k]` and a PyTorch-layout `W: [n, k]`
-/// read transposed through strides; then `+ b` on each row while the rows are in cache.
-fn affine<T: Float>((rows, k, n): (usize, usize, usize), x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    gemm(T::ONE, MatRef::row_major(x, rows, k), MatRef::row_major(w, n, k).t(), T::ZERO, MatMut::row_major(y, rows, n));
-    if let Some(bias) = bias {
-        add_bias(y, bias);
-    }
+/// read transposed through strides; then `then(row, col0, piece)` on each row piece of `y` in
+/// the product's epilogue, while the piece is still in L1 (the bias, the residual sum, GELU):
+/// no second pass over `y`.
+fn affine_then<T: Float>((rows, k, n): (usize, usize, usize), x: &[T], w: &[T], y: &mut [T], then: &Epilogue<'_, T>) {
+    let (x, w) = (MatRef::row_major(x, rows, k), MatRef::row_major(w, n, k).t());
+    gemm_then(T::ONE, x, w, T::ZERO, MatMut::row_major(y, rows, n), then);
 }
 
-/// `y[r, :] += bias` for every row (f32: the SIMD kernel).
-fn add_bias<T: Float>(y: &mut [T], bias: &[T]) {
-    if let (Some(y32), Some(b32)) = (as_f32_mut(y), as_f32(bias)) {
-        return Rows::active().bias_add(y32, b32);
+/// `piece += bias` (f32: the SIMD kernel), for one row piece of a product.
+fn add_bias<T: Float>(piece: &mut [T], bias: &[T]) {
+    if let (Some(p32), Some(b32)) = (as_f32_mut(piece), as_f32(bias)) {
+        return Rows::active().bias_add(p32, b32);
     }
-    for_each_row(y, bias.len(), |_, row| {
-        for (v, &bb) in row.iter_mut().zip(bias) {
-            *v += bb;
-        }
-    });
+    piece.iter_mut().zip(bias).for_each(|(v, &bb)| *v += bb);
 }
 
 impl<T: Float> Graph<T> {
@@ -236,9 +234,15 @@ impl<T: Float> Graph<T> {
             return self.push(y, op, &[x, w, b]);
         }
         let mut h = crate::pool::take(rows * n);
-        affine((rows, k, n), self.value(x).data(), self.value(w).data(), Some(self.value(b).data()), &mut h);
-        let mut y = crate::pool::take(rows * n);
-        gelu_forward(kind, &h, &mut y);
+        let mut y = crate::pool::take::<T>(rows * n);
+        let (bias, yp) = (self.value(b).data(), SendPtr::new(y.as_mut_ptr()));
+        // h = x W^T + b and a = gelu(h), a piece at a time in the product's epilogue.
+        affine_then((rows, k, n), self.value(x).data(), self.value(w).data(), &mut h, &|r, c0, h| {
+            add_bias(h, &bias[c0..c0 + h.len()]);
+            // SAFETY: y has rows x n elements, and the epilogue visits each (row, column) once.
+            let a = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r * n + c0), h.len()) };
+            gelu_forward(kind, h, a);
+        });
         let op = LinearGelu { rows, k, n, kind, h: Tensor::from_vec(h, &shape) };
         self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
@@ -281,22 +285,27 @@ impl<T: Float> Graph<T> {
         let scale = &op.scale;
         let mut y = crate::pool::take(rows * n);
         let bias = b.map(|b| self.value(b).data());
+        let (xv, wv) = (self.value(x).data(), self.value(w).data());
         match residual {
-            None => affine((rows, k, n), self.value(x).data(), self.value(w).data(), bias, &mut y),
+            None => match bias {
+                Some(bias) => affine_then((rows, k, n), xv, wv, &mut y, &|_, c0, y| add_bias(y, &bias[c0..c0 + y.len()])),
+                None => gemm(T::ONE, MatRef::row_major(xv, rows, k), MatRef::row_major(wv, n, k).t(), T::ZERO, MatMut::row_major(&mut y, rows, n)),
+            },
             Some(r) => {
-                affine((rows, k, n), self.value(x).data(), self.value(w).data(), None, &mut y);
-                // y = r + s (y + b), row by row while the product's rows are in cache.
+                // y = r + s (x W^T + b), a piece at a time in the product's epilogue.
                 let res = self.value(r).data();
                 let rows_per_sample = if xs.len() >= 2 { rows / xs[0].max(1) } else { rows };
                 let scale_ref = scale.as_deref();
-                for_each_row(&mut y, n, |r, row| {
+                affine_then((rows, k, n), xv, wv, &mut y, &|r, c0, y| {
                     let s = scale_ref.map_or(T::ONE, |s| s[r / rows_per_sample.max(1)]);
-                    let res = &res[r * n..(r + 1) * n];
+                    let res = &res[r * n + c0..r * n + c0 + y.len()];
                     match bias {
-                        Some(bias) => {
-                            row.iter_mut().zip(res).zip(bias).for_each(|((v, &rr), &bb)| *v = rr + s * (*v + bb))
-                        }
-                        None => row.iter_mut().zip(res).for_each(|(v, &rr)| *v = rr + s * *v),
+                        Some(bias) => y
+                            .iter_mut()
+                            .zip(res)
+                            .zip(&bias[c0..])
+                            .for_each(|((v, &rr), &bb)| *v = rr + s * (*v + bb)),
+                        None => y.iter_mut().zip(res).for_each(|(v, &rr)| *v = rr + s * *v),
                     }
                 });
             }

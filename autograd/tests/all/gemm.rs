@@ -502,3 +502,69 @@ fn task_split_follows_the_shape() {
         assert_eq!(split_for(isa, (24, 24000, 20), true, true, 2).2, 2, "{isa}");
     }
 }
+
+/// The epilogue of [`gemm_then`] sees every element of C exactly once, after its last depth
+/// block (so it reads the final product), at its own row and column: checked through an
+/// epilogue `v -> 2 v + i - j / 2` that also counts its visits, on every ISA, with 1 to 3
+/// threads, on shapes that cross depth and B blocks, edge tiles, and a long K that is split
+/// across threads (where the epilogue must wait for the partial sums), and for f64.
+#[test]
+fn the_epilogue_sees_each_final_element_once() {
+    use autograd::kernels::gemm::{gemm_then, sgemm_then_with};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let f = |i: usize, j: usize, v: f64| 2.0 * v + i as f64 - j as f64 / 2.0;
+    let pools: Vec<_> =
+        [1, 2, 3].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()).into_iter().collect();
+    let caches = [CacheSizes::this_machine(), CacheSizes { l1d: Some(3000), l2: Some(50 << 10) }];
+    let shapes = [(1, 1, 1), (7, 13, 17), (29, 257, 2100), (400, 128, 200), (24, 24000, 20), (3, 0, 5)];
+    for &(m, k, n) in &shapes {
+        let a = Mat::new(m, k, Layout::Rows { pad: 1 }, values(m as u64));
+        let b = Mat::new(k, n, Layout::Cols { pad: 0 }, values(n as u64));
+        for beta in [0.0f32, 1.0] {
+            let c0 = if beta == 0.0 { Mat::new(m, n, Layout::Rows { pad: 2 }, |_, _| f32::NAN) }
+                else { Mat::new(m, n, Layout::Rows { pad: 2 }, values(7)) };
+            let mut want = expected(&a, &b, &c0, 1.0, beta);
+            for i in 0..m {
+                for j in 0..n {
+                    let e = &mut want.exact[i * n + j];
+                    *e = f(i, j, *e);
+                    want.tol[i * n + j] = 2.0 * want.tol[i * n + j] + 1e-5 * (i + j) as f64;
+                }
+            }
+            for isa in Isa::all_available() {
+                for pool in &pools {
+                    for &cs in &caches {
+                        let visits: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+                        let mut c = c0.clone();
+                        let then = |i: usize, j0: usize, piece: &mut [f32]| {
+                            for (dj, v) in piece.iter_mut().enumerate() {
+                                visits[i * n + j0 + dj].fetch_add(1, Ordering::Relaxed);
+                                *v = f(i, j0 + dj, *v as f64) as f32;
+                            }
+                        };
+                        pool.install(|| sgemm_then_with(isa, cs, 1.0, a.view(), b.view(), beta, c.view_mut(), &then));
+                        let what = format!("{isa}, {} threads, {cs:?}: {m}x{k}x{n} beta {beta}", pool.current_num_threads());
+                        let seen: Vec<u32> = visits.iter().map(|v| v.load(Ordering::Relaxed)).collect();
+                        assert!(seen.iter().all(|&s| s == 1), "{what}: visits per element {seen:?}");
+                        check_against(&want, &c0, &c, &what);
+                    }
+                }
+            }
+            // f64: the product, then the epilogue on each whole row.
+            let (a64, b64): (Vec<f64>, Vec<f64>) = (
+                (0..m * k).map(|e| a.at(e / k.max(1), e % k.max(1)) as f64).collect(),
+                (0..k * n).map(|e| b.at(e / n, e % n) as f64).collect(),
+            );
+            let mut c64: Vec<f64> = (0..m * n).map(|e| c0.at(e / n, e % n) as f64).collect();
+            gemm_then(1.0, MatRef::row_major(&a64, m, k), MatRef::row_major(&b64, k, n), beta as f64,
+                MatMut::row_major(&mut c64, m, n), &|i, j0, piece: &mut [f64]| {
+                    for (dj, v) in piece.iter_mut().enumerate() {
+                        *v = f(i, j0 + dj, *v);
+                    }
+                });
+            for (e, (&got, &exact)) in c64.iter().zip(&want.exact).enumerate() {
+                assert!((got - exact).abs() <= 1e-9 * (1.0 + exact.abs()), "f64 {m}x{k}x{n}: C[{e}] = {got}, want {exact}");
+            }
+        }
+    }
+}

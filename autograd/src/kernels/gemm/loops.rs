@@ -10,6 +10,7 @@
 //!           for ir in 0..mc step MR:            one A micro-panel: stays in L1 ...
 //!             for jr in 0..nc step NR:          ... while the B panels stream from L2
 //!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
+//!             [last depth block: the epilogue on the MR x nc strip just written, still in L1]
 //! ```
 
 use super::buffers::Buffers;
@@ -102,6 +103,7 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
     while pc < k {
         let kc = bl.kc_max.min(k - pc);
         let beta = if pc == 0 { g.beta } else { 1.0 };
+        let last_depth = pc + kc == k && g.epilogue.is_some();
         if bl.a_once {
             bl.pack_a::<G>(g, (0, m), (pc, kc), abuf);
         }
@@ -145,6 +147,11 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
                             _ => kernels[nrc.div_ceil(lanes) - 1](&tile),
                         }
                         jr += nr;
+                    }
+                    if last_depth {
+                        // SAFETY: the strip's rows and columns are this product's, contiguous
+                        // when there is an epilogue, and final after the last depth block.
+                        g.finish(ic + ir..ic + ir + mr.min(mc - ir), (jc, nc));
                     }
                     ir += mr;
                 }

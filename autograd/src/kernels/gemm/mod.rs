@@ -8,7 +8,7 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | the entry points: [`gemm`] (any element type), [`sgemm`], [`sgemm_with`] |
+//! | `mod.rs` | the entry points: [`gemm`] (any element type), [`sgemm`], [`sgemm_with`], [`gemm_then`] (with an epilogue) |
 //! | `dispatch.rs` | what an ISA provides (`GemmArch`), the macro that builds one, the one `match` on [`Isa`] |
 //! | `split.rs` | the thread-split cost model: how a product is cut along M, N and K |
 //! | `threads.rs` | running a cut product (and a batch of products) on rayon's threads |
@@ -35,6 +35,9 @@
 //! * While one block computes, the next A and B blocks (or the next product of a batch) are
 //!   prefetched a few cache lines per tile, so packing does not wait on DRAM; each kernel call
 //!   prefetches its C tile before its k loop.
+//! * An epilogue ([`gemm_then`]) runs on each strip of C (`MR` rows of one B block) right after
+//!   the last depth block's microkernels wrote it, while it is in L1: a Linear's bias, its
+//!   residual sum or its GELU are applied there instead of in another pass over the output.
 //! * Edge tiles run the same kernel with masked loads and stores; a B edge of at most
 //!   `DOT_NR` = 4 columns (the 65th column of attention's `Q K^T`) runs as dot products
 //!   along k instead of spending a whole vector per column.
@@ -110,9 +113,14 @@ impl Operand {
     }
 }
 
+/// What a product does to its finished output, a row piece at a time: `f(row, col0, values)`
+/// with `values` the final `C[row, col0..col0 + values.len()]` (row and column indices of the
+/// whole C), called once for every element of C, from any thread, in no particular order.
+pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
+
 /// One f32 product as the loops see it: `C = alpha A B + beta C`, A `m x k`, B `k x n`.
 #[derive(Clone, Copy)]
-pub(crate) struct Gemm {
+pub(crate) struct Gemm<'e> {
     pub(crate) m: usize,
     pub(crate) k: usize,
     pub(crate) n: usize,
@@ -123,16 +131,20 @@ pub(crate) struct Gemm {
     pub(crate) c: Operand,
     /// The caches the blocking is derived from (the running core's, except in tests).
     pub(crate) caches: CacheSizes,
+    /// Run on C's row pieces once they are final (C is then row-contiguous, `c.cs == 1`).
+    pub(crate) epilogue: Option<&'e Epilogue<'e, f32>>,
+    /// Where this (sub-)product's C starts in the caller's C: the epilogue's row and column.
+    pub(crate) origin: (usize, usize),
 }
 
-impl Gemm {
+impl<'e> Gemm<'e> {
     /// The `p`-th product of a batch with the given operand strides.
-    fn nth(&self, p: usize, (sa, sb, sc): (isize, isize, isize)) -> Gemm {
+    fn nth(&self, p: usize, (sa, sb, sc): (isize, isize, isize)) -> Gemm<'e> {
         Gemm { a: self.a.nth(p, sa), b: self.b.nth(p, sb), c: self.c.nth(p, sc), ..*self }
     }
 
     /// A product with no operands, only a shape and a layout (for the cost model).
-    pub(crate) fn shape_only(m: usize, k: usize, n: usize, a_t: bool, b_t: bool) -> Gemm {
+    pub(crate) fn shape_only(m: usize, k: usize, n: usize, a_t: bool, b_t: bool) -> Gemm<'static> {
         let null = SendPtr::new(std::ptr::null_mut());
         let (rsa, csa) = if a_t { (1, m as isize) } else { (k as isize, 1) };
         let (rsb, csb) = if b_t { (1, k as isize) } else { (n as isize, 1) };
@@ -146,6 +158,8 @@ impl Gemm {
             b: Operand { p: null, rs: rsb, cs: csb },
             c: Operand { p: null, rs: n as isize, cs: 1 },
             caches: CacheSizes::this_machine(),
+            epilogue: None,
+            origin: (0, 0),
         }
     }
 }
@@ -218,10 +232,94 @@ pub fn sgemm_with_caches(
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     beta: f32,
+    c: MatMut<'_, f32>,
+) {
+    sgemm_full(isa, caches, alpha, a, b, beta, c, None)
+}
+
+/// `C = alpha A B + beta C`, then `then(row, col0, piece)` on every row piece of the final C
+/// while it is still in cache (see [`Epilogue`]): how a layer applies its bias, residual or
+/// activation without another pass over its output. C must be one matrix with contiguous rows
+/// (panics otherwise). The result is that of [`gemm`] followed by `then` on each row.
+pub fn gemm_then<T: Float>(
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    mut c: MatMut<'_, T>,
+    then: &Epilogue<'_, T>,
+) {
+    let lc = c.layout();
+    assert!(
+        lc.batch == 1 && (lc.cs == 1 || lc.cols <= 1),
+        "gemm_then: C must be one matrix with contiguous rows (batch {}, column stride {})",
+        lc.batch,
+        lc.cs
+    );
+    if crate::dtype::is::<T, f32>() {
+        // SAFETY: T is f32 (same TypeId): the views and the slices only change their element
+        // type's name.
+        let (a, b, c) = unsafe { (a.cast::<f32>(), b.cast::<f32>(), c.cast::<f32>()) };
+        let then32 = |r: usize, c0: usize, piece: &mut [f32]| {
+            // SAFETY: as above, T is f32.
+            then(r, c0, unsafe { std::slice::from_raw_parts_mut(piece.as_mut_ptr().cast::<T>(), piece.len()) })
+        };
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        return sgemm_then_with(Isa::active(), CacheSizes::this_machine(), alpha, a, b, beta, c, &then32);
+    }
+    let (rows, cols, rs) = (lc.rows, lc.cols, lc.rs);
+    dgemm(alpha.to_f64(), a, b, beta.to_f64(), c.rb());
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let p = SendPtr::new(c.as_mut_ptr());
+    (0..rows).into_par_iter().for_each(|r| {
+        // SAFETY: row r of C is `cols` contiguous elements (asserted above), distinct from every
+        // other row's (C's layout is injective), and this task alone touches it.
+        let row = unsafe { std::slice::from_raw_parts_mut(p.get().wrapping_offset(r as isize * rs), cols) };
+        then(r, 0, row)
+    });
+}
+
+/// [`gemm_then`] in f32 on a chosen ISA, blocked for the given caches (for tests: the epilogue
+/// must see every element once, final, however the product was blocked and split).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_then_with(
+    isa: Isa,
+    caches: CacheSizes,
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+    then: &Epilogue<'_, f32>,
+) {
+    let lc = c.layout();
+    assert!(
+        lc.batch == 1 && (lc.cs == 1 || lc.cols <= 1),
+        "gemm_then: C must be one matrix with contiguous rows (batch {}, column stride {})",
+        lc.batch,
+        lc.cs
+    );
+    sgemm_full(isa, caches, alpha, a, b, beta, c, Some(then))
+}
+
+/// [`sgemm_with_caches`] with an optional epilogue ([`gemm_then`]).
+#[allow(clippy::too_many_arguments)]
+fn sgemm_full(
+    isa: Isa,
+    caches: CacheSizes,
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
     mut c: MatMut<'_, f32>,
+    epilogue: Option<&Epilogue<'_, f32>>,
 ) {
     let (la, lb, lc) = (a.layout(), b.layout(), c.layout());
     let (batch, m, k, n) = shapes(la, lb, lc);
+    debug_assert!(epilogue.is_none() || (batch == 1 && (lc.cs == 1 || n <= 1)));
     let _timing = timing::Span::enter(batch * 2 * m * n * k); // opt-in instrumentation, see `timing`
     if batch == 0 || m == 0 || n == 0 {
         return;
@@ -236,13 +334,18 @@ pub fn sgemm_with_caches(
         b: Operand { p: SendPtr::from_const(b.as_ptr()), rs: lb.rs, cs: lb.cs },
         c: Operand { p: SendPtr::new(c.as_mut_ptr()), rs: lc.rs, cs: lc.cs },
         caches,
+        epilogue,
+        origin: (0, 0),
     };
     let strides = (batch_stride(la), batch_stride(lb), lc.bs);
     if k == 0 || alpha == 0.0 {
         for p in 0..batch {
             // SAFETY: the views' constructors vouch that every element of C is valid and
             // distinct.
-            unsafe { scale_c(&g.nth(p, strides)) };
+            unsafe {
+                scale_c(&g.nth(p, strides));
+                g.finish_rows(0..m)
+            };
         }
         return;
     }
@@ -286,6 +389,30 @@ fn dgemm<T: Float>(alpha: f64, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: f64, mu
         (0..batch).into_par_iter().for_each(one);
     } else if batch == 1 {
         one(0);
+    }
+}
+
+impl Gemm<'_> {
+    /// The epilogue on whole rows `rows` of this product's C, if it has one.
+    ///
+    /// # Safety
+    /// Those rows must be final, this thread's alone, and contiguous (`c.cs == 1`).
+    pub(crate) unsafe fn finish_rows(&self, rows: std::ops::Range<usize>) {
+        self.finish(rows, (0, self.n))
+    }
+
+    /// The epilogue on columns `j0..j0 + len` of rows `rows` of this product's C, if it has one.
+    ///
+    /// # Safety
+    /// As for [`Gemm::finish_rows`].
+    #[inline(always)]
+    pub(crate) unsafe fn finish(&self, rows: std::ops::Range<usize>, (j0, len): (usize, usize)) {
+        let Some(then) = self.epilogue else { return };
+        for i in rows {
+            // SAFETY: the caller vouches that these elements are final, contiguous and ours.
+            let piece = unsafe { std::slice::from_raw_parts_mut(self.c.at(i, j0), len) };
+            then(self.origin.0 + i, self.origin.1 + j0, piece);
+        }
     }
 }
 

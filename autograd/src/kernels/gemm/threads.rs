@@ -16,7 +16,8 @@ use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::Isa;
 
 /// One product on up to `threads` threads. With a K split, the partial products of K slices
-/// `1..` go to row-major `m x n` buffers and are added into C at the end.
+/// `1..` go to row-major `m x n` buffers and are added into C at the end, where the epilogue
+/// then runs on each finished row.
 ///
 /// # Safety
 /// `g` (and `next`) must describe valid operands; the CPU must support `G`'s ISA.
@@ -51,6 +52,9 @@ pub(super) unsafe fn product<G: GemmArch>(g: &Gemm, threads: usize, next: Option
             (Operand { p: SendPtr::new(p), rs: n as isize, cs: 1 }, 0.0)
         };
         let sub = Gemm {
+            // With a K split no slice sees its final C: the epilogue runs after the sum below.
+            epilogue: if split.tk > 1 { None } else { g.epilogue },
+            origin: (g.origin.0 + r0, g.origin.1 + c0),
             m: r1 - r0,
             n: c1 - c0,
             k: k1 - k0,
@@ -75,6 +79,7 @@ pub(super) unsafe fn product<G: GemmArch>(g: &Gemm, threads: usize, next: Option
                         *g.c.at(i, j) += x;
                     }
                 }
+                g.finish_rows(i..i + 1);
             }
         });
     }
