@@ -84,6 +84,9 @@ pub(crate) trait Simd: Copy + 'static {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
 
+mod unrolled;
+pub(crate) use unrolled::Unrolled;
+
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "aarch64")]

@@ -4,7 +4,7 @@
 
 use super::math::{gelu_tanh_gate, normal_cdf, normal_pdf};
 use super::{AdamW, GeluKind};
-use crate::kernels::simd::Simd;
+use crate::kernels::simd::{Simd, Unrolled};
 
 /// Applies `f` to `n` elements in vector steps: `f(i, lanes)` handles elements `i..i + lanes`.
 #[inline(always)]
@@ -253,9 +253,18 @@ pub(super) unsafe fn layer_norm_backward<S: Simd>(
     }
 }
 
+/// Vectors per step of the GELU kernels.
+const GELU_UNROLL: usize = 4;
+
 /// GELU forward on `n` elements: `y = x Phi(x)` (erf form) or `x sigmoid(2u)` (tanh form).
 #[inline(always)]
 pub(super) unsafe fn gelu_forward<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, n: usize) {
+    // Independent chains interleaved per step (see `Unrolled`): the same bits, faster.
+    gelu_forward_on::<Unrolled<S, GELU_UNROLL>>(kind, x, y, n)
+}
+
+#[inline(always)]
+unsafe fn gelu_forward_on<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, n: usize) {
     match kind {
         GeluKind::Erf => each::<S>(
             n,
@@ -280,6 +289,11 @@ pub(super) unsafe fn gelu_forward<S: Simd>(kind: GeluKind, x: *const f32, y: *mu
 /// or `s + x s (1 - s) 2 u'(x)`, `s = sigmoid(2u)` (tanh).
 #[inline(always)]
 pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
+    gelu_backward_on::<Unrolled<S, GELU_UNROLL>>(kind, x, dy, dx, n)
+}
+
+#[inline(always)]
+unsafe fn gelu_backward_on<S: Simd>(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
     match kind {
         GeluKind::Erf => each::<S>(
             n,
