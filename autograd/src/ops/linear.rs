@@ -18,8 +18,8 @@ use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::gemm::{gemm, gemm_then, Epilogue};
 use crate::kernels::parallel::sum_rows;
-use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::rows::Rows;
+use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::{as_f32, as_f32_mut, MatMut, MatRef};
 use crate::memory::{Recomputed, Saves};
 use crate::tensor::Tensor;
@@ -288,8 +288,16 @@ impl<T: Float> Graph<T> {
         let (xv, wv) = (self.value(x).data(), self.value(w).data());
         match residual {
             None => match bias {
-                Some(bias) => affine_then((rows, k, n), xv, wv, &mut y, &|_, c0, y| add_bias(y, &bias[c0..c0 + y.len()])),
-                None => gemm(T::ONE, MatRef::row_major(xv, rows, k), MatRef::row_major(wv, n, k).t(), T::ZERO, MatMut::row_major(&mut y, rows, n)),
+                Some(bias) => {
+                    affine_then((rows, k, n), xv, wv, &mut y, &|_, c0, y| add_bias(y, &bias[c0..c0 + y.len()]))
+                }
+                None => gemm(
+                    T::ONE,
+                    MatRef::row_major(xv, rows, k),
+                    MatRef::row_major(wv, n, k).t(),
+                    T::ZERO,
+                    MatMut::row_major(&mut y, rows, n),
+                ),
             },
             Some(r) => {
                 // y = r + s (x W^T + b), a piece at a time in the product's epilogue.
@@ -300,11 +308,9 @@ impl<T: Float> Graph<T> {
                     let s = scale_ref.map_or(T::ONE, |s| s[r / rows_per_sample.max(1)]);
                     let res = &res[r * n + c0..r * n + c0 + y.len()];
                     match bias {
-                        Some(bias) => y
-                            .iter_mut()
-                            .zip(res)
-                            .zip(&bias[c0..])
-                            .for_each(|((v, &rr), &bb)| *v = rr + s * (*v + bb)),
+                        Some(bias) => {
+                            y.iter_mut().zip(res).zip(&bias[c0..]).for_each(|((v, &rr), &bb)| *v = rr + s * (*v + bb))
+                        }
                         None => y.iter_mut().zip(res).for_each(|(v, &rr)| *v = rr + s * *v),
                     }
                 });

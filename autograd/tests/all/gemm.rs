@@ -521,8 +521,11 @@ fn the_epilogue_sees_each_final_element_once() {
         let a = Mat::new(m, k, Layout::Rows { pad: 1 }, values(m as u64));
         let b = Mat::new(k, n, Layout::Cols { pad: 0 }, values(n as u64));
         for beta in [0.0f32, 1.0] {
-            let c0 = if beta == 0.0 { Mat::new(m, n, Layout::Rows { pad: 2 }, |_, _| f32::NAN) }
-                else { Mat::new(m, n, Layout::Rows { pad: 2 }, values(7)) };
+            let c0 = if beta == 0.0 {
+                Mat::new(m, n, Layout::Rows { pad: 2 }, |_, _| f32::NAN)
+            } else {
+                Mat::new(m, n, Layout::Rows { pad: 2 }, values(7))
+            };
             let mut want = expected(&a, &b, &c0, 1.0, beta);
             for i in 0..m {
                 for j in 0..n {
@@ -543,7 +546,8 @@ fn the_epilogue_sees_each_final_element_once() {
                             }
                         };
                         pool.install(|| sgemm_then_with(isa, cs, 1.0, a.view(), b.view(), beta, c.view_mut(), &then));
-                        let what = format!("{isa}, {} threads, {cs:?}: {m}x{k}x{n} beta {beta}", pool.current_num_threads());
+                        let what =
+                            format!("{isa}, {} threads, {cs:?}: {m}x{k}x{n} beta {beta}", pool.current_num_threads());
                         let seen: Vec<u32> = visits.iter().map(|v| v.load(Ordering::Relaxed)).collect();
                         assert!(seen.iter().all(|&s| s == 1), "{what}: visits per element {seen:?}");
                         check_against(&want, &c0, &c, &what);
@@ -556,14 +560,23 @@ fn the_epilogue_sees_each_final_element_once() {
                 (0..k * n).map(|e| b.at(e / n, e % n) as f64).collect(),
             );
             let mut c64: Vec<f64> = (0..m * n).map(|e| c0.at(e / n, e % n) as f64).collect();
-            gemm_then(1.0, MatRef::row_major(&a64, m, k), MatRef::row_major(&b64, k, n), beta as f64,
-                MatMut::row_major(&mut c64, m, n), &|i, j0, piece: &mut [f64]| {
+            gemm_then(
+                1.0,
+                MatRef::row_major(&a64, m, k),
+                MatRef::row_major(&b64, k, n),
+                beta as f64,
+                MatMut::row_major(&mut c64, m, n),
+                &|i, j0, piece: &mut [f64]| {
                     for (dj, v) in piece.iter_mut().enumerate() {
                         *v = f(i, j0 + dj, *v);
                     }
-                });
+                },
+            );
             for (e, (&got, &exact)) in c64.iter().zip(&want.exact).enumerate() {
-                assert!((got - exact).abs() <= 1e-9 * (1.0 + exact.abs()), "f64 {m}x{k}x{n}: C[{e}] = {got}, want {exact}");
+                assert!(
+                    (got - exact).abs() <= 1e-9 * (1.0 + exact.abs()),
+                    "f64 {m}x{k}x{n}: C[{e}] = {got}, want {exact}"
+                );
             }
         }
     }

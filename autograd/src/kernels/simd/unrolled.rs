@@ -146,7 +146,11 @@ mod tests {
             unsafe {
                 let v = if n == U::LANES { U::load(x.as_ptr()) } else { U::load_partial(x.as_ptr(), n) };
                 let y = U::add(exp::<U>(v), normal_cdf::<U>(v));
-                if n == U::LANES { U::store(out.as_mut_ptr(), y) } else { U::store_partial(out.as_mut_ptr(), n, y) }
+                if n == U::LANES {
+                    U::store(out.as_mut_ptr(), y)
+                } else {
+                    U::store_partial(out.as_mut_ptr(), n, y)
+                }
                 for (i, &got) in out.iter().enumerate() {
                     if i >= n {
                         assert_eq!(got, -1.0, "n = {n}: element {i} past the end was written");
@@ -154,7 +158,10 @@ mod tests {
                     }
                     let mut one = [0.0f32; 16];
                     let base = Portable::load_partial(x.as_ptr().add(i / lanes * lanes), lanes);
-                    Portable::store(one.as_mut_ptr(), Portable::add(exp::<Portable>(base), normal_cdf::<Portable>(base)));
+                    Portable::store(
+                        one.as_mut_ptr(),
+                        Portable::add(exp::<Portable>(base), normal_cdf::<Portable>(base)),
+                    );
                     assert_eq!(got.to_bits(), one[i % lanes].to_bits(), "n = {n}: lane {i}");
                 }
             }
