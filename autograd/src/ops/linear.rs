@@ -10,8 +10,8 @@
 //!
 //! Compared with `matmul_t` followed by a broadcasting `add`, the bias is added in the product's
 //! epilogue, to each piece of a row while it is still in L1, and no second `[..., N]` tensor is
-//! written; backward sums
-//! the bias gradient straight from `g` instead of going through the general broadcast reduction.
+//! written; backward sums the bias gradient straight from `g` instead of going through the
+//! general broadcast reduction.
 
 use super::gelu::{gelu_backward, gelu_forward, GeluKind};
 use crate::dtype::Float;
