@@ -217,6 +217,12 @@ fn max_steps_then_resume_continues_exactly() {
     let r = run(train_cmd(tmp.path(), &split, &["--epochs", "2", "--seed", "5", "--max-steps", "3"])).expect_ok();
     assert!(split.join("last.safetensors").is_file(), "--max-steps writes a checkpoint:\n{}", r.dump());
     assert!(!split.join("metrics.jsonl").exists(), "no epoch was completed, so no metrics line");
+    assert!(
+        r.stderr.contains("stopped after 3 steps, before the end of an epoch: not evaluated yet")
+            && !r.stderr.contains("best test accuracy"),
+        "a run stopped inside its first epoch must not report an accuracy:\n{}",
+        r.dump()
+    );
     let ckpt = Checkpoint::open(split.join("last.safetensors")).unwrap();
     assert_eq!(
         (ckpt.meta("vit.epoch"), ckpt.meta("vit.batch"), ckpt.meta("vit.global_step")),

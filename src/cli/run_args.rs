@@ -101,7 +101,15 @@ impl RunArgs {
         interrupt::install_handler()?;
         match train::train_with(cfg, &comm) {
             Ok(report) => {
-                if root {
+                if root && report.epochs.is_empty() && report.best_test_acc == 0.0 {
+                    // Stopped (--max-steps) before any epoch ended: nothing has been evaluated,
+                    // and "0.00%" would read as a result.
+                    eprintln!(
+                        "stopped after {} steps, before the end of an epoch: not evaluated yet; checkpoint: {}",
+                        report.steps_run,
+                        report.last_checkpoint.display()
+                    );
+                } else if root {
                     eprintln!(
                         "best test accuracy {:.2}%; checkpoint: {}",
                         100.0 * report.best_test_acc,
