@@ -250,12 +250,7 @@ pub fn gemm_then<T: Float>(
     then: &Epilogue<'_, T>,
 ) {
     let lc = c.layout();
-    assert!(
-        lc.batch == 1 && (lc.cs == 1 || lc.cols <= 1),
-        "gemm_then: C must be one matrix with contiguous rows (batch {}, column stride {})",
-        lc.batch,
-        lc.cs
-    );
+    assert_rows_contiguous(lc);
     if crate::dtype::is::<T, f32>() {
         // SAFETY: T is f32 (same TypeId): the views and the slices only change their element
         // type's name.
@@ -281,6 +276,16 @@ pub fn gemm_then<T: Float>(
     });
 }
 
+/// What an epilogue needs of C: one matrix whose rows are contiguous (panics otherwise).
+fn assert_rows_contiguous(lc: Layout) {
+    assert!(
+        lc.batch == 1 && (lc.cs == 1 || lc.cols <= 1),
+        "gemm_then: C must be one matrix with contiguous rows (batch {}, column stride {})",
+        lc.batch,
+        lc.cs
+    );
+}
+
 /// [`gemm_then`] in f32 on a chosen ISA, blocked for the given caches (for tests: the epilogue
 /// must see every element once, final, however the product was blocked and split).
 #[doc(hidden)]
@@ -295,13 +300,7 @@ pub fn sgemm_then_with(
     c: MatMut<'_, f32>,
     then: &Epilogue<'_, f32>,
 ) {
-    let lc = c.layout();
-    assert!(
-        lc.batch == 1 && (lc.cs == 1 || lc.cols <= 1),
-        "gemm_then: C must be one matrix with contiguous rows (batch {}, column stride {})",
-        lc.batch,
-        lc.cs
-    );
+    assert_rows_contiguous(c.layout());
     sgemm_full(isa, caches, alpha, a, b, beta, c, Some(then))
 }
 
