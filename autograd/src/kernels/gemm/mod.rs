@@ -89,6 +89,7 @@ pub use self::split::MIN_TASK_FLOPS;
 use crate::dtype::Float;
 use crate::kernels::caches::CacheSizes;
 pub use crate::kernels::mat::{Layout, MatMut, MatRef};
+use crate::kernels::parallel::for_row_blocks;
 use crate::kernels::send_ptr::SendPtr;
 pub use crate::kernels::Isa;
 
@@ -249,8 +250,6 @@ pub fn gemm_then<T: Float>(
     mut c: MatMut<'_, T>,
     then: &Epilogue<'_, T>,
 ) {
-    let lc = c.layout();
-    assert_rows_contiguous(lc);
     if crate::dtype::is::<T, f32>() {
         // SAFETY: T is f32 (same TypeId): the views and the slices only change their element
         // type's name.
@@ -262,17 +261,21 @@ pub fn gemm_then<T: Float>(
         let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
         return sgemm_then_with(Isa::active(), CacheSizes::this_machine(), alpha, a, b, beta, c, &then32);
     }
+    let lc = c.layout();
+    assert_rows_contiguous(lc);
     let (rows, cols, rs) = (lc.rows, lc.cols, lc.rs);
     dgemm(alpha.to_f64(), a, b, beta.to_f64(), c.rb());
-    if rows == 0 || cols == 0 {
+    if cols == 0 {
         return;
     }
     let p = SendPtr::new(c.as_mut_ptr());
-    (0..rows).into_par_iter().for_each(|r| {
-        // SAFETY: row r of C is `cols` contiguous elements (asserted above), distinct from every
-        // other row's (C's layout is injective), and this task alone touches it.
-        let row = unsafe { std::slice::from_raw_parts_mut(p.get().wrapping_offset(r as isize * rs), cols) };
-        then(r, 0, row)
+    for_row_blocks(rows, cols, 1, |block| {
+        for r in block {
+            // SAFETY: row r of C is `cols` contiguous elements (asserted above), distinct from
+            // every other row's (C's layout is injective), and this block's task alone touches it.
+            let row = unsafe { std::slice::from_raw_parts_mut(p.get().wrapping_offset(r as isize * rs), cols) };
+            then(r, 0, row)
+        }
     });
 }
 
