@@ -718,6 +718,28 @@ fn numeric_flags_are_validated_naming_the_flag() {
     assert!(!out.join("last.safetensors").exists(), "nothing was trained");
 }
 
+/// The hybrid's flags on a plain model, a stage list that is not one, and a crop wider than the
+/// image are refused naming the flag.
+#[test]
+fn model_and_crop_flags_are_validated_naming_the_flag() {
+    let tmp = TempDir::new("resnet-flags");
+    cifar_data(tmp.path());
+    let out = tmp.join("run");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--crop-padding", "33"], "--crop-padding must be at most the image side, 32, got 33"),
+        (&["--resnet-layers", "1"], "--resnet-layers needs a hybrid --model"),
+        (&["--resnet-width", "8"], "--resnet-width needs a hybrid --model"),
+        (&["--model", "r-ti", "--resnet-layers", "2,x"], "--resnet-layers must be block counts"),
+        (&["--model", "r-ti", "--resnet-layers", "1,1,1,1,1"], "at most 4 stages"),
+        (&["--model", "r-ti", "--resnet-layers", "2,0"], "at most 4 stages of 1..="),
+    ];
+    for (flags, expected) in cases {
+        let err = run(train_cmd(tmp.path(), &out, flags)).expect_error();
+        assert!(err.contains(expected), "{flags:?}: {err}");
+    }
+    assert!(!out.join("last.safetensors").exists(), "nothing was trained");
+}
+
 /// Item 5: a model too large to allocate is refused with its size, before allocating.
 #[test]
 fn an_absurd_model_size_is_a_config_error() {

@@ -67,6 +67,11 @@ pub struct TrainArgs {
     /// Override the hybrid's ResNet width (the root's channels; 64, stage widths 4x to 32x it).
     #[arg(long)]
     resnet_width: Option<usize>,
+    /// Override the hybrid's bottleneck blocks per stage, comma-separated (e.g. 2 for one stage
+    /// of two blocks at the root's 1/4 map: the first stage keeps the map, each later one halves
+    /// it; 0 for the root alone).
+    #[arg(long)]
+    resnet_layers: Option<String>,
     /// Patch size in pixels (of the feature map for a hybrid).
     #[arg(long, default_value_t = DEFAULT.model.patch_size)]
     patch: usize,
@@ -121,6 +126,10 @@ pub struct TrainArgs {
     /// Augmentation preset.
     #[arg(long, value_enum, default_value = "light")]
     augment: AugmentArg,
+    /// Random-crop padding in pixels (0 disables the crop; overrides the augmentation preset,
+    /// whose light and strong crops pad 4 on CIFAR and 2 on the 28 px datasets).
+    #[arg(long)]
+    crop_padding: Option<usize>,
     /// Mixup alpha (>= 0; 0 disables; overrides the augmentation preset).
     #[arg(long)]
     mixup: Option<f32>,
@@ -156,6 +165,16 @@ pub fn flag(ok: bool, name: &str, range: &str, value: impl std::fmt::Display) ->
     }
 }
 
+/// `--resnet-layers`: blocks per stage as `3,4,9`, or `0` for the root alone. The counts' range
+/// is checked with the rest of the model (`ViTConfig::validate`).
+fn parse_resnet_layers(s: &str) -> Result<Vec<usize>> {
+    let bad = || Error::Config(format!("--resnet-layers must be block counts per stage like 3,4,9 (or 0), got {s:?}"));
+    if s.trim() == "0" {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(|n| n.trim().parse::<usize>().map_err(|_| bad())).collect()
+}
+
 pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let dataset: DatasetKind = a.dataset.parse()?;
     let shape = dataset.shape();
@@ -176,13 +195,14 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
                 flag(w >= 1, "--resnet-width", "at least 1", w)?;
                 resnet.width = w;
             }
+            if let Some(l) = &a.resnet_layers {
+                resnet.layers = parse_resnet_layers(l)?;
+            }
             ViTConfig::hybrid(Variant::parse(v)?, resnet, a.patch, shape.h)
         }
-        None if a.resnet_width.is_some() => {
-            return Err(Error::Config(format!(
-                "--resnet-width needs a hybrid --model (r-, r26-, r50-), not {:?}",
-                a.model
-            )))
+        None if a.resnet_width.is_some() || a.resnet_layers.is_some() => {
+            let name = if a.resnet_width.is_some() { "--resnet-width" } else { "--resnet-layers" };
+            return Err(Error::Config(format!("{name} needs a hybrid --model (r-, r26-, r50-), not {:?}", a.model)));
         }
         None => ViTConfig::variant(Variant::parse(&a.model)?, a.patch, shape.h),
     };
@@ -213,6 +233,11 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             AugmentConfig { crop_padding: light.crop_padding, hflip: light.hflip, ..AugmentConfig::strong() }
         }
     };
+    if let Some(p) = a.crop_padding {
+        let side = shape.h.max(shape.w);
+        flag(p <= side, "--crop-padding", &format!("at most the image side, {side}"), p)?;
+        augment.crop_padding = p;
+    }
     if let Some(m) = a.mixup {
         flag(m.is_finite() && m >= 0.0, "--mixup", "a finite alpha >= 0 (0 disables it)", m)?;
         augment.mixup_alpha = m;

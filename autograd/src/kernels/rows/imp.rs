@@ -2,7 +2,7 @@
 //! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
-use super::math::{gelu_tanh_gate, normal_cdf, normal_pdf};
+use super::math::{gelu_tanh_gate, normal_cdf, normal_cdf_pdf};
 use super::{AdamW, GeluKind};
 use crate::kernels::simd::{Simd, Unrolled};
 
@@ -298,7 +298,8 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *
             #[inline(always)]
             |i, l| {
                 let xv = load::<S>(x.add(i), l);
-                let d = S::fma(xv, normal_pdf::<S>(xv), normal_cdf::<S>(xv));
+                let (cdf, pdf) = normal_cdf_pdf::<S>(xv);
+                let d = S::fma(xv, pdf, cdf);
                 store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
             },
         ),

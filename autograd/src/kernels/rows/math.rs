@@ -7,7 +7,7 @@
 //! | function | method | max error measured |
 //! |---|---|---|
 //! | `exp(x)` on [-87, 88] | Cody-Waite reduction `x = n ln2 + r`, degree-6 minimax polynomial (Cephes `expf`), `2^n` built in the exponent field | 1.2e-7 relative |
-//! | GELU erf form `x Phi(x)`, `Phi(x) = 0.5 erfc(-x / sqrt 2)` | Numerical Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7) with `x^2` split exactly by an FMA | 5e-7 relative on [-10, 10] |
+//! | GELU erf form `x Phi(x)`, `Phi(x) = 0.5 erfc(-x / sqrt 2)` | Numerical Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7), its exponent `-x^2/2 + P` carried exactly (FMA split of `x^2`, TwoSum) into one `exp` | 5e-7 relative on [-10, 10] |
 //! | GELU tanh form `x sigmoid(2u)` | `0.5 (1 + tanh u) = 1 / (1 + exp(-2u))` exactly, so only `exp` is approximated | 3e-6 relative on [-6, 10] (the f32 rounding of `2u`), 1.3e-5 below -6 (values < 1e-8) |
 //! | both GELU derivatives | same pieces, `1 - s` formed as `e^(-2u) s` | 2e-7 absolute (relative above 1); the derivative crosses 0 near -0.75 by cancellation |
 //!
@@ -46,14 +46,48 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
     S::select_neg(S::add(x, S::splat(87.336_54)), S::zero(), y)
 }
 
-/// The standard normal CDF `Phi(x) = 0.5 erfc(-x / sqrt 2)`.
+/// The standard normal CDF `Phi(x) = 0.5 erfc(-x / sqrt 2)`, for GELU's forward.
 ///
-/// `erfc(z) = t exp(-z^2 + P(t))`, `t = 1 / (1 + z / 2)`, `z = |x| / sqrt 2`. In the tails the
-/// result's relative error is the absolute error of the exponent, which is dominated by `z^2`
-/// (about 50 at `x = -10`), so `z^2 = (hi + lo) / 2` is split exactly with an FMA from `x^2` and
-/// applied as `exp(-hi / 2) exp(P) (1 - lo / 2)`: both exponentials see exact or small inputs.
+/// `erfc(z) = t exp(-z^2 + P(t))`, `t = 1 / (1 + z / 2)`, `z = |x| / sqrt 2` ([`erfc_fit`]). In
+/// the tails the result's relative error is the absolute error of the exponent, which is
+/// dominated by `z^2` (about 50 at `x = -10`), so the exponent is carried exactly as a sum of
+/// f32s and only its leading part goes through `exp`:
+///
+/// ```text
+///     x^2 = hi + lo                    exactly, lo by an FMA
+///     -hi/2 + P = s + err              exactly, by TwoSum (|err| <= ulp(s) / 2)
+///     exp(-z^2 + P) = exp(s) (1 + err - lo/2)     to within (err - lo/2)^2 ~ 1e-11
+/// ```
+///
+/// One `exp` per value; the correction terms are below `4e-6`, so dropping their square costs
+/// nothing at f32.
 #[inline(always)]
 pub(crate) unsafe fn normal_cdf<S: Simd>(x: S::V) -> S::V {
+    let (t, p) = erfc_fit::<S>(x);
+    let (hi, half_lo) = square_split::<S>(x);
+    let (s, err) = two_sum::<S>(S::mul(hi, S::splat(-0.5)), p);
+    let es = exp::<S>(s);
+    tail_to_cdf::<S>(x, t, S::fma(es, S::sub(err, half_lo), es))
+}
+
+/// `(Phi(x), phi(x))` together, for GELU's backward, `phi(x) = exp(-x^2 / 2) / sqrt(2 pi)`:
+/// both need `exp(-x^2 / 2)`, so it is computed once (as `exp(-hi/2) (1 - lo/2)`) and the CDF's
+/// exponent applied as a second factor, `exp(-hi/2) exp(P) (1 - lo/2)`: two `exp`s for the pair,
+/// where [`normal_cdf`]'s one-`exp` form and a separate density would take three.
+#[inline(always)]
+pub(crate) unsafe fn normal_cdf_pdf<S: Simd>(x: S::V) -> (S::V, S::V) {
+    let (t, p) = erfc_fit::<S>(x);
+    let (hi, half_lo) = square_split::<S>(x);
+    let e_hi = exp::<S>(S::mul(hi, S::splat(-0.5)));
+    let a = S::mul(e_hi, exp::<S>(p));
+    let cdf = tail_to_cdf::<S>(x, t, S::fnma(a, half_lo, a));
+    (cdf, S::mul(S::fnma(e_hi, half_lo, e_hi), S::splat(FRAC_1_SQRT_2PI)))
+}
+
+/// `(t, P(t))` of Numerical Recipes' `erfcc` fit, `erfc(z) = t exp(-z^2 + P(t))` with
+/// `t = 1 / (1 + z / 2)`, `z = |x| / sqrt 2` (fractional error below 1.2e-7 for all `z >= 0`).
+#[inline(always)]
+unsafe fn erfc_fit<S: Simd>(x: S::V) -> (S::V, S::V) {
     let z = S::mul(S::abs(x), S::splat(FRAC_1_SQRT_2));
     let t = S::div(S::splat(1.0), S::fma(z, S::splat(0.5), S::splat(1.0)));
     let mut p = S::splat(0.170_872_77);
@@ -69,29 +103,32 @@ pub(crate) unsafe fn normal_cdf<S: Simd>(x: S::V) -> S::V {
     ] {
         p = S::fma(p, t, S::splat(c));
     }
-    p = S::fma(p, t, S::splat(-1.265_512_2));
-    let (e_hi, half_lo) = exp_neg_half_square::<S>(x);
-    let a = S::mul(e_hi, exp::<S>(p));
-    let e = S::fnma(a, half_lo, a);
-    // q = 0.5 erfc(|x| / sqrt 2): the tail mass; Phi is q for x < 0 and 1 - q otherwise.
+    (t, S::fma(p, t, S::splat(-1.265_512_2)))
+}
+
+/// `Phi(x)` from `e = exp(-z^2 + P(t))`: the tail mass `q = 0.5 erfc(|x| / sqrt 2) = t e / 2`
+/// is `Phi` for `x < 0` and `1 - Phi` otherwise.
+#[inline(always)]
+unsafe fn tail_to_cdf<S: Simd>(x: S::V, t: S::V, e: S::V) -> S::V {
     let q = S::mul(S::mul(t, e), S::splat(0.5));
     S::select_neg(x, q, S::sub(S::splat(1.0), q))
 }
 
-/// `(exp(-hi / 2), lo / 2)` with `x^2 = hi + lo` exactly.
+/// `(hi, lo / 2)` with `x^2 = hi + lo` exactly (`lo` by an FMA).
 #[inline(always)]
-unsafe fn exp_neg_half_square<S: Simd>(x: S::V) -> (S::V, S::V) {
+unsafe fn square_split<S: Simd>(x: S::V) -> (S::V, S::V) {
     let hi = S::mul(x, x);
-    let lo = S::fma(x, x, S::sub(S::zero(), hi));
-    (exp::<S>(S::mul(hi, S::splat(-0.5))), S::mul(lo, S::splat(0.5)))
+    (hi, S::mul(S::fma(x, x, S::sub(S::zero(), hi)), S::splat(0.5)))
 }
 
-/// The standard normal density `phi(x) = exp(-x^2 / 2) / sqrt(2 pi)`, with `x^2` split exactly
-/// as in [`normal_cdf`]: `exp(-hi / 2) (1 - lo / 2)`.
+/// `(s, err)` with `s = fl(a + b)` and `a + b = s + err` exactly (Knuth's TwoSum: no
+/// assumption on which of `a`, `b` is larger).
 #[inline(always)]
-pub(crate) unsafe fn normal_pdf<S: Simd>(x: S::V) -> S::V {
-    let (e_hi, half_lo) = exp_neg_half_square::<S>(x);
-    S::mul(S::fnma(e_hi, half_lo, e_hi), S::splat(FRAC_1_SQRT_2PI))
+unsafe fn two_sum<S: Simd>(a: S::V, b: S::V) -> (S::V, S::V) {
+    let s = S::add(a, b);
+    let bb = S::sub(s, a);
+    let err = S::add(S::sub(a, S::sub(s, bb)), S::sub(b, bb));
+    (s, err)
 }
 
 /// `(s, 1 - s, u'(x))` with `s = sigmoid(2u) = 1 / (1 + e^(-2u))`,
