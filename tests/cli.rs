@@ -692,14 +692,14 @@ fn missing_or_garbage_checkpoints_give_clear_errors() {
 // Issue 9: nothing lost, nothing aborts
 // ---------------------------------------------------------------------------------------------
 
-/// Item 11 and 14: every numeric flag is checked, the error naming the flag; negative numbers
-/// are read as numbers (`--lr -1`), not as flags.
+/// Item 11 and 14: every numeric flag is checked, the error naming the flag (the crop and the
+/// hybrid's ResNet flags too); negative numbers are read as numbers (`--lr -1`), not as flags.
 #[test]
 fn numeric_flags_are_validated_naming_the_flag() {
     let tmp = TempDir::new("numeric");
     cifar_data(tmp.path());
     let out = tmp.join("run");
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 16] = [
         (&["--epochs", "0"], "--epochs must be at least 1"),
         (&["--clip-grad", "nan"], "--clip-grad"),
         (&["--clip-grad=-1"], "--clip-grad"),
@@ -710,23 +710,8 @@ fn numeric_flags_are_validated_naming_the_flag() {
         (&["--mlp-ratio", "1e12"], "--mlp-ratio"),
         (&["--erasing", "2"], "--erasing"),
         (&["--warmup", "inf"], "--warmup"),
-    ];
-    for (flags, expected) in cases {
-        let err = run(train_cmd(tmp.path(), &out, flags)).expect_error();
-        assert!(err.contains(expected), "{flags:?}: {err}");
-    }
-    assert!(!out.join("last.safetensors").exists(), "nothing was trained");
-}
-
-/// The hybrid's flags on a plain model, a stage list that is not one, and a crop wider than the
-/// image are refused naming the flag.
-#[test]
-fn model_and_crop_flags_are_validated_naming_the_flag() {
-    let tmp = TempDir::new("resnet-flags");
-    cifar_data(tmp.path());
-    let out = tmp.join("run");
-    let cases: [(&[&str], &str); 6] = [
         (&["--crop-padding", "33"], "--crop-padding must be at most the image side, 32, got 33"),
+        // The hybrid's flags on a plain model, and stage lists that are not ones.
         (&["--resnet-layers", "1"], "--resnet-layers needs a hybrid --model"),
         (&["--resnet-width", "8"], "--resnet-width needs a hybrid --model"),
         (&["--model", "r-ti", "--resnet-layers", "2,x"], "--resnet-layers must be block counts"),
