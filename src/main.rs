@@ -4,14 +4,15 @@
 //! `cli/run_args.rs`. Every numeric flag is checked (finite, in
 //! range) before anything is allocated, with an error naming the flag.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use autograd::Device;
 use clap::{Args, Parser, Subcommand};
 
 use vit::checkpoint::{self, Checkpoint, LoadedModel};
-use vit::data::{self, DatasetKind, Loader, Split};
+use vit::data::{self, Dataset, DatasetKind, Loader, Split};
+use vit::nn::ViTConfig;
 use vit::train::{self, interrupt, TrainConfig};
 use vit::{Error, Result};
 
@@ -80,7 +81,8 @@ enum Command {
 struct EvalArgs {
     /// A checkpoint written by `vit train` (or any with its config in the metadata).
     checkpoint: PathBuf,
-    /// Dataset (default: the one the checkpoint was trained on).
+    /// Dataset (default: the one the checkpoint was trained on, its images resized to the
+    /// model's input as training resized them; another dataset must have the model's shape).
     #[arg(long)]
     dataset: Option<String>,
     /// Where datasets live (default: data/, and for Fashion-MNIST the system copy).
@@ -138,7 +140,8 @@ struct AnalyzeArgs {
     /// Directory for the figures.
     #[arg(long, default_value = "analysis")]
     out: PathBuf,
-    /// Dataset (default: the one the checkpoint was trained on).
+    /// Dataset (default: the one the checkpoint was trained on, resized to the model's input
+    /// as for `vit eval`).
     #[arg(long)]
     dataset: Option<String>,
     /// Where datasets live (default: data/, and for Fashion-MNIST the system copy).
@@ -200,22 +203,29 @@ fn open_model(path: &PathBuf, heads: Option<usize>) -> Result<LoadedModel> {
     checkpoint::load_model(&Checkpoint::open(path)?, heads)
 }
 
-fn run_eval(a: &EvalArgs, device: Device) -> Result<()> {
-    flag(a.batch_size >= 1, "--batch-size", "at least 1", a.batch_size)?;
-    if let Some(n) = a.subset {
-        flag(n >= 1, "--subset", "at least 1", n)?;
-    }
-    let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
-    let dataset = match &a.dataset {
-        Some(d) => d.parse()?,
-        None => trained_on
-            .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
+/// `dataset`'s test split (its first `subset` images) as the model `c` of checkpoint `ckpt`
+/// takes it. The dataset the checkpoint was trained on is brought to the model's input the way
+/// training brought it (resized for `vit train --img-size` or `vit finetune --img-size`, grey
+/// images repeated over a colour model's channels); any other dataset must have the model's
+/// input shape, since a model asked about images unlike its own is more likely a wrong
+/// checkpoint than a question.
+fn model_test_set(
+    (ckpt, trained_on): (&Path, Option<DatasetKind>),
+    c: &ViTConfig,
+    dataset: DatasetKind,
+    dir: Option<&Path>,
+    subset: Option<usize>,
+) -> Result<Dataset> {
+    let shape = dataset.shape();
+    let fits = if trained_on == Some(dataset) {
+        shape.c == c.in_chans || shape.c == 1
+    } else {
+        (shape.c, shape.h, shape.w) == (c.in_chans, c.image_size, c.image_size)
     };
-    let (c, shape) = (&model.config, dataset.shape());
-    if (shape.c, shape.h, shape.w) != (c.in_chans, c.image_size, c.image_size) || dataset.classes() > c.num_classes {
+    if dataset.classes() > c.num_classes || !fits {
         return Err(Error::Config(format!(
             "{}: the model takes {}x{}x{} images in {} classes, {} has {}x{}x{} images in {}",
-            a.checkpoint.display(),
+            ckpt.display(),
             c.in_chans,
             c.image_size,
             c.image_size,
@@ -227,10 +237,29 @@ fn run_eval(a: &EvalArgs, device: Device) -> Result<()> {
             dataset.classes()
         )));
     }
-    let mut test = data::load_from(dataset, a.data_dir.as_deref(), Split::Test)?;
-    if let Some(n) = a.subset {
+    let mut test = data::load_from(dataset, dir, Split::Test)?;
+    if let Some(n) = subset {
         test = test.take(n);
     }
+    let input = data::ImageShape::new(c.in_chans, c.image_size, c.image_size);
+    if test.shape() != input {
+        eprintln!("resizing {} test images to the model's {input}", test.shape());
+    }
+    test.to_shape(input)
+}
+
+fn run_eval(a: &EvalArgs, device: Device) -> Result<()> {
+    flag(a.batch_size >= 1, "--batch-size", "at least 1", a.batch_size)?;
+    if let Some(n) = a.subset {
+        flag(n >= 1, "--subset", "at least 1", n)?;
+    }
+    let LoadedModel { model, params, dataset: trained_on } = open_model(&a.checkpoint, a.heads)?;
+    let dataset = match &a.dataset {
+        Some(d) => d.parse()?,
+        None => trained_on
+            .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
+    };
+    let test = model_test_set((&a.checkpoint, trained_on), &model.config, dataset, a.data_dir.as_deref(), a.subset)?;
     let names = test.class_names().to_vec();
     let loader = Loader::eval(test, a.batch_size)?;
     let params = params.to(device)?;
@@ -297,7 +326,7 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<()> {
         None => trained_on
             .ok_or_else(|| Error::Config(format!("{}: records no dataset; pass --dataset", a.checkpoint.display())))?,
     };
-    let test = data::load_from(dataset, a.data_dir.as_deref(), Split::Test)?;
+    let test = model_test_set((&a.checkpoint, trained_on), &model.config, dataset, a.data_dir.as_deref(), None)?;
     let opts = vit::analysis::AnalyzeOptions {
         out_dir: a.out.clone(),
         images: a.images.clone(),

@@ -476,6 +476,51 @@ fn eval_prints_top1_top5_per_class_and_the_confusion_matrix() {
     assert!(r.stdout.contains("samples: 3"), "{}", r.dump());
 }
 
+/// `vit train --img-size` trains on resized images, and `vit eval` and `vit analyze` resize the
+/// test set the same way for the dataset the checkpoint was trained on: eval's accuracy equals
+/// the one the run measured on the same 8 test images.
+#[test]
+fn a_model_trained_at_another_size_is_evaluated_at_its_own() {
+    let tmp = TempDir::new("img-size");
+    cifar_data(tmp.path());
+    let out = tmp.join("run");
+    // 32 px images at 16: patch 8 gives a 2x2 grid (4 tokens instead of 16).
+    let r = run(train_cmd(tmp.path(), &out, &["--img-size", "16", "--test-subset", "8"])).expect_ok();
+    assert!(r.stderr.contains("resizing 3x32x32 images to the model's 3x16x16"), "{}", r.dump());
+    let ckpt = out.join("last.safetensors");
+    let config = Checkpoint::open(&ckpt).unwrap().config().unwrap().expect("a stored config");
+    assert_eq!((config.image_size, config.num_patches()), (16, 4));
+    let measured = metrics(&out).last().unwrap()["test_acc"].as_f64().unwrap();
+
+    let r = run(vit().arg("eval").arg(&ckpt).arg("--data-dir").arg(tmp.path())).expect_ok();
+    assert!(r.stderr.contains("resizing 3x32x32 test images"), "{}", r.dump());
+    let line = r.stdout.lines().find(|l| l.starts_with("top-1 accuracy:")).unwrap_or_else(|| panic!("{}", r.dump()));
+    let top1: f64 = line.split_whitespace().find_map(|w| w.strip_suffix('%')).unwrap().parse().unwrap();
+    assert!((top1 - 100.0 * measured).abs() < 0.01, "eval {top1}% against the run's {measured}");
+
+    let figures = tmp.join("figures");
+    run(vit()
+        .arg("analyze")
+        .arg(&ckpt)
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(&figures)
+        .args(["--samples", "4"]))
+    .expect_ok();
+    assert!(figures.join("rollout.png").is_file());
+
+    // Another dataset is not resized into a model's shape: digits asked of the 16 px model.
+    let digits = tmp.join("mnist");
+    fs::create_dir_all(&digits).unwrap();
+    let (images, labels) = idx::file_names(Split::Test);
+    idx::write_idx_images(&digits.join(images), 4, 28, 28, &[7u8; 4 * 28 * 28], false).unwrap();
+    idx::write_idx_labels(&digits.join(labels), &[0, 1, 2, 3], false).unwrap();
+    let err =
+        run(vit().arg("eval").arg(&ckpt).arg("--data-dir").arg(tmp.path()).args(["--dataset", "mnist"])).expect_error();
+    assert!(err.contains("3x16x16") && err.contains("1x28x28"), "{err}");
+}
+
 #[test]
 fn eval_on_missing_or_mismatched_data_is_an_error() {
     let tmp = TempDir::new("eval-bad");
@@ -699,7 +744,7 @@ fn numeric_flags_are_validated_naming_the_flag() {
     let tmp = TempDir::new("numeric");
     cifar_data(tmp.path());
     let out = tmp.join("run");
-    let cases: [(&[&str], &str); 16] = [
+    let cases: [(&[&str], &str); 18] = [
         (&["--epochs", "0"], "--epochs must be at least 1"),
         (&["--clip-grad", "nan"], "--clip-grad"),
         (&["--clip-grad=-1"], "--clip-grad"),
@@ -711,6 +756,8 @@ fn numeric_flags_are_validated_naming_the_flag() {
         (&["--erasing", "2"], "--erasing"),
         (&["--warmup", "inf"], "--warmup"),
         (&["--crop-padding", "33"], "--crop-padding must be at most the image side, 32, got 33"),
+        (&["--img-size", "0"], "--img-size must be in 1..=8192, got 0"),
+        (&["--img-size", "16", "--crop-padding", "17"], "--crop-padding must be at most the image side, 16"),
         // The hybrid's flags on a plain model, and stage lists that are not ones.
         (&["--resnet-layers", "1"], "--resnet-layers needs a hybrid --model"),
         (&["--resnet-width", "8"], "--resnet-width needs a hybrid --model"),
