@@ -48,6 +48,37 @@ impl Groups {
     }
 }
 
+/// Lanes of partial sums in [`lane_sums`]: independent accumulators that the compiler keeps in
+/// vector registers, so a sum is not one long chain of dependent additions.
+const LANES: usize = 16;
+
+/// `[sum_i f(a_i, b_i)[0], ..., sum_i f(a_i, b_i)[K-1]]` over equally long `a` and `b`, in f64,
+/// accumulated in [`LANES`] interleaved partial sums added at the end (a fixed order: the same
+/// bits on every thread).
+#[inline(always)]
+fn lane_sums<T: Copy, const K: usize>(a: &[T], b: &[T], f: impl Fn(T, T) -> [f64; K]) -> [f64; K] {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [[0.0f64; LANES]; K];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (ca, cb) in ca.zip(cb) {
+        for lane in 0..LANES {
+            let v = f(ca[lane], cb[lane]);
+            for k in 0..K {
+                acc[k][lane] += v[k];
+            }
+        }
+    }
+    let mut out = acc.map(|lanes| lanes.iter().sum::<f64>());
+    for (&a, &b) in ra.iter().zip(rb) {
+        let v = f(a, b);
+        for k in 0..K {
+            out[k] += v[k];
+        }
+    }
+    out
+}
+
 /// `y = group_norm(x) * w + b`; see the module docs. Keeps each group's mean and rstd
 /// (`[B groups]`, on the device of `x`).
 struct GroupNorm<T: Float> {
@@ -84,24 +115,26 @@ impl<T: Float> Op<T> for GroupNorm<T> {
                 for k in 0..groups {
                     let r = bi * groups + k;
                     let (mean, rstd) = (means[r], rstds[r]);
-                    let base = bi * ch * s + k * n;
-                    let (x, g) = (&x[base..base + n], &g[base..base + n]);
+                    // Per channel of the group, over its `s` contiguous values: sum g and sum
+                    // g xhat, which are db_c and dw_c, and (times w_c) the group's sums of dxhat
+                    // and dxhat xhat.
                     let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
-                    for i in 0..n {
-                        let cc = k * cpg + i / s;
-                        let xhat = (x[i] - mean) * rstd;
-                        let dxhat = g[i] * w[cc];
-                        sum_dxhat += dxhat.to_f64();
-                        sum_dxhat_xhat += (dxhat * xhat).to_f64();
-                        dw[cc] += (g[i] * xhat).to_f64();
-                        db[cc] += g[i].to_f64();
+                    for cc in k * cpg..(k + 1) * cpg {
+                        let at = bi * ch * s + cc * s;
+                        let (x, g) = (&x[at..at + s], &g[at..at + s]);
+                        let [sg, sgx] = lane_sums(g, x, |g, x| [g.to_f64(), (g * ((x - mean) * rstd)).to_f64()]);
+                        let wc = w[cc].to_f64();
+                        (db[cc], dw[cc]) = (db[cc] + sg, dw[cc] + sgx);
+                        (sum_dxhat, sum_dxhat_xhat) = (sum_dxhat + wc * sg, sum_dxhat_xhat + wc * sgx);
                     }
                     let m1 = T::from_f64(sum_dxhat / n as f64);
                     let m2 = T::from_f64(sum_dxhat_xhat / n as f64);
-                    for (i, dx) in dx[k * n..(k + 1) * n].iter_mut().enumerate() {
-                        let cc = k * cpg + i / s;
-                        let xhat = (x[i] - mean) * rstd;
-                        *dx = rstd * (g[i] * w[cc] - m1 - xhat * m2);
+                    for cc in k * cpg..(k + 1) * cpg {
+                        let at = bi * ch * s + cc * s;
+                        let (x, g, wc) = (&x[at..at + s], &g[at..at + s], w[cc]);
+                        for ((dx, &x), &g) in dx[cc * s..(cc + 1) * s].iter_mut().zip(x).zip(g) {
+                            *dx = rstd * (g * wc - m1 - (x - mean) * rstd * m2);
+                        }
                     }
                 }
             });
@@ -155,14 +188,19 @@ impl<T: Float> Graph<T> {
                 |(r, (y, (mean, rstd)))| {
                     let x = &xd[r * n..(r + 1) * n];
                     // Two passes in f64, as layer norm: mean, then the spread around it.
-                    let m = x.iter().map(|v| v.to_f64()).sum::<f64>() / n as f64;
-                    let var = x.iter().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / n as f64;
+                    let [sum] = lane_sums(x, x, |x, _| [x.to_f64()]);
+                    let m = sum / n as f64;
+                    let [sq] = lane_sums(x, x, |x, _| [(x.to_f64() - m).powi(2)]);
                     *mean = T::from_f64(m);
-                    *rstd = T::from_f64(1.0 / (var + eps).sqrt());
+                    *rstd = T::from_f64(1.0 / (sq / n as f64 + eps).sqrt());
+                    // Then channel by channel, each a contiguous run of `s` values with its own
+                    // scale `rstd w_c`.
                     let first = (r % groups) * geo.cpg();
-                    for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                        let cc = first + i / geo.s;
-                        *y = (x - *mean) * *rstd * w[cc] + bd[cc];
+                    for (j, (y, x)) in y.chunks_exact_mut(geo.s).zip(x.chunks_exact(geo.s)).enumerate() {
+                        let (scale, shift) = (*rstd * w[first + j], bd[first + j]);
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = (x - *mean) * scale + shift;
+                        }
                     }
                 },
             );

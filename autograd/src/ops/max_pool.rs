@@ -61,6 +61,13 @@ impl<T: Float> Op<T> for MaxPool2d {
     }
 }
 
+/// The window offsets `k` in `0..kernel` whose source `o stride + k - pad` lies inside
+/// `0..size`: the taps of output `o` that are not padding.
+fn taps(o: usize, stride: usize, pad: usize, kernel: usize, size: usize) -> std::ops::Range<usize> {
+    let start = o * stride;
+    pad.saturating_sub(start)..kernel.min((size + pad).saturating_sub(start))
+}
+
 impl<T: Float> Graph<T> {
     /// The maximum of each `kernel x kernel` window of `x` `[B, C, H, W]`, moved by `stride`
     /// over `x` padded by `pad` (each side less than `kernel`, so every window holds a pixel):
@@ -86,22 +93,27 @@ impl<T: Float> Graph<T> {
         if out > 0 {
             y.par_chunks_mut(out).zip(argmax.par_chunks_mut(out)).enumerate().for_each(|(p, (y, am))| {
                 let x = &xd[p * plane..(p + 1) * plane];
+                // Each window's taps clipped to the image up front (padding never wins), then
+                // scanned row by row; the first maximum wins a tie, as in PyTorch.
                 for oy in 0..win.ho {
+                    let rows = taps(oy, win.stride, win.pad.top, win.kh, win.h);
                     for ox in 0..win.wo {
-                        let mut best: Option<(T, usize)> = None;
-                        for ky in 0..win.kh {
-                            for kx in 0..win.kw {
-                                if let Some((iy, ix)) = win.source(oy, ox, ky, kx) {
-                                    let i = iy * win.w + ix;
-                                    if best.is_none_or(|(v, _)| x[i] > v) {
-                                        best = Some((x[i], i));
-                                    }
+                        let cols = taps(ox, win.stride, win.pad.left, win.kw, win.w);
+                        let (iy, ix) =
+                            (oy * win.stride + rows.start - win.pad.top, ox * win.stride + cols.start - win.pad.left);
+                        let (h, w) = (rows.len(), cols.len());
+                        debug_assert!(h > 0 && w > 0, "every window holds a pixel (padding < kernel)");
+                        let mut at = iy * win.w + ix;
+                        let mut best = x[at];
+                        for r in iy..iy + h {
+                            for (i, &v) in x[r * win.w + ix..][..w].iter().enumerate() {
+                                if v > best {
+                                    (best, at) = (v, r * win.w + ix + i);
                                 }
                             }
                         }
-                        let (v, i) = best.expect("every window holds a pixel (padding < kernel)");
-                        y[oy * win.wo + ox] = v;
-                        am[oy * win.wo + ox] = i as u32;
+                        y[oy * win.wo + ox] = best;
+                        am[oy * win.wo + ox] = at as u32;
                     }
                 }
             });
