@@ -107,9 +107,11 @@ impl<T: Float> Graph<T> {
                         let mut best = x[at];
                         for r in iy..iy + h {
                             for (i, &v) in x[r * win.w + ix..][..w].iter().enumerate() {
-                                if v > best {
-                                    (best, at) = (v, r * win.w + ix + i);
-                                }
+                                // Selects, not a branch: which tap wins is data, and a branch
+                                // on it is mispredicted about as often as not.
+                                let wins = v > best;
+                                best = if wins { v } else { best };
+                                at = if wins { r * win.w + ix + i } else { at };
                             }
                         }
                         y[oy * win.wo + ox] = best;
