@@ -43,6 +43,9 @@ use autograd::kernels::gemm::sgemm_with_caches;
 use autograd::kernels::{Isa, Layout, MatMut, MatRef};
 use rayon::prelude::*;
 
+#[path = "common/peak.rs"]
+mod peak;
+
 /// Where an operand comes from: row-major, or a row-major matrix of the transposed shape read
 /// through strides (no copy).
 #[derive(Clone, Copy, PartialEq)]
@@ -268,92 +271,9 @@ fn time(mut f: impl FnMut(), budget: Duration, min_runs: usize) -> f64 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod peak {
-    use core::arch::x86_64::*;
-    pub const CHAINS: usize = 12;
-
-    /// `iters` rounds of 12 independent 16-lane FMAs.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512(iters: usize, x: f32) -> f32 {
-        let mut acc = [_mm512_set1_ps(x); CHAINS];
-        let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, m, a);
-            }
-        }
-        let mut s = _mm512_setzero_ps();
-        for v in acc {
-            s = _mm512_add_ps(s, v);
-        }
-        _mm512_reduce_add_ps(s)
-    }
-
-    /// `iters` rounds of 12 independent 8-lane FMAs.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(iters: usize, x: f32) -> f32 {
-        let mut acc = [_mm256_set1_ps(x); CHAINS];
-        let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, m, a);
-            }
-        }
-        let mut s = _mm256_setzero_ps();
-        for v in acc {
-            s = _mm256_add_ps(s, v);
-        }
-        let mut out = [0.0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), s);
-        out.iter().sum()
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-mod peak {
-    use core::arch::aarch64::*;
-    pub const CHAINS: usize = 12;
-
-    /// `iters` rounds of 12 independent 4-lane FMAs.
-    pub unsafe fn neon(iters: usize, x: f32) -> f32 {
-        let mut acc = [vdupq_n_f32(x); CHAINS];
-        let (m, a) = (vdupq_n_f32(0.999_999), vdupq_n_f32(1e-7));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = vfmaq_f32(a, *v, m);
-            }
-        }
-        let mut s = vdupq_n_f32(0.0);
-        for v in acc {
-            s = vaddq_f32(s, v);
-        }
-        vaddvq_f32(s)
-    }
-}
-
-/// `iters` rounds of an FMA loop, returning a value that depends on every round.
-type PeakLoop = unsafe fn(usize, f32) -> f32;
-
-/// The FMA loop for `isa` and the flops of one of its rounds, where this program has one.
-fn peak_loop(isa: Isa) -> Option<(PeakLoop, usize)> {
-    if !isa.available() {
-        return None;
-    }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some((peak::avx512, 2 * 16 * peak::CHAINS)),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => Some((peak::avx2, 2 * 8 * peak::CHAINS)),
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Some((peak::neon, 2 * 4 * peak::CHAINS)),
-        _ => None,
-    }
-}
-
 /// Measured FMA peak in GFLOP/s for `threads` threads running the loop at once (median of runs).
 fn fma_peak(isa: Isa, threads: usize) -> f64 {
-    let Some((kernel, round_flops)) = peak_loop(isa) else { return f64::NAN };
+    let Some((kernel, round_flops)) = peak::peak_loop(isa) else { return f64::NAN };
     let iters = 20_000_000usize;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let secs = pool.install(|| {
@@ -440,7 +360,7 @@ fn main() {
     let best = Isa::detect();
     let peaks: Vec<(Isa, [f64; 2])> = Isa::all_available()
         .into_iter()
-        .filter(|&i| peak_loop(i).is_some())
+        .filter(|&i| peak::peak_loop(i).is_some())
         .map(|i| (i, [fma_peak(i, 1), fma_peak(i, 2)]))
         .collect();
     let peak_of = |isa: Isa, t: usize| peaks.iter().find(|p| p.0 == isa).map_or(f64::NAN, |p| p.1[t - 1]);

@@ -41,6 +41,14 @@
 //!   gradient norm + AdamW), with the GEMM accounting of
 //!   `autograd::kernels::gemm::timing` switched on: the wall time during which a GEMM runs,
 //!   per phase. Medians over those steps. The accounting stays off during the timed steps.
+//! - **GEMM shapes**: the same breakdown steps also account each product shape apart (M x K x N
+//!   and how A and B are read, as `benches/gemm.rs` names them: `8320x192x576:NT` is `x W^T`,
+//!   `:NN` an input gradient `g W`, `:TN` a weight gradient `g^T x`; `384*65x64x65` a batch of
+//!   384 attention products), per phase: its calls and milliseconds per step, its GFLOP/s and
+//!   the percentage of the FMA peak of as many threads, measured here by the loop of
+//!   `benches/common/peak.rs`. A forward product's time includes its epilogue (bias, GELU); a
+//!   shape of the forward seen again in the backward is the recompute of an activation that was
+//!   not kept (fc1's GELU input).
 //!
 //! Nothing is asserted: this prints figures. The machine is shared; compare medians of several
 //! runs, and run the PyTorch script right before or after.
@@ -54,6 +62,9 @@ use vit::data::Batch;
 use vit::nn::{Ctx, Module, ParamStore, ViTConfig, VisionTransformer};
 use vit::optim::{clip_grad_norm, AdamW, Optimizer};
 use vit::train::{predict_logits, train_step};
+
+#[path = "common/peak.rs"]
+mod peak;
 
 const MODELS: [&str; 2] = ["vit-ti4", "fmnist"];
 const MODES: [&str; 2] = ["train", "infer"];
@@ -216,6 +227,63 @@ struct Figures {
     gflop: f64,
     peak_mib: f64,
     loss: f64,
+    /// The breakdown's products by shape (sent as `SHAPE` lines before the `RESULT` line).
+    shapes: Vec<ShapeRow>,
+}
+
+/// One product shape of the breakdown: its totals per step, medians over the breakdown steps.
+#[derive(Clone, Debug, Default)]
+struct ShapeRow {
+    /// `forward` or `backward`.
+    phase: String,
+    shape: String,
+    calls: f64,
+    flops: f64,
+    ms: f64,
+}
+
+impl ShapeRow {
+    fn to_line(&self) -> String {
+        format!("SHAPE {} {} {} {} {}", self.phase, self.shape, self.calls, self.flops, self.ms)
+    }
+
+    fn from_line(line: &str) -> Result<ShapeRow, String> {
+        let f: Vec<&str> = line.strip_prefix("SHAPE ").ok_or("not a SHAPE line")?.split_whitespace().collect();
+        let [phase, shape, calls, flops, ms] = f[..] else { return Err(format!("bad SHAPE line {line:?}")) };
+        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("SHAPE: not a number: {v:?}"));
+        Ok(ShapeRow { phase: phase.into(), shape: shape.into(), calls: num(calls)?, flops: num(flops)?, ms: num(ms)? })
+    }
+}
+
+/// Per-step medians of each shape's totals over the breakdown steps, in the order the shapes
+/// first ran (`steps[i]` is one step's `take_by_shape` for the phase).
+fn shape_rows(phase: &str, steps: &[Vec<(timing::GemmShape, timing::GemmTotals)>]) -> Vec<ShapeRow> {
+    let mut names: Vec<String> = Vec::new();
+    for (s, t) in steps.iter().flatten() {
+        let name = s.to_string();
+        if t.calls > 0 && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let per_step = |f: &dyn Fn(&timing::GemmTotals) -> f64| -> f64 {
+                let v: Vec<f64> = steps
+                    .iter()
+                    .map(|step| step.iter().filter(|(s, _)| s.to_string() == name).map(|(_, t)| f(t)).sum())
+                    .collect();
+                median(&v)
+            };
+            ShapeRow {
+                phase: phase.into(),
+                calls: per_step(&|t| t.calls as f64),
+                flops: per_step(&|t| t.flops as f64),
+                ms: per_step(&|t| t.nanos as f64 / 1e6),
+                shape: name,
+            }
+        })
+        .collect()
 }
 
 impl Figures {
@@ -398,11 +466,13 @@ fn breakdown_train(
 ) {
     let (mut fwd, mut fwd_gemm, mut bwd, mut bwd_gemm, mut optim, mut total, mut flops) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut fwd_shapes, mut bwd_shapes) = (vec![], vec![]);
     timing::enable(true);
     for i in 0..o.breakdown {
         let b = batch.clone();
         let mut rng = Rng::seed(i as u64);
         timing::take();
+        timing::take_by_shape();
         let t0 = Instant::now();
         // Forward and loss.
         let mut g = Graph::new();
@@ -414,6 +484,7 @@ fn breakdown_train(
         std::hint::black_box(g.value(loss).item());
         fwd.push(ms(t0));
         let forward = timing::take();
+        fwd_shapes.push(timing::take_by_shape());
         fwd_gemm.push(forward.nanos as f64 / 1e6);
         // Backward, gradients off the tape, tape released.
         let t1 = Instant::now();
@@ -422,6 +493,7 @@ fn breakdown_train(
         drop(g);
         bwd.push(ms(t1));
         let backward = timing::take();
+        bwd_shapes.push(timing::take_by_shape());
         bwd_gemm.push(backward.nanos as f64 / 1e6);
         flops.push((forward.flops + backward.flops) as f64);
         // Gradient norm (clipped with --clip-grad) and AdamW.
@@ -441,25 +513,30 @@ fn breakdown_train(
         median(&total),
         median(&flops) / 1e9,
     );
+    f.shapes = shape_rows("forward", &fwd_shapes);
+    f.shapes.extend(shape_rows("backward", &bwd_shapes));
 }
 
 /// `steps` inference passes with GEMM accounting.
 fn breakdown_infer(model: &VisionTransformer, params: &ParamStore<f32>, batch: &Batch, steps: usize, f: &mut Figures) {
-    let (mut total, mut gemm, mut flops) = (vec![], vec![], vec![]);
+    let (mut total, mut gemm, mut flops, mut shapes) = (vec![], vec![], vec![], vec![]);
     timing::enable(true);
     for _ in 0..steps {
         let images = batch.images.clone();
         timing::take();
+        timing::take_by_shape();
         let t = Instant::now();
         std::hint::black_box(predict_logits(model, params, images, &batch.shape));
         total.push(ms(t));
         let g = timing::take();
+        shapes.push(timing::take_by_shape());
         gemm.push(g.nanos as f64 / 1e6);
         flops.push(g.flops as f64);
     }
     timing::enable(false);
     (f.fwd_ms, f.fwd_gemm_ms, f.phases_ms, f.gflop) =
         (median(&total), median(&gemm), median(&total), median(&flops) / 1e9);
+    f.shapes = shape_rows("forward", &shapes);
 }
 
 /// Runs one configuration in a child process and reads its figures.
@@ -476,7 +553,15 @@ fn run_child(model: &str, threads: usize, mode: &str, o: &Options) -> Result<Fig
         .map_err(|e| format!("cannot run the child: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     match stdout.lines().rev().find(|l| l.starts_with("RESULT ")) {
-        Some(line) if out.status.success() => Figures::from_line(line),
+        Some(line) if out.status.success() => {
+            let mut f = Figures::from_line(line)?;
+            f.shapes = stdout
+                .lines()
+                .filter(|l| l.starts_with("SHAPE "))
+                .map(ShapeRow::from_line)
+                .collect::<Result<_, _>>()?;
+            Ok(f)
+        }
         _ => Err(format!(
             "{model} {mode} on {threads} threads failed:\n{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
@@ -489,6 +574,72 @@ fn percent(part: f64, whole: f64) -> String {
         format!("{:.0}%", 100.0 * part / whole)
     } else {
         "-".into()
+    }
+}
+
+/// The FMA peak in GFLOP/s of `threads` threads running the loop of `benches/common/peak.rs`
+/// at once on the active ISA (median of 5 runs of about 0.2 s); NaN without a loop for it.
+fn fma_peak(threads: usize) -> f64 {
+    let Some((kernel, round_flops)) = peak::peak_loop(autograd::kernels::Isa::active()) else { return f64::NAN };
+    let iters = 10_000_000usize;
+    let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return f64::NAN };
+    let mut secs: Vec<f64> = (0..6)
+        .map(|_| {
+            let t = Instant::now();
+            pool.install(|| {
+                use rayon::prelude::*;
+                (0..threads).into_par_iter().for_each(|i| {
+                    // SAFETY: `peak_loop` only returns a loop whose ISA is available.
+                    std::hint::black_box(unsafe { kernel(iters, std::hint::black_box(i as f32 * 1e-3)) });
+                })
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    (threads * iters * round_flops) as f64 / secs[secs.len() / 2] / 1e9
+}
+
+/// The per-shape GEMM table of every configuration, with `peaks[threads]` for the percentages.
+fn print_shape_tables(rows: &[Figures], peaks: &[(usize, f64)]) {
+    for r in rows.iter().filter(|r| !r.shapes.is_empty()) {
+        let peak = peaks.iter().find(|p| p.0 == r.threads).map_or(f64::NAN, |p| p.1);
+        println!();
+        println!(
+            "GEMM shapes, {} {} on {} thread{} (per step, medians of the breakdown steps; FMA peak {:.1} GFLOP/s):",
+            r.model,
+            r.mode,
+            r.threads,
+            if r.threads == 1 { "" } else { "s" },
+            peak
+        );
+        println!();
+        println!("| phase | product (M x K x N:AB) | calls | GFLOP | ms | GFLOP/s | % of peak |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+        let (mut flops, mut ms) = (0.0, 0.0);
+        for s in &r.shapes {
+            let rate = s.flops / 1e9 / (s.ms / 1e3);
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} |",
+                s.phase,
+                s.shape,
+                s.calls,
+                s.flops / 1e9,
+                s.ms,
+                rate,
+                percent(rate, peak)
+            );
+            (flops, ms) = (flops + s.flops, ms + s.ms);
+        }
+        let rate = flops / 1e9 / (ms / 1e3);
+        println!(
+            "| all | (sum of the rows) | | {:.2} | {:.1} | {:.1} | {} |",
+            flops / 1e9,
+            ms,
+            rate,
+            percent(rate, peak)
+        );
     }
 }
 
@@ -555,7 +706,12 @@ fn main() {
     };
     if let Some(One { model, threads, mode }) = one {
         match measure(&model, threads, &mode, &o) {
-            Ok(f) => println!("{}", f.to_line()),
+            Ok(f) => {
+                for r in &f.shapes {
+                    println!("{}", r.to_line());
+                }
+                println!("{}", f.to_line())
+            }
             Err(e) => {
                 eprintln!("train_bench: {e}");
                 std::process::exit(1);
@@ -608,6 +764,10 @@ fn main() {
         }
     }
     print_tables(&rows);
+    if rows.iter().any(|r| !r.shapes.is_empty()) {
+        let peaks: Vec<(usize, f64)> = o.threads.iter().map(|&t| (t, fma_peak(t))).collect();
+        print_shape_tables(&rows, &peaks);
+    }
     if failed {
         std::process::exit(1);
     }

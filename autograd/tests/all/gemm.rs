@@ -581,3 +581,53 @@ fn the_epilogue_sees_each_final_element_once() {
         }
     }
 }
+
+/// The opt-in accounting (`gemm::timing`) keys each product by its shape and how its operands
+/// are read, counts its calls and `2 m n k` flops per product, and resets on `take_by_shape`.
+/// The shapes are odd sizes no other test uses, so products of tests running at the same time
+/// (the accounting is process-wide) land in other entries.
+#[test]
+fn timing_accounts_each_shape_apart() {
+    use autograd::kernels::gemm::timing::{self, Access};
+    use autograd::kernels::Layout;
+    let (m, k, n) = (37, 13, 29);
+    let a = vec![1.0f32; m * k];
+    let b = vec![0.5f32; k * n];
+    let bt = vec![0.5f32; n * k];
+    let mut c = vec![0.0f32; m * n];
+    let three = vec![0.0f32; 3 * m * n];
+    let batched = |rows, cols| Layout::row_major(rows, cols).batched(3, (rows * cols) as isize);
+    timing::enable(true);
+    timing::take_by_shape();
+    for _ in 0..2 {
+        sgemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, MatMut::row_major(&mut c, m, n));
+    }
+    sgemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&bt, n, k).t(), 0.0, MatMut::row_major(&mut c, m, n));
+    let (a3, b3, mut c3) = (vec![1.0f32; 3 * m * k], vec![1.0f32; 3 * k * n], three);
+    sgemm(
+        1.0,
+        MatRef::new(&a3, batched(m, k)),
+        MatRef::new(&b3, batched(k, n)),
+        0.0,
+        MatMut::new(&mut c3, batched(m, n)),
+    );
+    let got = timing::take_by_shape();
+    let again = timing::take_by_shape();
+    timing::enable(false);
+    assert!(c.iter().all(|&x| x == 6.5) && c3.iter().all(|&x| x == 13.0), "the accounting changed a result");
+    let find = |v: &[(timing::GemmShape, timing::GemmTotals)], batch, b| {
+        v.iter()
+            .find(|(s, _)| (s.batch, s.m, s.k, s.n, s.a, s.b) == (batch, m, k, n, Access::N, b))
+            .map(|(s, t)| (s.to_string(), t.calls, t.flops, t.nanos))
+    };
+    let flops = (2 * m * k * n) as u64;
+    let (name, calls, f, nanos) = find(&got, 1, Access::N).expect("the NN product is accounted");
+    assert_eq!((name.as_str(), calls, f), ("37x13x29:NN", 2, 2 * flops));
+    assert!(nanos > 0);
+    let (name, calls, f, _) = find(&got, 1, Access::T).expect("the NT product is accounted");
+    assert_eq!((name.as_str(), calls, f), ("37x13x29:NT", 1, flops));
+    let (name, calls, f, _) = find(&got, 3, Access::N).expect("the batched product is accounted");
+    assert_eq!((name.as_str(), calls, f), ("3*37x13x29:NN", 1, 3 * flops));
+    // Read and reset: a second take starts from zero.
+    assert!(find(&again, 1, Access::N).is_none_or(|(_, calls, f, _)| calls == 0 && f == 0));
+}

@@ -322,7 +322,8 @@ fn sgemm_full(
     let (la, lb, lc) = (a.layout(), b.layout(), c.layout());
     let (batch, m, k, n) = shapes(la, lb, lc);
     debug_assert!(epilogue.is_none() || (batch == 1 && (lc.cs == 1 || n <= 1)));
-    let _timing = timing::Span::enter(batch * 2 * m * n * k); // opt-in instrumentation, see `timing`
+    // Opt-in instrumentation, see `timing`.
+    let _timing = timing::Span::enter(|| timing::GemmShape::new(batch, (m, k, n), (la.rs, la.cs), (lb.rs, lb.cs)));
     if batch == 0 || m == 0 || n == 0 {
         return;
     }
