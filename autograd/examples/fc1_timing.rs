@@ -1,6 +1,7 @@
 //! Times the pieces of ViT-Ti/4's fc1 at batch 128 on one thread (rows = 128 x 65 tokens): the
 //! GELU kernels alone on its 8320 x 768 output, and the op as a bare product, with its bias and
-//! with bias and GELU (`linear_gelu`), best of 15 each. The figures in BENCHMARKS.md's "epilogues and the
+//! with bias and GELU (`linear_gelu`), best of 15 each; and the fused op's backward side, GELU with
+//! its derivative in one pass and the multiply by it. The figures in BENCHMARKS.md's "epilogues and the
 //! unrolled GELU" section; run it from two builds in turn to compare them.
 //!
 //!     AUTOGRAD_ISA=avx2 cargo run --release -p vit-autograd --example fc1_timing
@@ -37,6 +38,21 @@ fn main() {
         let bwd = best_ms(|| rows.gelu_backward(GeluKind::Erf, &h, &dy, &mut out));
         let per = |ms: f64| ms * 1e6 / n as f64;
         println!("{}: GELU (erf) on {n} elements: forward {fwd:.2} ms ({:.2} ns each), backward {bwd:.2} ms ({:.2} ns each)", rows.isa(), per(fwd), per(bwd));
+        // The fused op's backward side: the recompute of gelu(h) with gelu'(h) beside it, then
+        // the multiply by the saved derivative (against forward + backward, above).
+        let mut dg = vec![0.0f32; n];
+        let both = best_ms(|| rows.gelu_forward_grad(GeluKind::Erf, &h, &mut out, &mut dg));
+        let scale = best_ms(|| {
+            for (d, &g) in dg.iter_mut().zip(&dy) {
+                *d *= g;
+            }
+        });
+        println!(
+            "{}: GELU and GELU' in one pass {both:.2} ms ({:.2} ns each); the multiply by the saved GELU' {scale:.2} ms ({:.2} ns each)",
+            rows.isa(),
+            per(both),
+            per(scale)
+        );
         // Each op on a fresh tape; only the op itself is timed.
         let op = |f: &dyn Fn(&mut Graph<f32>, [autograd::Var; 3])| {
             (0..15)

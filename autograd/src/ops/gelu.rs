@@ -112,6 +112,29 @@ pub(crate) fn gelu_backward<T: Float>(kind: GeluKind, x: &[T], g: &[T], dx: &mut
     }
 }
 
+/// `y = gelu(x)` and `d = gelu'(x)` elementwise in one pass, for an op that needs both (the
+/// fused Linear+GELU's recompute, whose backward then only multiplies by `d`). `y` equals
+/// [`gelu_forward`]'s bit for bit; `d` equals the factor [`gelu_backward`] applies (to the last
+/// bit in f32, exactly otherwise).
+pub(crate) fn gelu_forward_grad<T: Float>(kind: GeluKind, x: &[T], y: &mut [T], d: &mut [T]) {
+    if let (Some(x32), Some(y32), Some(d32)) = (as_f32(x), as_f32_mut(y), as_f32_mut(d)) {
+        return Rows::active().gelu_forward_grad(kind, x32, y32, d32);
+    }
+    // Other element types (f64: the gradient checks): the two passes the f32 kernel fuses.
+    gelu_forward(kind, x, y);
+    gelu_backward(kind, x, &vec![T::ONE; x.len()], d);
+}
+
+/// `d = g * d` elementwise, over chunks in parallel: a gradient through a saved `gelu'(x)`.
+pub(crate) fn scale_by<T: Float>(d: &mut [T], g: &[T]) {
+    assert_eq!(d.len(), g.len(), "scale_by: d and g differ in length");
+    for_each_row(d, CHUNK, |r, d| {
+        for (d, &g) in d.iter_mut().zip(&g[r * CHUNK..]) {
+            *d = g * *d;
+        }
+    });
+}
+
 impl<T: Float> Graph<T> {
     /// GELU, elementwise, in the chosen form.
     pub fn gelu(&mut self, x: Var, kind: GeluKind) -> Var {

@@ -13,7 +13,7 @@
 //! written; backward sums the bias gradient straight from `g` instead of going through the
 //! general broadcast reduction.
 
-use super::gelu::{gelu_backward, gelu_forward, GeluKind};
+use super::gelu::{gelu_backward, gelu_forward, gelu_forward_grad, scale_by, GeluKind};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::gemm::{gemm, gemm_then, Epilogue};
@@ -131,6 +131,12 @@ impl<T: Float> Op<T> for Linear<T> {
 /// In a ViT MLP (`N = 4D`) `h` and `a` are the largest tensors of a block. Keeping one of the
 /// two and rebuilding the other costs one elementwise pass in backward; keeping `h` (rather than
 /// `a`, from which `gelu'(h)` cannot be had) means no product is recomputed.
+///
+/// The recompute (for the next layer's weight gradient, which runs just before this op's
+/// backward) makes `gelu'(h)` in the same pass as `a`, sharing the CDF, and leaves it for the
+/// backward, which then only multiplies: one transcendental pass over `h` in backward instead of
+/// two. The derivative lives from that recompute to this op's backward (one block's `h`-sized
+/// buffer at a time); a backward that finds none (no recompute ran) computes it from `h`.
 struct LinearGelu<T: Float> {
     rows: usize,
     k: usize,
@@ -138,6 +144,8 @@ struct LinearGelu<T: Float> {
     kind: GeluKind,
     /// The pre-activation, `[..., N]`.
     h: Tensor<T>,
+    /// `gelu'(h)`, left by the recompute for the backward.
+    dgelu: std::sync::Mutex<Option<Vec<T>>>,
 }
 
 impl<T: Float> Op<T> for LinearGelu<T> {
@@ -155,8 +163,12 @@ impl<T: Float> Op<T> for LinearGelu<T> {
         if self.h.is_cuda() {
             return Some(Recomputed { output: crate::cuda::ops::gelu(self.kind, &self.h) });
         }
-        let mut a = crate::pool::take(self.h.numel());
-        gelu_forward(self.kind, self.h.data(), &mut a);
+        let (mut a, mut d) = (crate::pool::take(self.h.numel()), crate::pool::take(self.h.numel()));
+        gelu_forward_grad(self.kind, self.h.data(), &mut a, &mut d);
+        let mut slot = self.dgelu.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.replace(d) {
+            crate::pool::give(old);
+        }
         Some(Recomputed { output: Tensor::from_vec(a, self.h.shape()) })
     }
 
@@ -167,8 +179,18 @@ impl<T: Float> Op<T> for LinearGelu<T> {
         if x.is_cuda() {
             return crate::cuda::ops::linear_gelu_backward(c, &self.h, self.kind, (rows, k, n));
         }
-        let mut dh = crate::pool::take(rows * n);
-        gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
+        let saved = self.dgelu.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let dh = match saved {
+            Some(mut d) => {
+                scale_by(&mut d, c.grad.data());
+                d
+            }
+            None => {
+                let mut dh = crate::pool::take(rows * n);
+                gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
+                dh
+            }
+        };
         let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
         crate::pool::give(dh);
         vec![dx, dw, db]
@@ -230,7 +252,14 @@ impl<T: Float> Graph<T> {
         if self.value(x).is_cuda() {
             let inputs = [self.value(x), self.value(w), self.value(b)];
             let (y, h) = crate::cuda::ops::linear_gelu(&inputs, kind, (rows, k, n), true);
-            let op = LinearGelu { rows, k, n, kind, h: h.expect("linear_gelu: the pre-activation was asked for") };
+            let op = LinearGelu {
+                rows,
+                k,
+                n,
+                kind,
+                h: h.expect("linear_gelu: the pre-activation was asked for"),
+                dgelu: Default::default(),
+            };
             return self.push(y, op, &[x, w, b]);
         }
         let mut h = crate::pool::take(rows * n);
@@ -243,7 +272,7 @@ impl<T: Float> Graph<T> {
             let a = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r * n + c0), h.len()) };
             gelu_forward(kind, h, a);
         });
-        let op = LinearGelu { rows, k, n, kind, h: Tensor::from_vec(h, &shape) };
+        let op = LinearGelu { rows, k, n, kind, h: Tensor::from_vec(h, &shape), dgelu: Default::default() };
         self.push(Tensor::from_vec(y, &shape), op, &[x, w, b])
     }
 

@@ -147,3 +147,41 @@ fn dropped_linear_gelu_output_is_recomputed_with_identical_gradients() {
         assert_eq!(a.data(), b.data());
     }
 }
+
+/// In f32 the recompute makes `a` and `gelu'(h)` in one SIMD pass and the backward only
+/// multiplies by the saved derivative: `a` (and so the next layer's weight gradient) is the
+/// forward's bit for bit, and the fused op's own gradients agree with the kept run's (which
+/// computes `gelu'(h)` in its backward) to the last bits of the derivative.
+#[test]
+fn recomputed_linear_gelu_in_f32_saves_its_derivative_for_backward() {
+    use autograd::ops::gelu::GeluKind;
+    let mut rng = autograd::Rng::seed(12);
+    let x = Tensor::<f32>::randn(&[5, 13, 24], 0.0, 1.0, &mut rng);
+    let w = Tensor::<f32>::randn(&[67, 24], 0.0, 0.4, &mut rng);
+    let b = Tensor::<f32>::randn(&[67], 0.0, 0.5, &mut rng);
+    let w2 = Tensor::<f32>::randn(&[9, 67], 0.0, 0.5, &mut rng);
+    for kind in [GeluKind::Erf, GeluKind::Tanh] {
+        let run = |segment: bool| {
+            let mut g = Graph::<f32>::new();
+            let (xv, wv, bv, w2v) = (g.param(&x), g.param(&w), g.param(&b), g.param(&w2));
+            let mlp = |g: &mut Graph<f32>| {
+                let a = g.linear_gelu(xv, wv, bv, kind);
+                g.linear(a, w2v, None)
+            };
+            let y = if segment { g.segment("mlp", xv, mlp) } else { mlp(&mut g) };
+            let l = g.sum_all(y);
+            g.backward(l);
+            [xv, wv, bv, w2v].map(|v| g.grad(v).unwrap().clone())
+        };
+        let (kept, dropped) = (run(false), run(true));
+        assert_eq!(kept[3].data(), dropped[3].data(), "{kind:?}: the weight gradient that reads a");
+        for (name, (k, d)) in ["dx", "dW", "db"].iter().zip(kept.iter().zip(&dropped)) {
+            let scale = k.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = k.data().iter().zip(d.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "{kind:?} {name}: the saved derivative moved it by {worst:e} (scale {scale:e})"
+            );
+        }
+    }
+}

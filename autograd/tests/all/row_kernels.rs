@@ -177,6 +177,13 @@ proptest! {
                 let mut dx = vec![f32::NAN; x.len()];
                 k.gelu_backward(kind, &x, &dy[..x.len()], &mut dx);
                 assert_close(&format!("{} gelu' {kind:?}", k.isa()), &dx, &want_dx, 1e-6, 2e-7);
+                // Both in one pass: the forward's bits, and the derivative the backward applies.
+                let (mut y2, mut d) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+                k.gelu_forward_grad(kind, &x, &mut y2, &mut d);
+                let same = y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same, "{} gelu_forward_grad {kind:?}: y differs from gelu_forward's", k.isa());
+                let dx2: Vec<f32> = d.iter().zip(&dy).map(|(d, g)| g * d).collect();
+                assert_close(&format!("{} gelu_forward_grad' {kind:?}", k.isa()), &dx2, &want_dx, 1e-6, 2e-7);
             }
         }
     }
@@ -348,8 +355,11 @@ fn transcendental_accuracy() {
             k.gelu_forward(kind, &x, &mut y);
             let mut dx = vec![0.0; x.len()];
             k.gelu_backward(kind, &x, &vec![1.0; x.len()], &mut dx);
+            let (mut y2, mut d2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            k.gelu_forward_grad(kind, &x, &mut y2, &mut d2);
+            assert!(y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}: gelu_forward_grad's y");
             let (mut core, mut tail, mut grad) = (0.0f64, 0.0f64, 0.0f64);
-            for ((&x, &y), &d) in x.iter().zip(&y).zip(&dx) {
+            for (((&x, &y), &d), &d2) in x.iter().zip(&y).zip(&dx).zip(&d2) {
                 let (w, wd) = (gelu_ref(kind, x as f64), gelu_grad_ref(kind, x as f64));
                 if w != 0.0 {
                     let rel = ((y as f64 - w) / w).abs();
@@ -360,6 +370,7 @@ fn transcendental_accuracy() {
                     }
                 }
                 grad = grad.max((d as f64 - wd).abs() / wd.abs().max(1.0));
+                grad = grad.max((d2 as f64 - wd).abs() / wd.abs().max(1.0));
             }
             eprintln!("{isa}: gelu {kind:?} max relative error {core:.2e} on [-6, 10], {tail:.2e} on [-10, -6]; gelu' {grad:.2e}");
             // The tanh form's argument `2u` (12.7 at x = -6) carries f32 rounding of ~3 ulp

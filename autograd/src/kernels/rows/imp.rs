@@ -2,7 +2,7 @@
 //! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
-use super::math::{gelu_tanh_gate, normal_cdf, normal_cdf_pdf};
+use super::math::{gelu_tanh_gate, normal_cdf, normal_cdf_and_pdf, normal_cdf_pdf};
 use super::{AdamW, GeluKind};
 use crate::kernels::simd::{Simd, Unrolled};
 
@@ -312,6 +312,45 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *
                 let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
                 let d = S::fma(xv, ds, s);
                 store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
+            },
+        ),
+    }
+}
+
+/// GELU and its derivative in one pass on `n` elements: `y = gelu(x)`, bit for bit
+/// [`gelu_forward`]'s, and `d = gelu'(x)`, what [`gelu_backward`] multiplies `dy` by (the erf
+/// form's `Phi` is the forward's one-`exp` CDF here, so `d` may differ from the backward's in
+/// the last bit).
+#[inline(always)]
+pub(super) unsafe fn gelu_forward_grad<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
+    gelu_forward_grad_on::<Unrolled<S, GELU_GRAD_UNROLL>>(kind, x, y, d, n)
+}
+
+/// Vectors per step of [`gelu_forward_grad`].
+const GELU_GRAD_UNROLL: usize = 2;
+
+#[inline(always)]
+unsafe fn gelu_forward_grad_on<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
+    match kind {
+        GeluKind::Erf => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                let (cdf, pdf) = normal_cdf_and_pdf::<S>(xv);
+                store::<S>(y.add(i), l, S::mul(xv, cdf));
+                store::<S>(d.add(i), l, S::fma(xv, pdf, cdf));
+            },
+        ),
+        GeluKind::Tanh => each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let xv = load::<S>(x.add(i), l);
+                let (s, one_minus_s, du) = gelu_tanh_gate::<S>(xv);
+                store::<S>(y.add(i), l, S::mul(xv, s));
+                let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
+                store::<S>(d.add(i), l, S::fma(xv, ds, s));
             },
         ),
     }

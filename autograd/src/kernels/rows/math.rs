@@ -63,11 +63,27 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
 /// nothing at f32.
 #[inline(always)]
 pub(crate) unsafe fn normal_cdf<S: Simd>(x: S::V) -> S::V {
+    normal_cdf_split::<S>(x).0
+}
+
+/// [`normal_cdf`]'s value and the split `x^2 = hi + lo` it was computed from, `(Phi, hi, lo/2)`.
+#[inline(always)]
+unsafe fn normal_cdf_split<S: Simd>(x: S::V) -> (S::V, S::V, S::V) {
     let (t, p) = erfc_fit::<S>(x);
     let (hi, half_lo) = square_split::<S>(x);
     let (s, err) = two_sum::<S>(S::mul(hi, S::splat(-0.5)), p);
     let es = exp::<S>(s);
-    tail_to_cdf::<S>(x, t, S::fma(es, S::sub(err, half_lo), es))
+    (tail_to_cdf::<S>(x, t, S::fma(es, S::sub(err, half_lo), es)), hi, half_lo)
+}
+
+/// `(Phi(x), phi(x))` with `Phi` bit for bit [`normal_cdf`]'s, for a pass that makes GELU's
+/// output and its derivative together (the fused Linear+GELU's recompute, whose output must
+/// equal the forward's): the density from a second `exp`, `exp(-hi/2) (1 - lo/2)`.
+#[inline(always)]
+pub(crate) unsafe fn normal_cdf_and_pdf<S: Simd>(x: S::V) -> (S::V, S::V) {
+    let (cdf, hi, half_lo) = normal_cdf_split::<S>(x);
+    let e_hi = exp::<S>(S::mul(hi, S::splat(-0.5)));
+    (cdf, S::mul(S::fnma(e_hi, half_lo, e_hi), S::splat(FRAC_1_SQRT_2PI)))
 }
 
 /// `(Phi(x), phi(x))` together, for GELU's backward, `phi(x) = exp(-x^2 / 2) / sqrt(2 pi)`:

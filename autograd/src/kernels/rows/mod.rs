@@ -155,6 +155,7 @@ dispatchers! {
     layer_norm_backward(x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, dy: *const f32, dx: *mut f32, dw: *mut f32, db: *mut f32, rows: usize, n: usize);
     gelu_forward(kind: GeluKind, x: *const f32, y: *mut f32, n: usize);
     gelu_backward(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
+    gelu_forward_grad(kind: GeluKind, x: *const f32, y: *mut f32, d: *mut f32, n: usize);
     exp(x: *const f32, y: *mut f32, n: usize);
     bias_add(x: *mut f32, bias: *const f32, rows: usize, n: usize);
     add_rows(x: *const f32, out: *mut f32, rows: usize, n: usize);
@@ -325,6 +326,18 @@ impl Rows {
         // SAFETY: each task reads and writes its own run of elements.
         for_elems(x.len(), 10, |e| unsafe {
             on::gelu_backward(self.isa, kind, xp.at(e.start), dyp.at(e.start), dxp.at(e.start), e.len())
+        });
+    }
+
+    /// GELU and its derivative together, element-wise: `y = gelu(x)` exactly as
+    /// [`Rows::gelu_forward`] makes it and `d = gelu'(x)` (what [`Rows::gelu_backward`]
+    /// multiplies `dy` by, to within the last bit), for one pass where both are needed.
+    pub fn gelu_forward_grad(self, kind: GeluKind, x: &[f32], y: &mut [f32], d: &mut [f32]) {
+        assert!(y.len() == x.len() && d.len() == x.len(), "gelu_forward_grad: x, y, d differ in length");
+        let (xp, yp, dp) = (shared(x), SendPtr::new(y.as_mut_ptr()), SendPtr::new(d.as_mut_ptr()));
+        // SAFETY: each task reads and writes its own run of elements.
+        for_elems(x.len(), 10, |e| unsafe {
+            on::gelu_forward_grad(self.isa, kind, xp.at(e.start), yp.at(e.start), dp.at(e.start), e.len())
         });
     }
 
