@@ -267,20 +267,19 @@ impl ShapeRow {
 /// Per-step medians of each shape's totals over the breakdown steps, in the order the shapes
 /// first ran (`steps[i]` is one step's `take_by_shape` for the phase).
 fn shape_rows(phase: &str, steps: &[Vec<(timing::GemmShape, timing::GemmTotals)>]) -> Vec<ShapeRow> {
-    let mut names: Vec<String> = Vec::new();
+    let mut shapes: Vec<timing::GemmShape> = Vec::new();
     for (s, t) in steps.iter().flatten() {
-        let name = s.to_string();
-        if t.calls > 0 && !names.contains(&name) {
-            names.push(name);
+        if t.calls > 0 && !shapes.contains(s) {
+            shapes.push(*s);
         }
     }
-    names
+    shapes
         .into_iter()
-        .map(|name| {
+        .map(|shape| {
             let per_step = |f: &dyn Fn(&timing::GemmTotals) -> f64| -> f64 {
                 let v: Vec<f64> = steps
                     .iter()
-                    .map(|step| step.iter().filter(|(s, _)| s.to_string() == name).map(|(_, t)| f(t)).sum())
+                    .map(|step| step.iter().filter(|(s, _)| *s == shape).map(|(_, t)| f(t)).sum())
                     .collect();
                 median(&v)
             };
@@ -289,7 +288,7 @@ fn shape_rows(phase: &str, steps: &[Vec<(timing::GemmShape, timing::GemmTotals)>
                 calls: per_step(&|t| t.calls as f64),
                 flops: per_step(&|t| t.flops as f64),
                 ms: per_step(&|t| t.nanos as f64 / 1e6),
-                shape: name,
+                shape: shape.to_string(),
             }
         })
         .collect()

@@ -109,10 +109,26 @@ impl Window {
         (iy < self.h && ix < self.w).then_some((iy, ix))
     }
 
+    /// The offsets `ky` of output row `oy` whose [`Window::source`] is inside the image, as one
+    /// range: the window's taps with the padding clipped off.
+    pub fn row_taps(&self, oy: usize) -> std::ops::Range<usize> {
+        taps(oy * self.stride, self.pad.top, self.kh, self.h)
+    }
+
+    /// [`Window::row_taps`] along a row: the offsets `kx` of output column `ox` inside the image.
+    pub fn col_taps(&self, ox: usize) -> std::ops::Range<usize> {
+        taps(ox * self.stride, self.pad.left, self.kw, self.w)
+    }
+
     /// Length of one unrolled receptive field, `C kh kw`.
     fn field(&self) -> usize {
         self.c * self.kh * self.kw
     }
+}
+
+/// The offsets `k` in `0..kernel` whose source `start + k - pad` lies in `0..size`.
+fn taps(start: usize, pad: usize, kernel: usize, size: usize) -> std::ops::Range<usize> {
+    pad.saturating_sub(start)..kernel.min((size + pad).saturating_sub(start))
 }
 
 /// Unrolls one image `x_b` `[C, H, W]` into `cols` `[C kh kw, Ho Wo]` (see the module docs).

@@ -61,13 +61,6 @@ impl<T: Float> Op<T> for MaxPool2d {
     }
 }
 
-/// The window offsets `k` in `0..kernel` whose source `o stride + k - pad` lies inside
-/// `0..size`: the taps of output `o` that are not padding.
-fn taps(o: usize, stride: usize, pad: usize, kernel: usize, size: usize) -> std::ops::Range<usize> {
-    let start = o * stride;
-    pad.saturating_sub(start)..kernel.min((size + pad).saturating_sub(start))
-}
-
 impl<T: Float> Graph<T> {
     /// The maximum of each `kernel x kernel` window of `x` `[B, C, H, W]`, moved by `stride`
     /// over `x` padded by `pad` (each side less than `kernel`, so every window holds a pixel):
@@ -96,9 +89,9 @@ impl<T: Float> Graph<T> {
                 // Each window's taps clipped to the image up front (padding never wins), then
                 // scanned row by row; the first maximum wins a tie, as in PyTorch.
                 for oy in 0..win.ho {
-                    let rows = taps(oy, win.stride, win.pad.top, win.kh, win.h);
+                    let rows = win.row_taps(oy);
                     for ox in 0..win.wo {
-                        let cols = taps(ox, win.stride, win.pad.left, win.kw, win.w);
+                        let cols = win.col_taps(ox);
                         let (iy, ix) =
                             (oy * win.stride + rows.start - win.pad.top, ox * win.stride + cols.start - win.pad.left);
                         let (h, w) = (rows.len(), cols.len());

@@ -2,7 +2,7 @@
 //! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
-use super::math::{gelu_tanh_gate, normal_cdf, normal_cdf_and_pdf, normal_cdf_pdf};
+use super::math::{gelu_tanh_gate, gelu_tanh_grad, normal_cdf, normal_cdf_and_pdf, normal_cdf_pdf};
 use super::{AdamW, GeluKind};
 use crate::kernels::simd::{Simd, Unrolled};
 
@@ -308,9 +308,7 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *
             #[inline(always)]
             |i, l| {
                 let xv = load::<S>(x.add(i), l);
-                let (s, one_minus_s, du) = gelu_tanh_gate::<S>(xv);
-                let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
-                let d = S::fma(xv, ds, s);
+                let d = gelu_tanh_grad::<S>(xv).1;
                 store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
             },
         ),
@@ -347,10 +345,9 @@ unsafe fn gelu_forward_grad_on<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f
             #[inline(always)]
             |i, l| {
                 let xv = load::<S>(x.add(i), l);
-                let (s, one_minus_s, du) = gelu_tanh_gate::<S>(xv);
+                let (s, dv) = gelu_tanh_grad::<S>(xv);
                 store::<S>(y.add(i), l, S::mul(xv, s));
-                let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
-                store::<S>(d.add(i), l, S::fma(xv, ds, s));
+                store::<S>(d.add(i), l, dv);
             },
         ),
     }

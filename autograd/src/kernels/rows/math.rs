@@ -160,3 +160,12 @@ pub(crate) unsafe fn gelu_tanh_gate<S: Simd>(x: S::V) -> (S::V, S::V, S::V) {
     let du = S::mul(S::fma(x2, S::splat(3.0 * GELU_CUBIC), S::splat(1.0)), S::splat(SQRT_2_OVER_PI));
     (s, S::mul(e, s), du)
 }
+
+/// `(s, gelu'(x))` of the tanh form, `gelu(x) = x s`: `gelu'(x) = s + x s (1 - s) 2 u'(x)`
+/// (see [`gelu_tanh_gate`]).
+#[inline(always)]
+pub(crate) unsafe fn gelu_tanh_grad<S: Simd>(x: S::V) -> (S::V, S::V) {
+    let (s, one_minus_s, du) = gelu_tanh_gate::<S>(x);
+    let ds = S::mul(S::mul(s, one_minus_s), S::add(du, du));
+    (s, S::fma(x, ds, s))
+}
