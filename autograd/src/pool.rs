@@ -108,6 +108,13 @@ impl<T: Float> BufferPool<T> {
         Stats { retained: *retained, in_use: sum(|s| s.in_use), bound: sum(|s| s.peak).min(MAX_RETAINED_BYTES) }
     }
 
+    /// How many free buffers of length `n` the pool holds (for tests of who takes from it).
+    #[cfg(test)]
+    pub(crate) fn free_of_len(&self, n: usize) -> usize {
+        let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.get(&n).map_or(0, |s| s.free.len())
+    }
+
     /// Frees every buffer the pool holds and forgets the peaks (the next working set is learnt
     /// afresh). Buffers in use stay counted.
     pub fn clear(&self) {

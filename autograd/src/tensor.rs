@@ -325,12 +325,29 @@ impl<T: Float> Tensor<T> {
         self.data()[0]
     }
 
-    /// Elementwise map into a new tensor of the same shape.
-    pub fn map(&self, f: impl Fn(T) -> T) -> Self {
+    /// Elementwise map into a new tensor of the same shape (its buffer from the pool; large
+    /// tensors in parallel, in blocks of [`GRAIN`](crate::kernels::parallel::GRAIN) elements).
+    pub fn map(&self, f: impl Fn(T) -> T + Sync) -> Self {
         let mut v = crate::pool::take(self.numel());
-        for (y, &x) in v.iter_mut().zip(self.data()) {
-            *y = f(x);
-        }
+        elementwise(&mut v, |i, y| {
+            for (y, &x) in y.iter_mut().zip(&self.data()[i..]) {
+                *y = f(x);
+            }
+        });
+        Tensor::from_vec(v, &self.shape)
+    }
+
+    /// `f(a, b)` elementwise over this tensor and `other`, of the same shape, into a new tensor
+    /// (pooled and parallel as [`Tensor::map`]): what a backward pass's `g * f'(x)` is.
+    pub fn zip_map(&self, other: &Tensor<T>, f: impl Fn(T, T) -> T + Sync) -> Self {
+        assert_eq!(self.shape, other.shape, "Tensor::zip_map: shapes {:?} and {:?} differ", self.shape, other.shape);
+        let mut v = crate::pool::take(self.numel());
+        let (a, b) = (self.data(), other.data());
+        elementwise(&mut v, |i, y| {
+            for ((y, &a), &b) in y.iter_mut().zip(&a[i..]).zip(&b[i..]) {
+                *y = f(a, b);
+            }
+        });
         Tensor::from_vec(v, &self.shape)
     }
 
@@ -450,6 +467,18 @@ impl<T: Float> fmt::Display for Tensor<T> {
     }
 }
 
+/// Calls `f(i, block)` for consecutive blocks of `out` starting at element `i`: one block on the
+/// calling thread for small buffers, blocks of `GRAIN` elements in parallel for large ones (an
+/// elementwise result does not depend on how it is split).
+fn elementwise<T: Float>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    use rayon::prelude::*;
+    let grain = crate::kernels::parallel::GRAIN;
+    if out.len() <= grain {
+        return f(0, out);
+    }
+    out.par_chunks_mut(grain).enumerate().for_each(|(b, y)| f(b * grain, y));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +509,34 @@ mod tests {
         assert!(a.data().iter().all(|x| (-0.5..=0.5).contains(x)));
         assert_eq!(a.data(), b.data());
         assert!(a.data().iter().any(|&x| x != a.data()[0]));
+    }
+
+    #[test]
+    fn map_and_zip_map_take_their_buffers_from_the_pool_and_split_without_changing_a_value() {
+        // A length no other test uses, above the parallel grain: this slot of the global pool
+        // is this test's alone, and the blocks run in parallel.
+        let n = 3 * crate::kernels::parallel::GRAIN + 17;
+        let pool = crate::pool::global::<f32>();
+        let a = Tensor::<f32>::from_fn(&[n], |i| (i % 97) as f32 - 48.0);
+        let b = a.map(|v| v * 0.5);
+        assert!(b.data().iter().zip(a.data()).all(|(&y, &x)| y == x * 0.5));
+        drop(b);
+        assert_eq!(pool.free_of_len(n), 1, "the mapped tensor's buffer went back to the pool");
+        let c = a.zip_map(&a, |x, g| if x > 0.0 { g * x } else { 0.0 });
+        assert_eq!(pool.free_of_len(n), 0, "zip_map took the freed buffer instead of allocating");
+        for (i, (&y, &x)) in c.data().iter().zip(a.data()).enumerate() {
+            assert_eq!(y, if x > 0.0 { x * x } else { 0.0 }, "element {i}");
+        }
+        // Below the grain: one block on this thread, the same values.
+        let s = Tensor::<f64>::from_fn(&[5], |i| i as f64 - 2.0);
+        assert_eq!(s.zip_map(&s, |x, y| x * y).data(), &[4.0, 1.0, 0.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "shapes")]
+    fn zip_map_of_two_shapes_is_refused() {
+        let a = Tensor::<f32>::zeros(&[2, 3]);
+        let _ = a.zip_map(&Tensor::zeros(&[3, 2]), |x, y| x + y);
     }
 
     #[test]

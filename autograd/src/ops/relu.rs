@@ -24,10 +24,7 @@ impl<T: Float> Op<T> for Relu {
         let (x, g) = (c.inputs[0], c.grad);
         let dx = on_device!([x, g],
         cuda: crate::cuda::ops::binary("relu backward", crate::cuda::kernels::BinaryOp::ReluBack, g, x, 0.0),
-        cpu: {
-            let dx = x.data().iter().zip(g.data()).map(|(&x, &g)| if x > T::ZERO { g } else { T::ZERO }).collect();
-            Tensor::from_vec(dx, x.shape())
-        });
+        cpu: x.zip_map(g, |x, g| if x > T::ZERO { g } else { T::ZERO }));
         vec![Some(dx)]
     }
 

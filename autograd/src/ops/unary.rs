@@ -18,7 +18,7 @@ macro_rules! zip_map {
         debug_assert_eq!(a.shape(), b.shape());
         on_device!([a, b],
             cuda: crate::cuda::ops::binary(stringify!($op), crate::cuda::kernels::BinaryOp::$op, a, b, $p),
-            cpu: Tensor::from_vec(a.data().iter().zip(b.data()).map(|(&a, &b)| $f(a, b)).collect(), a.shape()))
+            cpu: a.zip_map(b, $f))
     }};
 }
 
