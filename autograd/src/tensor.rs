@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::dtype::{DType, Float};
+use crate::kernels::parallel::{for_each_row, GRAIN};
 use crate::rng::Rng;
 
 pub use crate::device::Device;
@@ -326,11 +327,12 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Elementwise map into a new tensor of the same shape (its buffer from the pool; large
-    /// tensors in parallel, in blocks of [`GRAIN`](crate::kernels::parallel::GRAIN) elements).
+    /// tensors in parallel, in blocks of [`GRAIN`] elements).
     pub fn map(&self, f: impl Fn(T) -> T + Sync) -> Self {
         let mut v = crate::pool::take(self.numel());
-        elementwise(&mut v, |i, y| {
-            for (y, &x) in y.iter_mut().zip(&self.data()[i..]) {
+        // "Rows" of GRAIN elements: one block on this thread when small, else one per task.
+        for_each_row(&mut v, GRAIN, |r, y| {
+            for (y, &x) in y.iter_mut().zip(&self.data()[r * GRAIN..]) {
                 *y = f(x);
             }
         });
@@ -343,8 +345,8 @@ impl<T: Float> Tensor<T> {
         assert_eq!(self.shape, other.shape, "Tensor::zip_map: shapes {:?} and {:?} differ", self.shape, other.shape);
         let mut v = crate::pool::take(self.numel());
         let (a, b) = (self.data(), other.data());
-        elementwise(&mut v, |i, y| {
-            for ((y, &a), &b) in y.iter_mut().zip(&a[i..]).zip(&b[i..]) {
+        for_each_row(&mut v, GRAIN, |r, y| {
+            for ((y, &a), &b) in y.iter_mut().zip(&a[r * GRAIN..]).zip(&b[r * GRAIN..]) {
                 *y = f(a, b);
             }
         });
@@ -465,18 +467,6 @@ impl<T: Float> fmt::Display for Tensor<T> {
         }
         rec(f, &self.shape, data, 0)
     }
-}
-
-/// Calls `f(i, block)` for consecutive blocks of `out` starting at element `i`: one block on the
-/// calling thread for small buffers, blocks of `GRAIN` elements in parallel for large ones (an
-/// elementwise result does not depend on how it is split).
-fn elementwise<T: Float>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    use rayon::prelude::*;
-    let grain = crate::kernels::parallel::GRAIN;
-    if out.len() <= grain {
-        return f(0, out);
-    }
-    out.par_chunks_mut(grain).enumerate().for_each(|(b, y)| f(b * grain, y));
 }
 
 #[cfg(test)]

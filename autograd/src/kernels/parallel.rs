@@ -51,6 +51,10 @@ pub fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut
         return;
     }
     let per = rows_per_task(width, 1);
+    if out.len() <= per * width {
+        // One block: on the calling thread, as in `for_row_blocks`.
+        return out.chunks_mut(width).enumerate().for_each(|(r, row)| f(r, row));
+    }
     out.par_chunks_mut(per * width).enumerate().for_each(|(b, block)| {
         for (i, row) in block.chunks_mut(width).enumerate() {
             f(b * per + i, row)
