@@ -505,7 +505,7 @@ mod tests {
     fn map_and_zip_map_take_their_buffers_from_the_pool_and_split_without_changing_a_value() {
         // A length no other test uses, above the parallel grain: this slot of the global pool
         // is this test's alone, and the blocks run in parallel.
-        let n = 3 * crate::kernels::parallel::GRAIN + 17;
+        let n = 3 * GRAIN + 17;
         let pool = crate::pool::global::<f32>();
         let a = Tensor::<f32>::from_fn(&[n], |i| (i % 97) as f32 - 48.0);
         let b = a.map(|v| v * 0.5);
