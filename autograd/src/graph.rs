@@ -198,13 +198,30 @@ impl<T: Float> Graph<T> {
         self.leaf(value.clone(), true)
     }
 
+    /// Whether an op on `inputs` would be recorded by [`Graph::push`]: recording is on and some
+    /// input requires a gradient. An op may skip keeping state for backward when it is not.
+    pub fn records(&self, inputs: &[Var]) -> bool {
+        self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index()].requires_grad)
+    }
+
     /// Records an op's result. This is how every op (ours and a user's) joins the tape: compute
     /// the value, then `push` it with the op and its inputs. If no input requires a gradient, or
     /// recording is off, the op is dropped and the value stored as a constant.
     pub fn push(&mut self, value: Tensor<T>, op: impl Op<T> + 'static, inputs: &[Var]) -> Var {
-        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index()].requires_grad);
-        let (op, inputs): (Option<Box<dyn Op<T>>>, Vec<Var>) =
-            if requires_grad { (Some(Box::new(op)), inputs.to_vec()) } else { (None, Vec::new()) };
+        if !self.records(inputs) {
+            return self.push_unrecorded(value);
+        }
+        self.push_node(value, Some(Box::new(op)), inputs.to_vec())
+    }
+
+    /// An op's result that the tape does not record (as [`Graph::push`] stores it when
+    /// [`Graph::records`] is false), for an op that computed it differently off the tape.
+    pub(crate) fn push_unrecorded(&mut self, value: Tensor<T>) -> Var {
+        self.push_node(value, None, Vec::new())
+    }
+
+    fn push_node(&mut self, value: Tensor<T>, op: Option<Box<dyn Op<T>>>, inputs: Vec<Var>) -> Var {
+        let requires_grad = op.is_some();
         let shape = value.shape().to_vec();
         self.nodes.push(Node {
             op,

@@ -51,6 +51,15 @@ impl<T: Float> Op<T> for Gelu {
     }
 }
 
+/// `x <- gelu(x)`, for a pre-activation that nothing keeps (the fused Linear + GELU off the tape).
+pub(crate) fn gelu_in_place<T: Float>(kind: GeluKind, x: &mut [T]) {
+    if let Some(x32) = as_f32_mut(x) {
+        return Rows::active().gelu_in_place(kind, x32);
+    }
+    let h = x.to_vec();
+    gelu_forward(kind, &h, x);
+}
+
 /// `y = gelu(x)` elementwise (f32: the SIMD kernel; otherwise over chunks in parallel), shared
 /// by [`Graph::gelu`] and the fused Linear + GELU op.
 pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {

@@ -13,7 +13,7 @@
 //! written; backward sums the bias gradient straight from `g` instead of going through the
 //! general broadcast reduction.
 
-use super::gelu::{gelu_backward, gelu_forward, gelu_forward_grad, scale_by, GeluKind};
+use super::gelu::{gelu_backward, gelu_forward, gelu_forward_grad, gelu_in_place, scale_by, GeluKind};
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::gemm::{gemm, gemm_then, Epilogue};
@@ -263,8 +263,18 @@ impl<T: Float> Graph<T> {
             return self.push(y, op, &[x, w, b]);
         }
         let mut h = crate::pool::take(rows * n);
+        let bias = self.value(b).data();
+        if !self.records(&[x, w, b]) {
+            // Off the tape (inference) nothing keeps h: GELU overwrites it in the epilogue, and
+            // the output is written once instead of twice.
+            affine_then((rows, k, n), self.value(x).data(), self.value(w).data(), &mut h, &|_, c0, h| {
+                add_bias(h, &bias[c0..c0 + h.len()]);
+                gelu_in_place(kind, h);
+            });
+            return self.push_unrecorded(Tensor::from_vec(h, &shape));
+        }
         let mut y = crate::pool::take::<T>(rows * n);
-        let (bias, yp) = (self.value(b).data(), SendPtr::new(y.as_mut_ptr()));
+        let yp = SendPtr::new(y.as_mut_ptr());
         // h = x W^T + b and a = gelu(h), a piece at a time in the product's epilogue.
         affine_then((rows, k, n), self.value(x).data(), self.value(w).data(), &mut h, &|r, c0, h| {
             add_bias(h, &bias[c0..c0 + h.len()]);

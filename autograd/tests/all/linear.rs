@@ -88,6 +88,39 @@ proptest! {
     }
 }
 
+/// Off the tape the fused Linear+GELU keeps no pre-activation and applies GELU in place in the
+/// product's epilogue: its output must be bit for bit the recorded op's (f32: the SIMD kernels,
+/// with rows that end in a partial vector; f64: the scalar path).
+#[test]
+fn linear_gelu_off_the_tape_equals_the_recorded_op() {
+    use autograd::ops::gelu::GeluKind;
+    fn both<T: autograd::Float>(x: &Tensor<T>, w: &Tensor<T>, b: &Tensor<T>, kind: GeluKind) -> (Vec<T>, Vec<T>) {
+        let mut g = Graph::<T>::new();
+        let (xv, wv, bv) = (g.param(x), g.param(w), g.param(b));
+        let y = g.linear_gelu(xv, wv, bv, kind);
+        let recorded = g.value(y).data().to_vec();
+        let mut g = Graph::<T>::inference();
+        let (xv, wv, bv) = (g.input(x.clone()), g.input(w.clone()), g.input(b.clone()));
+        let y = g.linear_gelu(xv, wv, bv, kind);
+        (recorded, g.value(y).data().to_vec())
+    }
+    let mut rng = autograd::Rng::seed(11);
+    for kind in [GeluKind::Erf, GeluKind::Tanh] {
+        let x = Tensor::<f32>::randn(&[3, 37, 24], 0.0, 2.0, &mut rng);
+        let w = Tensor::<f32>::randn(&[53, 24], 0.0, 0.5, &mut rng);
+        let b = Tensor::<f32>::randn(&[53], 0.0, 1.0, &mut rng);
+        let (recorded, off) = both(&x, &w, &b, kind);
+        assert!(recorded.iter().zip(&off).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}: f32 outputs differ");
+        assert!(
+            recorded.iter().any(|&v| v < 0.0) && recorded.iter().any(|&v| v > 1.0),
+            "{kind:?}: GELU's range not covered"
+        );
+        let cast = |t: &Tensor<f32>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f64);
+        let (recorded, off) = both(&cast(&x), &cast(&w), &cast(&b), kind);
+        assert!(recorded.iter().zip(&off).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}: f64 outputs differ");
+    }
+}
+
 #[test]
 fn large_f32_bias_gradient_matches_f64() {
     // Many rows exercise the parallel, blocked bias reduction.

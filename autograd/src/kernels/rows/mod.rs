@@ -318,6 +318,15 @@ impl Rows {
         for_elems(x.len(), 8, |e| unsafe { on::gelu_forward(self.isa, kind, xp.at(e.start), yp.at(e.start), e.len()) });
     }
 
+    /// [`Rows::gelu_forward`] overwriting its input, `x <- gelu(x)`: for a pre-activation that
+    /// nothing keeps (inference), so the product's output is written once instead of twice.
+    pub fn gelu_in_place(self, kind: GeluKind, x: &mut [f32]) {
+        let xp = SendPtr::new(x.as_mut_ptr());
+        // SAFETY: each task reads and then writes its own run of elements; the kernel reads
+        // every element before it stores that element, and no other.
+        for_elems(x.len(), 8, |e| unsafe { on::gelu_forward(self.isa, kind, xp.at(e.start), xp.at(e.start), e.len()) });
+    }
+
     /// GELU backward, element-wise: `dx = dy gelu'(x)` with `gelu'(x) = Phi(x) + x phi(x)` (erf
     /// form) or `s + 2 x s (1 - s) u'(x)`, `s = sigmoid(2u)` (tanh form).
     pub fn gelu_backward(self, kind: GeluKind, x: &[f32], dy: &[f32], dx: &mut [f32]) {

@@ -16,9 +16,17 @@ use super::Simd;
 #[derive(Clone, Copy)]
 pub(crate) struct Unrolled<S, const K: usize>(PhantomData<S>);
 
+/// `[f(0), .., f(K - 1)]`. Not `std::array::from_fn`: that one is only `#[inline]`, and where
+/// the compiler outlines it, the intrinsics inside the closure land in a function without the
+/// ISA's target features and become calls (measured: GELU's epilogue 24% slower on AVX-512).
 #[inline(always)]
-fn each<V: Copy, const K: usize>(f: impl FnMut(usize) -> V) -> [V; K] {
-    std::array::from_fn(f)
+fn each<V: Copy, const K: usize>(mut f: impl FnMut(usize) -> V) -> [V; K] {
+    const { assert!(K > 0, "Unrolled needs at least one vector") };
+    let mut out = [f(0); K];
+    for (i, o) in out.iter_mut().enumerate().skip(1) {
+        *o = f(i);
+    }
+    out
 }
 
 impl<S: Simd, const K: usize> Simd for Unrolled<S, K> {
