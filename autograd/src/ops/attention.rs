@@ -21,6 +21,11 @@
 //! scores of one head stay in cache from the product through the softmax to the value product.
 //! Heads are independent and run in parallel.
 //!
+//! Each head's slices are short runs inside long rows (256 bytes every 2304 for ViT-Ti), which
+//! the hardware prefetchers do not follow, so a head starts fetching the operands of its later
+//! products (v; in backward dO and v) while its first product and softmax run, and the next
+//! head's q and k once its own are consumed.
+//!
 //! Nothing `N x N` is kept for backward: it recomputes each head's `P` from `q` and `k` (one
 //! small product and a softmax, in cache) where it needs it, and regenerates the dropout mask
 //! from a per-head seed. The probabilities are kept only when asked for
@@ -94,6 +99,15 @@ fn head_probs<T: Float>(x: &[T], d: &Dims, bh: usize, scale: T, scores: &mut [T]
     softmax_rows(scores, p, d.n);
 }
 
+/// Starts fetching the q and k of head `bh + 1` (the first product of the next head, most often
+/// on this same thread).
+fn prefetch_next<T: Float>(x: &[T], d: &Dims, bh: usize) {
+    if bh + 1 < d.b * d.heads {
+        MatRef::new(x, d.qkv(bh + 1, 0)).prefetch();
+        MatRef::new(x, d.qkv(bh + 1, 1)).prefetch();
+    }
+}
+
 /// The recorded half.
 struct Attention<T: Float> {
     dims: Dims,
@@ -144,6 +158,9 @@ impl<T: Float> Op<T> for Attention<T> {
         };
         if n > 0 {
             (0..d.b * d.heads).into_par_iter().for_each(|bh| {
+                // dO and v are read after P is recomputed: start fetching them now.
+                MatRef::new(go, d.out(bh)).prefetch();
+                MatRef::new(qkv, d.qkv(bh, 2)).prefetch();
                 // This head's P (saved or recomputed), its dropped version Pd, and dP.
                 let mut p_buf = Vec::new();
                 let p: &[T] = match &self.probs {
@@ -152,6 +169,7 @@ impl<T: Float> Op<T> for Attention<T> {
                         p_buf = vec![T::ZERO; n * n];
                         let mut scores = vec![T::ZERO; n * n];
                         head_probs(qkv, &d, bh, self.scale, &mut scores, &mut p_buf);
+                        prefetch_next(qkv, &d, bh);
                         &p_buf
                     }
                 };
@@ -237,8 +255,11 @@ impl<T: Float> Graph<T> {
         let pr = probs.as_mut().map(|v| SendPtr::new(v.as_mut_ptr()));
         if n > 0 {
             (0..d.b * heads).into_par_iter().for_each(|bh| {
+                // v is read after the scores and the softmax: start fetching it now.
+                MatRef::new(x, d.qkv(bh, 2)).prefetch();
                 let (mut scores, mut p) = (vec![T::ZERO; n * n], vec![T::ZERO; n * n]);
                 head_probs(x, &d, bh, scale, &mut scores, &mut p);
+                prefetch_next(x, &d, bh);
                 if let Some(pr) = pr {
                     // SAFETY: head bh owns elements bh*N*N..(bh+1)*N*N of the probabilities.
                     unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.at(bh * n * n), n * n) };

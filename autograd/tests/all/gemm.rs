@@ -297,6 +297,24 @@ fn sgemm_crosses_nc_and_kc_blocks() {
     }
 }
 
+/// Attention's per-head products as the op issues them, which take the direct path (operands
+/// read in place, unpacked, by the strided kernels): heads inside wide rows (`3D = 576` apart,
+/// sentinels between them), every combination of transposed and row-major operands, tile
+/// heights that leave an edge (64 and 65 rows), and widths of whole vectors or not (64, 65).
+#[test]
+fn small_products_read_in_place_match_naive() {
+    let isas = Isa::all_available();
+    let (wide, square, cols) = (Layout::Rows { pad: 512 }, Layout::Rows { pad: 0 }, Layout::Cols { pad: 0 });
+    for &(m, k, n) in &[(65, 64, 65), (65, 65, 64), (64, 64, 64), (65, 64, 64), (37, 16, 48), (128, 48, 128)] {
+        for (s, &(la, lb)) in
+            [(wide, cols), (square, wide), (cols, wide), (wide, wide), (square, square)].iter().enumerate()
+        {
+            run_case(&isas, &[], m, k, n, la, lb, wide, 1.0, 0.0, 20 + s as u64);
+            run_case(&isas, &[], m, k, n, la, lb, square, 0.125, 1.0, 30 + s as u64);
+        }
+    }
+}
+
 /// Products big enough to be cut into tasks, in pools of 2, 3 and 4 threads: tall (split M),
 /// wide (split N) and long-K (split K, partial products summed) shapes, with beta = 0 over NaN
 /// and beta = 1 accumulation.

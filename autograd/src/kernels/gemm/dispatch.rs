@@ -34,10 +34,13 @@ pub(crate) trait GemmArch {
     fn cache_blocking(g: &Gemm) -> CacheBlocking {
         CacheBlocking::for_caches(g.caches, Self::MR_MAX, Self::KC_MAX)
     }
-    /// The microkernel for `mr` rows, `nv` vectors, A layout.
-    fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn;
+    /// Whether the kernels come in strided variants (`Tile::rsa`, `Tile::rsb`), which the
+    /// direct path of small products runs on unpacked operands.
+    const DIRECT: bool = false;
+    /// The microkernel for `mr` rows, `nv` vectors, A layout, strided or not.
+    fn kernel(mr: usize, nv: usize, kmajor: bool, strided: bool) -> KernelFn;
     /// The dot-product kernel for the narrowest B edges, rows-layout A, if the ISA has one.
-    fn dot_kernel(mr: usize) -> Option<KernelFn>;
+    fn dot_kernel(mr: usize, strided: bool) -> Option<KernelFn>;
     /// [`super::loops::block`] compiled for this ISA: a `#[target_feature]` function into
     /// which the generic loops, the packing and the vector intrinsics are all inlined.
     ///
@@ -65,15 +68,15 @@ macro_rules! gemm_arch {
         const KCP: usize = KC + 16;
 
         $(#[target_feature(enable = $feat)])?
-        unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool>(t: &Tile) {
+        unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool, const STRIDED: bool>(t: &Tile) {
             // SAFETY: forwarded contract (valid panels and C tile, the ISA is available).
-            unsafe { kernel::<$S, MR, NV, KMAJOR, NR, KCP>(t) }
+            unsafe { kernel::<$S, MR, NV, KMAJOR, NR, KCP, STRIDED>(t) }
         }
 
         $(#[target_feature(enable = $feat)])?
-        unsafe fn d<const MR: usize>(t: &Tile) {
+        unsafe fn d<const MR: usize, const STRIDED: bool>(t: &Tile) {
             // SAFETY: as for `k`.
-            unsafe { dot_kernel::<$S, MR, KCP>(t) }
+            unsafe { dot_kernel::<$S, MR, KCP, STRIDED>(t) }
         }
 
         /// The BLIS loops, packing included, compiled for this ISA.
@@ -91,13 +94,14 @@ macro_rules! gemm_arch {
             const MR_MAX: usize = [$($m),*].len();
             const KC_MAX: usize = KC;
             const KCP: usize = KCP;
+            const DIRECT: bool = true;
 
-            fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
-                kernel_table!(k, mr, nv, kmajor; $($m)*)
+            fn kernel(mr: usize, nv: usize, kmajor: bool, strided: bool) -> KernelFn {
+                kernel_table!(k, mr, nv, kmajor, strided; $($m)*)
             }
 
-            fn dot_kernel(mr: usize) -> Option<KernelFn> {
-                Some(dot_table!(d, mr; $($m)*))
+            fn dot_kernel(mr: usize, strided: bool) -> Option<KernelFn> {
+                Some(dot_table!(d, mr, strided; $($m)*))
             }
 
             unsafe fn block(g: &Gemm, bufs: &mut Buffers, next: Option<&Gemm>) {

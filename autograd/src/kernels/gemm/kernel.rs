@@ -16,15 +16,25 @@
 //! row-major A) or column by column (`KMAJOR = true`: `A~[i, k]` at `k * MR + i`, a plain copy of a
 //! column-major A, i.e. a transposed operand); both are compile-time offsets from one pointer,
 //! so every broadcast folds into its FMA as a memory operand.
+//!
+//! The strided variant (`STRIDED = true`) reads the distances between A's rows and B's depths
+//! from the tile instead (`Tile::rsa`, `Tile::rsb`), so it can run on an operand that was not
+//! packed at all: the direct path of small products (see `loops.rs`), where copying a 65 x 64
+//! head into panels costs a fifth of the product.
 
 use crate::kernels::simd::Simd;
 
-/// Everything one microkernel call needs. `a` and `b` point at packed micro-panels; `c` at the
-/// tile's top-left element of the real C, with its strides.
+/// Everything one microkernel call needs. `a` and `b` point at packed micro-panels (or, for the
+/// strided kernels, at an operand itself); `c` at the tile's top-left element of the real C,
+/// with its strides.
 pub(crate) struct Tile {
     pub kc: usize,
     pub a: *const f32,
     pub b: *const f32,
+    /// Strided kernels only: floats from one row of a rows-layout A to the next (`KCP` when A
+    /// is packed), and from one depth of B to the next (`NR` when B is packed).
+    pub rsa: usize,
+    pub rsb: usize,
     pub c: *mut f32,
     pub rsc: isize,
     pub csc: isize,
@@ -40,7 +50,9 @@ pub(crate) struct Tile {
 pub(crate) type KernelFn = unsafe fn(&Tile);
 
 /// The microkernel body. `NR` is the packed B panel's row stride (the ISA's full panel width, even
-/// when `NV` vectors cover fewer columns), `KCP` the row stride of a row-layout A micro-panel.
+/// when `NV` vectors cover fewer columns), `KCP` the row stride of a row-layout A micro-panel;
+/// with `STRIDED` the two strides are the tile's `rsb` and `rsa` instead, and B is loaded
+/// unaligned.
 ///
 /// # Safety
 /// `t` must describe valid packed panels of `t.kc` steps and a C tile of `t.mr x t.nr`
@@ -54,26 +66,28 @@ pub(crate) unsafe fn kernel<
     const KMAJOR: bool,
     const NR: usize,
     const KCP: usize,
+    const STRIDED: bool,
 >(
     t: &Tile,
 ) {
     prefetch_c::<S, MR>(t);
+    let (rsa, rsb) = if STRIDED { (t.rsa, t.rsb) } else { (KCP, NR) };
     let mut acc = [[S::zero(); NV]; MR];
     let mut a = t.a;
     let mut b = t.b;
     for _ in 0..t.kc {
         let mut bv = [S::zero(); NV];
         for v in 0..NV {
-            bv[v] = S::load_aligned(b.add(v * S::LANES));
+            bv[v] = if STRIDED { S::load(b.add(v * S::LANES)) } else { S::load_aligned(b.add(v * S::LANES)) };
         }
         for i in 0..MR {
-            let ai = S::splat(*a.add(if KMAJOR { i } else { i * KCP }));
+            let ai = S::splat(*a.add(if KMAJOR { i } else { i * rsa }));
             for v in 0..NV {
                 acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
             }
         }
         a = a.add(if KMAJOR { MR } else { 1 });
-        b = b.add(NR);
+        b = b.add(rsb);
     }
     store_tile::<S, MR, NV>(&acc, t);
 }
@@ -150,26 +164,27 @@ unsafe fn store_edge(tile: &[[f32; 32]], t: &Tile) {
 /// would spend a whole vector per column: `C[i, j] = alpha sum_k A~[i, k] Bc[j, k] (+ beta C)`,
 /// with A in the rows layout (`A~[i, k]` at `i * KCP + k`) and the edge of B packed
 /// column-major (`Bc[j, k]` at `j * kc + k`). Two columns at a time: `2 MR` vector accumulators,
-/// each reduced once at the end.
+/// each reduced once at the end. With `STRIDED`, A's rows are `t.rsa` apart (an unpacked A).
 ///
 /// # Safety
 /// As for [`kernel`], with `t.b` pointing at a column-major edge panel of `t.nr` columns.
 #[inline(always)]
-pub(crate) unsafe fn dot_kernel<S: Simd, const MR: usize, const KCP: usize>(t: &Tile) {
+pub(crate) unsafe fn dot_kernel<S: Simd, const MR: usize, const KCP: usize, const STRIDED: bool>(t: &Tile) {
+    let rsa = if STRIDED { t.rsa } else { KCP };
     let mut j = 0;
     while j + 2 <= t.nr {
-        dot_columns::<S, MR, KCP, true>(t, j);
+        dot_columns::<S, MR, true>(t, rsa, j);
         j += 2;
     }
     if j < t.nr {
-        dot_columns::<S, MR, KCP, false>(t, j);
+        dot_columns::<S, MR, false>(t, rsa, j);
     }
 }
 
 /// Columns `j` (and `j + 1` when `TWO`) of a [`dot_kernel`] tile.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn dot_columns<S: Simd, const MR: usize, const KCP: usize, const TWO: bool>(t: &Tile, j: usize) {
+unsafe fn dot_columns<S: Simd, const MR: usize, const TWO: bool>(t: &Tile, rsa: usize, j: usize) {
     let (kc, l) = (t.kc, S::LANES);
     let (b0, b1) = (t.b.add(j * kc), t.b.add((j + TWO as usize) * kc));
     let mut acc0 = [S::zero(); MR];
@@ -178,7 +193,7 @@ unsafe fn dot_columns<S: Simd, const MR: usize, const KCP: usize, const TWO: boo
     while k + l <= kc {
         let (v0, v1) = (S::load(b0.add(k)), S::load(b1.add(k)));
         for i in 0..MR {
-            let a = S::load(t.a.add(i * KCP + k));
+            let a = S::load(t.a.add(i * rsa + k));
             acc0[i] = S::fma(a, v0, acc0[i]);
             if TWO {
                 acc1[i] = S::fma(a, v1, acc1[i]);
@@ -190,7 +205,7 @@ unsafe fn dot_columns<S: Simd, const MR: usize, const KCP: usize, const TWO: boo
         let r = kc - k;
         let (v0, v1) = (S::load_partial(b0.add(k), r), S::load_partial(b1.add(k), r));
         for i in 0..MR {
-            let a = S::load_partial(t.a.add(i * KCP + k), r);
+            let a = S::load_partial(t.a.add(i * rsa + k), r);
             acc0[i] = S::fma(a, v0, acc0[i]);
             if TWO {
                 acc1[i] = S::fma(a, v1, acc1[i]);
@@ -215,28 +230,36 @@ unsafe fn dot_columns<S: Simd, const MR: usize, const KCP: usize, const TWO: boo
 /// The widest B edge that [`dot_kernel`] takes.
 pub(crate) const DOT_NR: usize = 4;
 
-/// A `match` from `mr` to the monomorphised dot kernel `$k::<MR>`.
+/// A `match` from `(mr, strided)` to the monomorphised dot kernel `$k::<MR, STRIDED>`.
 macro_rules! dot_table {
-    ($k:ident, $mr:expr; $($m:literal)*) => {
-        match $mr {
-            $( $m => $k::<$m> as $crate::kernels::gemm::kernel::KernelFn, )*
-            mr => panic!("sgemm: no dot kernel for mr = {mr}"),
+    ($k:ident, $mr:expr, $st:expr; $($m:literal)*) => {
+        match ($mr, $st) {
+            $(
+                ($m, false) => $k::<$m, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, true) => $k::<$m, true> as $crate::kernels::gemm::kernel::KernelFn,
+            )*
+            (mr, _) => panic!("sgemm: no dot kernel for mr = {mr}"),
         }
     };
 }
 pub(crate) use dot_table;
 
-/// A `match` from `(mr, nv, kmajor)` to the monomorphised kernel `$k::<MR, NV, KMAJOR>`.
+/// A `match` from `(mr, nv, kmajor, strided)` to the monomorphised kernel
+/// `$k::<MR, NV, KMAJOR, STRIDED>`.
 macro_rules! kernel_table {
-    ($k:ident, $mr:expr, $nv:expr, $km:expr; $($m:literal)*) => {
-        match ($mr, $nv, $km) {
+    ($k:ident, $mr:expr, $nv:expr, $km:expr, $st:expr; $($m:literal)*) => {
+        match ($mr, $nv, $km, $st) {
             $(
-                ($m, 1, false) => $k::<$m, 1, false> as $crate::kernels::gemm::kernel::KernelFn,
-                ($m, 1, true) => $k::<$m, 1, true> as $crate::kernels::gemm::kernel::KernelFn,
-                ($m, 2, false) => $k::<$m, 2, false> as $crate::kernels::gemm::kernel::KernelFn,
-                ($m, 2, true) => $k::<$m, 2, true> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 1, false, false) => $k::<$m, 1, false, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 1, false, true) => $k::<$m, 1, false, true> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 1, true, false) => $k::<$m, 1, true, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 1, true, true) => $k::<$m, 1, true, true> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, false, false) => $k::<$m, 2, false, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, false, true) => $k::<$m, 2, false, true> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, true, false) => $k::<$m, 2, true, false> as $crate::kernels::gemm::kernel::KernelFn,
+                ($m, 2, true, true) => $k::<$m, 2, true, true> as $crate::kernels::gemm::kernel::KernelFn,
             )*
-            (mr, nv, _) => panic!("sgemm: no microkernel for mr = {mr}, nv = {nv}"),
+            (mr, nv, _, _) => panic!("sgemm: no microkernel for mr = {mr}, nv = {nv}"),
         }
     };
 }

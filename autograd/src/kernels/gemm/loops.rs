@@ -12,6 +12,13 @@
 //!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
 //!             [last depth block: the epilogue on the MR x nc strip just written, still in L1]
 //! ```
+//!
+//! The direct path: a small product that is one block in every direction (attention's per-head
+//! `65 x 64 x 65`) has nothing to amortise its packing over, and copying its operands into panels
+//! costs about a fifth of its time. There a row-contiguous A, and a row-contiguous B whose width
+//! is whole vectors, are read in place by the strided kernels; the other operand is packed as
+//! usual. Edge tiles of an unpacked A run the kernel of their own height, since there are no
+//! zero rows to read past the last.
 
 use super::buffers::Buffers;
 use super::dispatch::GemmArch;
@@ -40,7 +47,13 @@ pub(crate) struct Blocking {
     pub(crate) mc_max: usize,
     /// Whether the whole of A is packed once per depth block and reused for every B block.
     pub(crate) a_once: bool,
+    /// The direct path (see the module documentation): A, or B, read in place, unpacked.
+    pub(crate) direct_a: bool,
+    pub(crate) direct_b: bool,
 }
+
+/// The largest C (elements) of a product that takes the direct path: 128 x 128, a C of 64 KiB.
+const DIRECT_MAX_C: usize = 128 * 128;
 
 impl Blocking {
     fn of<G: GemmArch>(g: &Gemm) -> Blocking {
@@ -60,7 +73,10 @@ impl Blocking {
         // for every B block, with a larger budget (it then shares L2 only with the B block).
         let a_once = m <= (2 * cache.a_block_bytes / (4 * panel)).max(1) * mr;
         let mc_max = if a_once { m.next_multiple_of(mr) } else { m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr) };
-        Blocking { mr, kmajor, panel, kc_max, nc_max, mc_max, a_once }
+        let small = G::DIRECT && kc_max == k && n <= nc_max && m <= mc_max && m * n <= DIRECT_MAX_C;
+        let direct_a = small && !kmajor && g.a.rs > 0;
+        let direct_b = small && g.b.cs == 1 && g.b.rs > 0 && n.is_multiple_of(<G::S as Simd>::LANES);
+        Blocking { mr, kmajor, panel, kc_max, nc_max, mc_max, a_once, direct_a, direct_b }
     }
 
     /// Packs rows `ic..ic + mc`, depths `pc..pc + kc` of A into micro-panels at `abuf`.
@@ -92,10 +108,15 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
     // One kernel per tile width in vectors (an edge tile uses fewer).
     let nv_max = nr / lanes;
     debug_assert!(nr.is_multiple_of(lanes) && nv_max <= MAX_NV);
-    let kernels: [KernelFn; MAX_NV] = std::array::from_fn(|v| G::kernel(mr, (v + 1).min(nv_max), bl.kmajor));
-    // A B edge of at most DOT_NR columns runs as dot products (rows-layout A only).
-    let dot = if bl.kmajor { None } else { G::dot_kernel(mr) };
+    let strided = bl.direct_a || bl.direct_b;
+    let kernels: [KernelFn; MAX_NV] = std::array::from_fn(|v| G::kernel(mr, (v + 1).min(nv_max), bl.kmajor, strided));
+    // A B edge of at most DOT_NR columns runs as dot products (rows-layout A only; never on an
+    // unpacked B, whose width is whole vectors).
+    let dot = if bl.kmajor { None } else { G::dot_kernel(mr, strided) };
     let dot_edge = if dot.is_some() { kernel::DOT_NR } else { 0 };
+    // The packed panels' strides, or an unpacked operand's.
+    let rsa = if bl.direct_a { g.a.rs as usize } else { G::KCP };
+    let rsb = if bl.direct_b { g.b.rs as usize } else { nr };
     let bbuf = bufs.b.get(bl.kc_max * bl.nc_max);
     let abuf = bufs.a.get(bl.mc_max / mr * bl.panel);
 
@@ -104,27 +125,34 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
         let kc = bl.kc_max.min(k - pc);
         let beta = if pc == 0 { g.beta } else { 1.0 };
         let last_depth = pc + kc == k && g.epilogue.is_some();
-        if bl.a_once {
+        if bl.a_once && !bl.direct_a {
             bl.pack_a::<G>(g, (0, m), (pc, kc), abuf);
         }
         let mut jc = 0;
         while jc < n {
             let nc = bl.nc_max.min(n - jc);
             let tiles_n = nc.div_ceil(nr);
-            pack::pack_b::<G::S>(nr, (kc, nc), (g.b.at(pc, jc) as *const f32, g.b.rs, g.b.cs), bbuf, dot_edge);
+            if !bl.direct_b {
+                pack::pack_b::<G::S>(nr, (kc, nc), (g.b.at(pc, jc) as *const f32, g.b.rs, g.b.cs), bbuf, dot_edge);
+            }
             let mut next_b = Prefetch::after_b(g, &bl, (pc, kc), (jc, nc), next);
             let b_per_tile = next_b.lines().div_ceil(m.div_ceil(mr) * tiles_n);
             let mut ic = 0;
             while ic < m {
                 let mc = bl.mc_max.min(m - ic);
-                if !bl.a_once {
+                if !bl.a_once && !bl.direct_a {
                     bl.pack_a::<G>(g, (ic, mc), (pc, kc), abuf);
                 }
                 let mut next_a = Prefetch::after_a(g, &bl, (ic, mc), (pc, kc), jc + nc, next);
                 let a_per_tile = next_a.lines().div_ceil(mc.div_ceil(mr) * tiles_n);
                 let mut ir = 0;
                 while ir < mc {
-                    let a_panel = abuf.add(ir / mr * bl.panel);
+                    let rows = mr.min(mc - ir);
+                    let a_panel =
+                        if bl.direct_a { g.a.at(ic + ir, pc) as *const f32 } else { abuf.add(ir / mr * bl.panel) };
+                    // An unpacked A has no zero rows past its last: its edge tile runs the kernel
+                    // of its own height.
+                    let edge = bl.direct_a && rows < mr;
                     let mut jr = 0;
                     while jr < nc {
                         next_a.step::<G::S>(a_per_tile);
@@ -133,25 +161,37 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
                         let tile = Tile {
                             kc,
                             a: a_panel,
-                            b: bbuf.add(jr * kc),
+                            b: if bl.direct_b { g.b.at(pc, jc + jr) as *const f32 } else { bbuf.add(jr * kc) },
+                            rsa,
+                            rsb,
                             c: g.c.at(ic + ir, jc + jr),
                             rsc: g.c.rs,
                             csc: g.c.cs,
-                            mr: mr.min(mc - ir),
+                            mr: rows,
                             nr: nrc,
                             alpha: g.alpha,
                             beta,
                         };
-                        match dot {
-                            Some(f) if nrc <= dot_edge => f(&tile),
-                            _ => kernels[nrc.div_ceil(lanes) - 1](&tile),
-                        }
+                        let nv = nrc.div_ceil(lanes);
+                        let f = match dot {
+                            Some(f) if nrc <= dot_edge => {
+                                if edge {
+                                    G::dot_kernel(rows, true)
+                                        .expect("an ISA with dot kernels has them for every height")
+                                } else {
+                                    f
+                                }
+                            }
+                            _ if edge => G::kernel(rows, nv, false, true),
+                            _ => kernels[nv - 1],
+                        };
+                        f(&tile);
                         jr += nr;
                     }
                     if last_depth {
                         // SAFETY: the strip's rows and columns are this product's, contiguous
                         // when there is an epilogue, and final after the last depth block.
-                        g.finish(ic + ir..ic + ir + mr.min(mc - ir), (jc, nc));
+                        g.finish(ic + ir..ic + ir + rows, (jc, nc));
                     }
                     ir += mr;
                 }

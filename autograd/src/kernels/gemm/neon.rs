@@ -114,12 +114,12 @@ impl GemmArch for Arch {
     /// Unused: A is never packed in the rows layout here.
     const KCP: usize = 0;
 
-    fn kernel(mr: usize, nv: usize, kmajor: bool) -> KernelFn {
-        assert!(kmajor, "sgemm: the NEON kernel reads A k-major");
+    fn kernel(mr: usize, nv: usize, kmajor: bool, strided: bool) -> KernelFn {
+        assert!(kmajor && !strided, "sgemm: the NEON kernel reads A k-major, from packed panels");
         table!(mr, nv; 1 2 3 4 5 6 7 8)
     }
 
-    fn dot_kernel(_mr: usize) -> Option<KernelFn> {
+    fn dot_kernel(_mr: usize, _strided: bool) -> Option<KernelFn> {
         None
     }
 
