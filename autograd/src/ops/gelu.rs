@@ -56,8 +56,19 @@ pub(crate) fn gelu_in_place<T: Float>(kind: GeluKind, x: &mut [T]) {
     if let Some(x32) = as_f32_mut(x) {
         return Rows::active().gelu_in_place(kind, x32);
     }
-    let h = x.to_vec();
-    gelu_forward(kind, &h, x);
+    for_each_row(x, CHUNK, |_, x| x.iter_mut().for_each(|v| *v = gelu_of(kind, *v)));
+}
+
+/// `gelu(x)` of one element, for the element types without a SIMD kernel (f64).
+fn gelu_of<T: Float>(kind: GeluKind, x: T) -> T {
+    let half = T::from_f64(0.5);
+    match kind {
+        GeluKind::Erf => half * x * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        GeluKind::Tanh => {
+            let (k, a) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A));
+            half * x * (T::ONE + (k * (x + a * x * x * x)).tanh())
+        }
+    }
 }
 
 /// `y = gelu(x)` elementwise (f32: the SIMD kernel; otherwise over chunks in parallel), shared
@@ -66,25 +77,11 @@ pub(crate) fn gelu_forward<T: Float>(kind: GeluKind, xd: &[T], y: &mut [T]) {
     if let (Some(x32), Some(y32)) = (as_f32(xd), as_f32_mut(y)) {
         return Rows::active().gelu_forward(kind, x32, y32);
     }
-    let half = T::from_f64(0.5);
-    match kind {
-        GeluKind::Erf => {
-            let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-            for_each_row(y, CHUNK, |r, y| {
-                for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
-                    *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
-                }
-            });
+    for_each_row(y, CHUNK, |r, y| {
+        for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
+            *y = gelu_of(kind, x);
         }
-        GeluKind::Tanh => {
-            let (k, a) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(TANH_A));
-            for_each_row(y, CHUNK, |r, y| {
-                for (y, &x) in y.iter_mut().zip(&xd[r * CHUNK..]) {
-                    *y = half * x * (T::ONE + (k * (x + a * x * x * x)).tanh());
-                }
-            });
-        }
-    }
+    });
 }
 
 /// `dx = g * gelu'(x)` elementwise, over chunks in parallel. `dx` may hold anything on entry.
