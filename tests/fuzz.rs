@@ -11,10 +11,11 @@
 //! writes it to `target/tmp/fuzz-NAME.txt` for CI's log. `VIT_FUZZ_CASES` sets the count.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -33,19 +34,43 @@ use vit::nn::{ViTConfig, VisionTransformer};
 // ---------------------------------------------------------------------------------------------
 
 /// Counts live bytes and their peak; refuses any single request above [`REFUSE_ABOVE`].
+///
+/// Only the allocations of *counted* threads are counted: the thread inside [`measure`], and
+/// rayon's workers, to which a parser may hand work. The test harness's own threads are not:
+/// between two tests libtest sends the finished one's result down a channel, whose next block
+/// (tens of KiB) can be allocated while the next test measures, and a process-wide count then
+/// blamed that on the parser (a flaky "allocated 76484 bytes for a 2-byte input").
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 const REFUSE_ABOVE: usize = 1 << 30;
 
+thread_local! {
+    // A `const` initialiser and no destructor: reading it allocates nothing, and works at any
+    // point of a thread's life, teardown included.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
 fn grew(size: usize) {
-    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
-    PEAK.fetch_max(live, Ordering::Relaxed);
+    if counted() {
+        let live = LIVE.fetch_add(size as isize, Ordering::Relaxed) + size as isize;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+fn shrank(size: usize) {
+    if counted() {
+        LIVE.fetch_sub(size as isize, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: every call is forwarded to the system allocator with the caller's layout and pointer;
-// the counters are plain atomics and never allocate.
+// the counters are plain atomics and a const thread-local, and never allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() > REFUSE_ABOVE {
@@ -74,7 +99,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator with this layout.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -84,7 +109,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: `ptr` came from this allocator with `layout`; `new_size` is non-zero.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            shrank(layout.size());
             grew(new_size);
         }
         p
@@ -94,20 +119,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The counters are global: one test at a time, each holding this from its first line (so no
-/// other test's set-up allocates while one measures).
+/// The counters are shared by every counted thread: one test at a time, each holding this from
+/// its first line.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // rayon's global pool is built here, once, with its workers counted.
+    static POOL: Once = Once::new();
+    POOL.call_once(|| {
+        // An error means the pool already exists (nothing in this binary builds it earlier);
+        // its workers would then go uncounted, which only weakens the caps, so it is ignored.
+        let _ = rayon::ThreadPoolBuilder::new().start_handler(|_| COUNTED.with(|c| c.set(true))).build_global();
+    });
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `f` and returns its result with the peak of live bytes above the level at the start.
 fn measure<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let was = COUNTED.with(|c| c.replace(true));
     let start = LIVE.load(Ordering::Relaxed);
     PEAK.store(start, Ordering::Relaxed);
     let r = f();
-    (r, PEAK.load(Ordering::Relaxed).saturating_sub(start))
+    let used = PEAK.load(Ordering::Relaxed) - start;
+    COUNTED.with(|c| c.set(was));
+    (r, used.max(0) as usize)
 }
 
 // ---------------------------------------------------------------------------------------------
