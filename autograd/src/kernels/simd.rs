@@ -79,6 +79,11 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn prefetch(p: *const f32) {
         let _ = p;
     }
+    /// A hint to bring the cache line at `p` into L2 only (no-op where the ISA has none).
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const f32) {
+        let _ = p;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -139,6 +144,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn prefetch(p: *const f32) {
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        }
+        #[inline(always)]
+        unsafe fn prefetch_l2(p: *const f32) {
+            _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
         }
         type V = __m512;
         const LANES: usize = 16;
@@ -276,6 +285,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn prefetch(p: *const f32) {
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        }
+        #[inline(always)]
+        unsafe fn prefetch_l2(p: *const f32) {
+            _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
         }
         type V = __m256;
         const LANES: usize = 8;

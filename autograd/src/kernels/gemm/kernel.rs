@@ -44,6 +44,10 @@ pub(crate) struct Tile {
     pub nr: usize,
     pub alpha: f32,
     pub beta: f32,
+    /// Lines to prefetch into L2 during the k loop, one every `kc / pf_n` steps (the next
+    /// blocks' operands, see `prefetch.rs`); `pf_n` addresses at `pf`.
+    pub pf: *const *const f32,
+    pub pf_n: usize,
 }
 
 /// A monomorphised microkernel.
@@ -75,19 +79,35 @@ pub(crate) unsafe fn kernel<
     let mut acc = [[S::zero(); NV]; MR];
     let mut a = t.a;
     let mut b = t.b;
-    for _ in 0..t.kc {
-        let mut bv = [S::zero(); NV];
-        for v in 0..NV {
-            bv[v] = if STRIDED { S::load(b.add(v * S::LANES)) } else { S::load_aligned(b.add(v * S::LANES)) };
+    // The k loop in pieces of `every` steps, each started by one prefetch.
+    let every = t.kc.checked_div(t.pf_n).unwrap_or(t.kc).max(1);
+    let mut pf = 0;
+    let mut left = t.kc;
+    while left > 0 {
+        if pf < t.pf_n {
+            S::prefetch_l2(*t.pf.add(pf));
+            pf += 1;
         }
-        for i in 0..MR {
-            let ai = S::splat(*a.add(if KMAJOR { i } else { i * rsa }));
+        let steps = every.min(left);
+        for _ in 0..steps {
+            let mut bv = [S::zero(); NV];
             for v in 0..NV {
-                acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+                bv[v] = if STRIDED { S::load(b.add(v * S::LANES)) } else { S::load_aligned(b.add(v * S::LANES)) };
             }
+            for i in 0..MR {
+                let ai = S::splat(*a.add(if KMAJOR { i } else { i * rsa }));
+                for v in 0..NV {
+                    acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+                }
+            }
+            a = a.add(if KMAJOR { MR } else { 1 });
+            b = b.add(rsb);
         }
-        a = a.add(if KMAJOR { MR } else { 1 });
-        b = b.add(rsb);
+        left -= steps;
+    }
+    while pf < t.pf_n {
+        S::prefetch_l2(*t.pf.add(pf));
+        pf += 1;
     }
     store_tile::<S, MR, NV>(&acc, t);
 }

@@ -6,19 +6,26 @@
 //!       for jc in 0..n step NC:                 B block, sized for L2
 //!         pack B[pc.., jc..] -> B~               (kc x nc, NR-wide panels, k-major)
 //!         for ic in 0..m step MC:               A block, sized for L2
-//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels)
+//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels; not a row-major A on x86)
 //!           for ir in 0..mc step MR:            one A micro-panel: stays in L1 ...
 //!             for jr in 0..nc step NR:          ... while the B panels stream from L2
 //!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
 //!             [last depth block: the epilogue on the MR x nc strip just written, still in L1]
 //! ```
 //!
+//! Reading A in place: a row-contiguous A is never packed on the x86 ISAs. The strided kernels
+//! read its rows where they are (`Tile::rsa` apart), since the rows layout of a packed panel is
+//! only a copy of them. Packing is memory-bound: for the products with N = 192 (fc2's forward,
+//! the input gradients of fc1 and qkv), whose A is the 8320 x 768 (or x 576) activation read for
+//! only 192 columns, it took 13-17% of the time (79-80% of the FMA peak, 84-89% in place, on an
+//! Emerald Rapids core). The prefetch schedule brings each next A block into L2 meanwhile. A
+//! transposed A (the weight gradients') is still packed k-major: read in place, each k step
+//! would touch a different row. NEON's kernel reads A by lanes and always packs.
+//!
 //! The direct path: a small product that is one block in every direction (attention's per-head
-//! `65 x 64 x 65`) has nothing to amortise its packing over, and copying its operands into panels
-//! costs about a fifth of its time. There a row-contiguous A, and a row-contiguous B whose width
-//! is whole vectors, are read in place by the strided kernels; the other operand is packed as
-//! usual. Edge tiles of an unpacked A run the kernel of their own height, since there are no
-//! zero rows to read past the last.
+//! `65 x 64 x 65`) has nothing to amortise its packing over; there a row-contiguous B whose width
+//! is whole vectors is read in place too. Edge tiles of an unpacked A run the kernel of their
+//! own height, since there are no zero rows to read past the last.
 
 use super::buffers::Buffers;
 use super::dispatch::GemmArch;
@@ -47,10 +54,14 @@ pub(crate) struct Blocking {
     pub(crate) mc_max: usize,
     /// Whether the whole of A is packed once per depth block and reused for every B block.
     pub(crate) a_once: bool,
-    /// The direct path (see the module documentation): A, or B, read in place, unpacked.
+    /// A read in place (see the module documentation), and B on the direct path of small
+    /// products.
     pub(crate) direct_a: bool,
     pub(crate) direct_b: bool,
 }
+
+/// The most prefetches handed to one microkernel call (see `prefetch.rs`).
+const PF_MAX: usize = 96;
 
 /// The largest C (elements) of a product that takes the direct path: 128 x 128, a C of 64 KiB.
 const DIRECT_MAX_C: usize = 128 * 128;
@@ -74,7 +85,7 @@ impl Blocking {
         let a_once = m <= (2 * cache.a_block_bytes / (4 * panel)).max(1) * mr;
         let mc_max = if a_once { m.next_multiple_of(mr) } else { m.div_ceil(m.div_ceil(mc_cap)).next_multiple_of(mr) };
         let small = G::DIRECT && kc_max == k && n <= nc_max && m <= mc_max && m * n <= DIRECT_MAX_C;
-        let direct_a = small && !kmajor && g.a.rs > 0;
+        let direct_a = G::DIRECT && !kmajor && g.a.rs > 0;
         let direct_b = small && g.b.cs == 1 && g.b.rs > 0 && n.is_multiple_of(<G::S as Simd>::LANES);
         Blocking { mr, kmajor, panel, kc_max, nc_max, mc_max, a_once, direct_a, direct_b }
     }
@@ -155,8 +166,9 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
                     let edge = bl.direct_a && rows < mr;
                     let mut jr = 0;
                     while jr < nc {
-                        next_a.step::<G::S>(a_per_tile);
-                        next_b.step::<G::S>(b_per_tile);
+                        let mut pf = [std::ptr::null::<f32>(); PF_MAX];
+                        let mut pf_n = next_a.take::<G::S>(&mut pf, a_per_tile);
+                        pf_n += next_b.take::<G::S>(&mut pf[pf_n..], b_per_tile);
                         let nrc = nr.min(nc - jr);
                         let tile = Tile {
                             kc,
@@ -171,10 +183,14 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
                             nr: nrc,
                             alpha: g.alpha,
                             beta,
+                            pf: pf.as_ptr(),
+                            pf_n,
                         };
                         let nv = nrc.div_ceil(lanes);
                         let f = match dot {
                             Some(f) if nrc <= dot_edge => {
+                                // The dot kernels do not prefetch.
+                                pf[..pf_n].iter().for_each(|&p| G::S::prefetch_l2(p));
                                 if edge {
                                     G::dot_kernel(rows, true)
                                         .expect("an ISA with dot kernels has them for every height")

@@ -1,7 +1,11 @@
 //! The prefetch schedule: while one block computes, the source of the next A block and the next
-//! B block (or the first blocks of the next product of a batch) are prefetched a few cache lines
-//! per tile, so that packing finds them in cache instead of waiting on DRAM (the operands of the
-//! long-K weight gradients are tens of MB).
+//! B block (or the first blocks of the next product of a batch) are prefetched into L2 a few
+//! cache lines per tile, so that packing (or a kernel reading A in place) finds them in cache
+//! instead of waiting on DRAM (the operands of the long-K weight gradients are tens of MB).
+//!
+//! A tile's lines are handed to its microkernel, which issues one every few `k` steps
+//! (`Tile::pf`): issued back to back before the tile, 50-60 prefetches to DRAM filled the
+//! core's line-fill buffers and stalled it until they came back, 5-7% of a product's time.
 
 use super::loops::Blocking;
 use super::Gemm;
@@ -110,22 +114,42 @@ impl Prefetch {
         }
     }
 
-    /// Prefetches the next `count` lines (addresses are only hinted, never dereferenced).
+    /// The next line's address, if any is left (addresses are only hinted, never dereferenced).
     #[inline(always)]
-    pub(crate) unsafe fn step<S: Simd>(&mut self, count: usize) {
-        for _ in 0..count {
-            if self.run >= self.runs {
-                return;
+    fn next_line(&mut self) -> Option<*const f32> {
+        if self.run >= self.runs {
+            return None;
+        }
+        let row = self.p.wrapping_offset(self.run as isize * self.stride);
+        if self.off < self.len {
+            self.off += 16;
+            Some(row.wrapping_add(self.off - 16))
+        } else {
+            self.off = 0;
+            self.run += 1;
+            Some(row.wrapping_add(self.len - 1))
+        }
+    }
+
+    /// Writes the next `count` lines' addresses into `out` (fewer when fewer are left) and
+    /// returns how many it wrote; the kernel then prefetches them one every few `k` steps. Lines
+    /// beyond `out`'s room are prefetched at once.
+    #[inline(always)]
+    pub(crate) unsafe fn take<S: Simd>(&mut self, out: &mut [*const f32], count: usize) -> usize {
+        let mut n = 0;
+        while n < count.min(out.len()) {
+            match self.next_line() {
+                Some(p) => out[n] = p,
+                None => return n,
             }
-            let row = self.p.wrapping_offset(self.run as isize * self.stride);
-            if self.off < self.len {
-                S::prefetch(row.wrapping_add(self.off));
-                self.off += 16;
-            } else {
-                S::prefetch(row.wrapping_add(self.len - 1));
-                self.off = 0;
-                self.run += 1;
+            n += 1;
+        }
+        for _ in n..count {
+            match self.next_line() {
+                Some(p) => S::prefetch_l2(p),
+                None => break,
             }
         }
+        n
     }
 }
