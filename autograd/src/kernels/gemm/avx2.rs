@@ -4,6 +4,6 @@
 super::dispatch::gemm_arch! {
     simd: crate::kernels::simd::Avx2,
     feature: "avx2,fma",
-    nr: 16, kc_max: 256,
+    nr: 16, kc_max: 256, pf_in_kernel: false,
     mr: 1 2 3 4 5 6
 }

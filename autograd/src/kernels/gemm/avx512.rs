@@ -9,6 +9,6 @@
 super::dispatch::gemm_arch! {
     simd: crate::kernels::simd::Avx512,
     feature: "avx512f",
-    nr: 32, kc_max: 384,
+    nr: 32, kc_max: 384, pf_in_kernel: true,
     mr: 1 2 3 4 5 6 7 8 9 10 11 12 13 14
 }

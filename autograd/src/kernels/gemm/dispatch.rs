@@ -37,6 +37,9 @@ pub(crate) trait GemmArch {
     /// Whether the kernels come in strided variants (`Tile::rsa`, `Tile::rsb`), which the
     /// direct path of small products runs on unpacked operands.
     const DIRECT: bool = false;
+    /// Whether the microkernel issues the prefetch schedule's lines during its k loop
+    /// (`Tile::pf`); otherwise they are issued at once before each tile.
+    const PF_IN_KERNEL: bool = false;
     /// The microkernel for `mr` rows, `nv` vectors, A layout, strided or not.
     fn kernel(mr: usize, nv: usize, kmajor: bool, strided: bool) -> KernelFn;
     /// The dot-product kernel for the narrowest B edges, rows-layout A, if the ISA has one.
@@ -55,7 +58,7 @@ pub(crate) trait GemmArch {
 macro_rules! gemm_arch {
     (
         simd: $S:ty, $(feature: $feat:literal,)?
-        nr: $nr:expr, kc_max: $kc:expr,
+        nr: $nr:expr, kc_max: $kc:expr, pf_in_kernel: $pf:expr,
         mr: $($m:literal)*
     ) => {
         use $crate::kernels::gemm::buffers::Buffers;
@@ -70,7 +73,7 @@ macro_rules! gemm_arch {
         $(#[target_feature(enable = $feat)])?
         unsafe fn k<const MR: usize, const NV: usize, const KMAJOR: bool, const STRIDED: bool>(t: &Tile) {
             // SAFETY: forwarded contract (valid panels and C tile, the ISA is available).
-            unsafe { kernel::<$S, MR, NV, KMAJOR, NR, KCP, STRIDED>(t) }
+            unsafe { kernel::<$S, MR, NV, KMAJOR, NR, KCP, STRIDED, $pf>(t) }
         }
 
         $(#[target_feature(enable = $feat)])?
@@ -95,6 +98,7 @@ macro_rules! gemm_arch {
             const KC_MAX: usize = KC;
             const KCP: usize = KCP;
             const DIRECT: bool = true;
+            const PF_IN_KERNEL: bool = $pf;
 
             fn kernel(mr: usize, nv: usize, kmajor: bool, strided: bool) -> KernelFn {
                 kernel_table!(k, mr, nv, kmajor, strided; $($m)*)

@@ -71,6 +71,7 @@ pub(crate) unsafe fn kernel<
     const NR: usize,
     const KCP: usize,
     const STRIDED: bool,
+    const PF: bool,
 >(
     t: &Tile,
 ) {
@@ -80,11 +81,11 @@ pub(crate) unsafe fn kernel<
     let mut a = t.a;
     let mut b = t.b;
     // The k loop in pieces of `every` steps, each started by one prefetch.
-    let every = t.kc.checked_div(t.pf_n).unwrap_or(t.kc).max(1);
+    let every = if PF { t.kc.checked_div(t.pf_n).unwrap_or(t.kc).max(1) } else { t.kc.max(1) };
     let mut pf = 0;
     let mut left = t.kc;
     while left > 0 {
-        if pf < t.pf_n {
+        if PF && pf < t.pf_n {
             S::prefetch_l2(*t.pf.add(pf));
             pf += 1;
         }
@@ -105,7 +106,7 @@ pub(crate) unsafe fn kernel<
         }
         left -= steps;
     }
-    while pf < t.pf_n {
+    while PF && pf < t.pf_n {
         S::prefetch_l2(*t.pf.add(pf));
         pf += 1;
     }

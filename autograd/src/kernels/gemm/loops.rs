@@ -130,6 +130,8 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
     let rsb = if bl.direct_b { g.b.rs as usize } else { nr };
     let bbuf = bufs.b.get(bl.kc_max * bl.nc_max);
     let abuf = bufs.a.get(bl.mc_max / mr * bl.panel);
+    // The prefetch lines handed to each tile's kernel (filled afresh per tile).
+    let mut pf = [std::ptr::null::<f32>(); PF_MAX];
 
     let mut pc = 0;
     while pc < k {
@@ -166,9 +168,14 @@ pub(crate) unsafe fn block<G: GemmArch>(g: &Gemm, bufs: &mut Buffers, next: Opti
                     let edge = bl.direct_a && rows < mr;
                     let mut jr = 0;
                     while jr < nc {
-                        let mut pf = [std::ptr::null::<f32>(); PF_MAX];
-                        let mut pf_n = next_a.take::<G::S>(&mut pf, a_per_tile);
-                        pf_n += next_b.take::<G::S>(&mut pf[pf_n..], b_per_tile);
+                        let mut pf_n = 0;
+                        if G::PF_IN_KERNEL {
+                            pf_n = next_a.take::<G::S>(&mut pf, a_per_tile);
+                            pf_n += next_b.take::<G::S>(&mut pf[pf_n..], b_per_tile);
+                        } else {
+                            next_a.step::<G::S>(a_per_tile);
+                            next_b.step::<G::S>(b_per_tile);
+                        }
                         let nrc = nr.min(nc - jr);
                         let tile = Tile {
                             kc,

@@ -6,6 +6,6 @@
 
 super::dispatch::gemm_arch! {
     simd: crate::kernels::simd::Portable,
-    nr: 16, kc_max: 256,
+    nr: 16, kc_max: 256, pf_in_kernel: false,
     mr: 1 2 3 4 5 6
 }

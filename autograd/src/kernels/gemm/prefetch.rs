@@ -131,6 +131,17 @@ impl Prefetch {
         }
     }
 
+    /// Prefetches the next `count` lines into L1 at once.
+    #[inline(always)]
+    pub(crate) unsafe fn step<S: Simd>(&mut self, count: usize) {
+        for _ in 0..count {
+            match self.next_line() {
+                Some(p) => S::prefetch(p),
+                None => return,
+            }
+        }
+    }
+
     /// Writes the next `count` lines' addresses into `out` (fewer when fewer are left) and
     /// returns how many it wrote; the kernel then prefetches them one every few `k` steps. Lines
     /// beyond `out`'s room are prefetched at once.
