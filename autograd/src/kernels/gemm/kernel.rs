@@ -56,7 +56,8 @@ pub(crate) type KernelFn = unsafe fn(&Tile);
 /// The microkernel body. `NR` is the packed B panel's row stride (the ISA's full panel width, even
 /// when `NV` vectors cover fewer columns), `KCP` the row stride of a row-layout A micro-panel;
 /// with `STRIDED` the two strides are the tile's `rsb` and `rsa` instead, and B is loaded
-/// unaligned.
+/// unaligned. With `PF` the tile's prefetch lines (`Tile::pf`) are issued spread over the k loop
+/// (the ISA's `PF_IN_KERNEL`); without, the loops issue them and `pf_n` is 0.
 ///
 /// # Safety
 /// `t` must describe valid packed panels of `t.kc` steps and a C tile of `t.mr x t.nr`
