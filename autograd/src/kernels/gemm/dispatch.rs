@@ -34,8 +34,8 @@ pub(crate) trait GemmArch {
     fn cache_blocking(g: &Gemm) -> CacheBlocking {
         CacheBlocking::for_caches(g.caches, Self::MR_MAX, Self::KC_MAX)
     }
-    /// Whether the kernels come in strided variants (`Tile::rsa`, `Tile::rsb`), which the
-    /// direct path of small products runs on unpacked operands.
+    /// Whether the kernels come in strided variants (`Tile::rsa`, `Tile::rsb`), which read a
+    /// row-contiguous A in place, and B too on the direct path of small products.
     const DIRECT: bool = false;
     /// Whether the microkernel issues the prefetch schedule's lines during its k loop
     /// (`Tile::pf`); otherwise they are issued at once before each tile.

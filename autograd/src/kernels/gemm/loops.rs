@@ -6,19 +6,20 @@
 //!       for jc in 0..n step NC:                 B block, sized for L2
 //!         pack B[pc.., jc..] -> B~               (kc x nc, NR-wide panels, k-major)
 //!         for ic in 0..m step MC:               A block, sized for L2
-//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels; not a row-major A on x86)
+//!           pack A[ic.., pc..] -> A~             (MR-row micro-panels; a row-major A is read in place)
 //!           for ir in 0..mc step MR:            one A micro-panel: stays in L1 ...
 //!             for jr in 0..nc step NR:          ... while the B panels stream from L2
 //!               microkernel: C[ir.., jr..] (+)= alpha A~[ir] B~[jr]   (MR x NR tile in registers)
 //!             [last depth block: the epilogue on the MR x nc strip just written, still in L1]
 //! ```
 //!
-//! Reading A in place: a row-contiguous A is never packed on the x86 ISAs. The strided kernels
-//! read its rows where they are (`Tile::rsa` apart), since the rows layout of a packed panel is
-//! only a copy of them. Packing is memory-bound: for the products with N = 192 (fc2's forward,
-//! the input gradients of fc1 and qkv), whose A is the 8320 x 768 (or x 576) activation read for
-//! only 192 columns, it took 13-17% of the time (79-80% of the FMA peak, 84-89% in place, on an
-//! Emerald Rapids core). The prefetch schedule brings each next A block into L2 meanwhile. A
+//! Reading A in place: a row-contiguous A is never packed where the kernels have strided
+//! variants (`GemmArch::DIRECT`: x86 and the portable kernels). They read its rows where they are
+//! (`Tile::rsa` apart), since the rows layout of a packed panel is only a copy of them. Packing
+//! is memory-bound: for the products with N = 192 (fc2's forward, the input gradients of fc1 and
+//! qkv), whose A is the 8320 x 768 (or x 576) activation read for only 192 columns, it took
+//! 13-17% of the time (on an Emerald Rapids core those products ran at 79-81% of the FMA peak
+//! packed, 89% read in place with the prefetches inside the kernel). The prefetch schedule brings each next A block into L2 meanwhile. A
 //! transposed A (the weight gradients') is still packed k-major: read in place, each k step
 //! would touch a different row. NEON's kernel reads A by lanes and always packs.
 //!
