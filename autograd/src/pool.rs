@@ -174,6 +174,38 @@ pub fn give<T: Float>(v: Vec<T>) {
     global::<T>().give(v)
 }
 
+/// A scratch buffer of unspecified contents from the pool, given back when dropped: for the
+/// per-head `N x N` blocks of attention, taken and dropped thousands of times a step, which as
+/// fresh `vec![0; n]`s cost a `memset` each (a zero-filled allocation of a length the pool
+/// holds is still zeroed by the allocator).
+pub struct Scratch<T: Float>(Vec<T>);
+
+impl<T: Float> Scratch<T> {
+    /// `n` elements; every one must be written before it is read.
+    pub fn take(n: usize) -> Self {
+        Scratch(take(n))
+    }
+}
+
+impl<T: Float> std::ops::Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T: Float> std::ops::DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl<T: Float> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
 /// Bytes held by the pool of element type `T`.
 pub fn retained_bytes<T: Float>() -> usize {
     global::<T>().stats().retained
@@ -200,6 +232,20 @@ mod tests {
         assert_eq!(w.as_ptr(), p, "the same allocation comes back");
         pool.give(vec![1.0f32; 10]);
         assert_eq!(pool.stats(), Stats { retained: 0, in_use: n * 4, bound: n * 4 });
+    }
+
+    #[test]
+    fn a_scratch_buffer_goes_back_to_the_pool_when_dropped() {
+        // The process-wide pool (other tests share it): a length nobody else uses.
+        let n = MIN_POOLED + 4099;
+        let before = global::<f32>().free_of_len(n);
+        let p = {
+            let mut s = Scratch::<f32>::take(n);
+            s[n - 1] = 1.0;
+            s.as_ptr()
+        };
+        assert_eq!(global::<f32>().free_of_len(n), before + 1, "the dropped scratch was not kept");
+        assert_eq!(Scratch::<f32>::take(n).as_ptr(), p, "the same allocation comes back");
     }
 
     #[test]

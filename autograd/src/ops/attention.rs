@@ -41,6 +41,7 @@ use crate::kernels::gemm::gemm;
 use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::{Layout, MatMut, MatRef};
 use crate::memory::Saves;
+use crate::pool::Scratch;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -162,26 +163,26 @@ impl<T: Float> Op<T> for Attention<T> {
                 MatRef::new(go, d.out(bh)).prefetch();
                 MatRef::new(qkv, d.qkv(bh, 2)).prefetch();
                 // This head's P (saved or recomputed), its dropped version Pd, and dP.
-                let mut p_buf = Vec::new();
+                let mut p_buf: Option<Scratch<T>> = None;
                 let p: &[T] = match &self.probs {
                     Some(pr) => &pr.data()[bh * n * n..(bh + 1) * n * n],
                     None => {
-                        p_buf = vec![T::ZERO; n * n];
-                        let mut scores = vec![T::ZERO; n * n];
-                        head_probs(qkv, &d, bh, self.scale, &mut scores, &mut p_buf);
+                        let p_buf = p_buf.insert(Scratch::take(n * n));
+                        let mut scores = Scratch::take(n * n);
+                        head_probs(qkv, &d, bh, self.scale, &mut scores, p_buf);
                         prefetch_next(qkv, &d, bh);
-                        &p_buf
+                        p_buf
                     }
                 };
-                let mask: Option<Vec<T>> = self.dropout.map(|(pdrop, seed)| {
-                    let mut m = vec![T::ZERO; n * n];
+                let mask: Option<Scratch<T>> = self.dropout.map(|(pdrop, seed)| {
+                    let mut m = Scratch::take(n * n);
                     head_mask(seed, bh, pdrop, &mut m);
                     m
                 });
                 let pd: Vec<T>;
                 let pd_ref: &[T] = match &mask {
                     Some(m) => {
-                        pd = p.iter().zip(m).map(|(&a, &s)| a * s).collect();
+                        pd = p.iter().zip(m.iter()).map(|(&a, &s)| a * s).collect();
                         &pd
                     }
                     None => p,
@@ -189,17 +190,17 @@ impl<T: Float> Op<T> for Attention<T> {
                 let (q, k, v) =
                     (MatRef::new(qkv, d.qkv(bh, 0)), MatRef::new(qkv, d.qkv(bh, 1)), MatRef::new(qkv, d.qkv(bh, 2)));
                 let dout = MatRef::new(go, d.out(bh));
-                let mut dp = vec![T::ZERO; n * n];
+                let mut dp = Scratch::take(n * n);
                 // dPd = dO v^T  (N x Dh @ Dh x N);  dv = Pd^T dO  (N x N @ N x Dh)
                 gemm(T::ONE, dout, v.t(), T::ZERO, MatMut::new(&mut dp, d.square()));
                 gemm(T::ONE, MatRef::new(pd_ref, d.square()).t(), dout, T::ZERO, dqkv_block(bh, 2));
                 if let Some(m) = &mask {
-                    for (g, &s) in dp.iter_mut().zip(m) {
+                    for (g, &s) in dp.iter_mut().zip(m.iter()) {
                         *g *= s;
                     }
                 }
                 // dS = P * (dP - rowsum(dP * P)): the softmax backward.
-                let mut ds = vec![T::ZERO; n * n];
+                let mut ds = Scratch::take(n * n);
                 softmax_rows_backward(p, &dp, &mut ds, n);
                 let ds = MatRef::new(&ds, d.square());
                 // dq = s dS k ; dk = s dS^T q
@@ -257,7 +258,7 @@ impl<T: Float> Graph<T> {
             (0..d.b * heads).into_par_iter().for_each(|bh| {
                 // v is read after the scores and the softmax: start fetching it now.
                 MatRef::new(x, d.qkv(bh, 2)).prefetch();
-                let (mut scores, mut p) = (vec![T::ZERO; n * n], vec![T::ZERO; n * n]);
+                let (mut scores, mut p) = (Scratch::take(n * n), Scratch::take(n * n));
                 head_probs(x, &d, bh, scale, &mut scores, &mut p);
                 prefetch_next(x, &d, bh);
                 if let Some(pr) = pr {
@@ -265,9 +266,9 @@ impl<T: Float> Graph<T> {
                     unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), pr.at(bh * n * n), n * n) };
                 }
                 if let Some((pdrop, seed)) = drop {
-                    let mut m = vec![T::ZERO; n * n];
+                    let mut m = Scratch::take(n * n);
                     head_mask(seed, bh, pdrop, &mut m);
-                    for (a, s) in p.iter_mut().zip(m) {
+                    for (a, &s) in p.iter_mut().zip(m.iter()) {
                         *a *= s;
                     }
                 }

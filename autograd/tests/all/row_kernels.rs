@@ -157,6 +157,10 @@ proptest! {
             assert_close(&format!("{isa} layer_norm mean"), &mean, &r.mean, 1e-5, 1e-6);
             assert_close(&format!("{isa} layer_norm rstd"), &rstd, &r.rstd, 2e-4, 1e-6);
             assert_close(&format!("{isa} layer_norm y"), &y, &r.y, 2e-4, 1e-5 * big);
+            // The recompute from the saved statistics is the forward's output, bit for bit.
+            let mut y2 = vec![f32::NAN; x.len()];
+            k.layer_norm_apply(&x, (w, b), (&mean, &rstd), &mut y2);
+            prop_assert!(y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}: layer_norm_apply differs from the forward");
             let (mut dx, mut dw, mut db) = (vec![f32::NAN; x.len()], vec![0.5f32; n], vec![-0.25f32; n]);
             k.layer_norm_backward(&x, w, (&mean, &rstd), dy, &mut dx, (&mut dw, &mut db));
             assert_close(&format!("{isa} layer_norm dx"), &dx, &dx_ref, 1e-3, 1e-4 * big);

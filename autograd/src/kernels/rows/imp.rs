@@ -188,15 +188,47 @@ pub(super) unsafe fn layer_norm_forward<S: Simd>(
         let rs = 1.0 / ((S::hsum(acc) + tail) * inv_n + eps).sqrt();
         *mean.add(r) = mu;
         *rstd.add(r) = rs;
-        let rsv = S::splat(rs);
-        each::<S>(
-            n,
-            #[inline(always)]
-            |i, l| {
-                let xhat = S::mul(S::sub(load::<S>(x.add(i), l), muv), rsv);
-                store::<S>(y.add(i), l, S::fma(xhat, load::<S>(w.add(i), l), load::<S>(b.add(i), l)));
-            },
-        );
+        normalize_row::<S>(x, (w, b), (mu, rs), y, n);
+    }
+}
+
+/// One row of `y = (x - mean) * rstd * w + b` from its statistics: the forward's second pass,
+/// and the whole of [`layer_norm_apply`], so that a recomputed output is the forward's bit for bit.
+#[inline(always)]
+unsafe fn normalize_row<S: Simd>(
+    x: *const f32,
+    (w, b): (*const f32, *const f32),
+    (mu, rs): (f32, f32),
+    y: *mut f32,
+    n: usize,
+) {
+    let (muv, rsv) = (S::splat(mu), S::splat(rs));
+    each::<S>(
+        n,
+        #[inline(always)]
+        |i, l| {
+            let xhat = S::mul(S::sub(load::<S>(x.add(i), l), muv), rsv);
+            store::<S>(y.add(i), l, S::fma(xhat, load::<S>(w.add(i), l), load::<S>(b.add(i), l)));
+        },
+    );
+}
+
+/// Layer norm's output from saved statistics (the recompute in backward): per row,
+/// `y = (x - mean) * rstd * w + b`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn layer_norm_apply<S: Simd>(
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    mean: *const f32,
+    rstd: *const f32,
+    y: *mut f32,
+    rows: usize,
+    n: usize,
+) {
+    for r in 0..rows {
+        normalize_row::<S>(x.add(r * n), (w, b), (*mean.add(r), *rstd.add(r)), y.add(r * n), n);
     }
 }
 

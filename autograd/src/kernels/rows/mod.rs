@@ -152,6 +152,7 @@ dispatchers! {
     softmax_forward(x: *const f32, y: *mut f32, rows: usize, n: usize);
     softmax_backward(y: *const f32, dy: *const f32, dx: *mut f32, rows: usize, n: usize);
     layer_norm_forward(x: *const f32, w: *const f32, b: *const f32, eps: f32, y: *mut f32, mean: *mut f32, rstd: *mut f32, rows: usize, n: usize);
+    layer_norm_apply(x: *const f32, w: *const f32, b: *const f32, mean: *const f32, rstd: *const f32, y: *mut f32, rows: usize, n: usize);
     layer_norm_backward(x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, dy: *const f32, dx: *mut f32, dw: *mut f32, db: *mut f32, rows: usize, n: usize);
     gelu_forward(kind: GeluKind, x: *const f32, y: *mut f32, n: usize);
     gelu_backward(kind: GeluKind, x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
@@ -254,6 +255,32 @@ impl Rows {
                 yp.at(at),
                 mp.at(rr),
                 rp.at(rr),
+                r.len(),
+                n,
+            )
+        });
+    }
+
+    /// Layer norm's output from the statistics [`Rows::layer_norm_forward`] saved:
+    /// `y = (x - mean) rstd w + b`, bit for bit the forward's `y` (a recompute in backward).
+    pub fn layer_norm_apply(self, x: &[f32], (w, b): (&[f32], &[f32]), (mean, rstd): (&[f32], &[f32]), y: &mut [f32]) {
+        let n = w.len();
+        let rows = rows_of("layer_norm_apply", x.len(), n);
+        assert!(b.len() == n && y.len() == x.len(), "layer_norm_apply: shapes of b or y do not match");
+        assert!(mean.len() == rows && rstd.len() == rows, "layer_norm_apply: mean and rstd need one entry per row");
+        let (xp, wp, bp, mp, rp) = (shared(x), shared(w), shared(b), shared(mean), shared(rstd));
+        let yp = SendPtr::new(y.as_mut_ptr());
+        // SAFETY: each task reads its rows of x, mean and rstd and writes its rows of y.
+        for_row_blocks(rows, n, 1, |r| unsafe {
+            let at = r.start * n;
+            on::layer_norm_apply(
+                self.isa,
+                xp.at(at),
+                wp.get(),
+                bp.get(),
+                mp.at(r.start),
+                rp.at(r.start),
+                yp.at(at),
                 r.len(),
                 n,
             )
