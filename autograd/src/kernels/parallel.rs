@@ -121,3 +121,25 @@ pub fn sum_rows<T: Float>(x: &[T], out: &mut [T]) {
     let rows = x.len().checked_div(n).unwrap_or(0);
     reduce_row_blocks(rows, n, 1, out, |r, partial| add_rows(&x[r.start * n..r.end * n], partial));
 }
+
+/// `d *= g` element-wise, and the column sums of the scaled `d` accumulated into `out` (as
+/// [`sum_rows`] would add them, bit for bit), in one pass over `d`: a gradient through an
+/// element-wise factor and the bias gradient that sums it (the fused Linear+GELU's backward).
+pub fn scale_sum_rows<T: Float>(d: &mut [T], g: &[T], out: &mut [T]) {
+    let n = out.len();
+    assert!(d.len() == g.len(), "scale_sum_rows: d and g differ in length");
+    assert!(n > 0 && d.len().is_multiple_of(n) || d.is_empty(), "scale_sum_rows: {} elements are not rows of {n}", d.len());
+    if let (Some(d32), Some(g32), Some(o32)) = (as_f32_mut(d), as_f32(g), as_f32_mut(out)) {
+        return Rows::active().scale_sum_rows(d32, g32, o32);
+    }
+    let rows = d.len().checked_div(n).unwrap_or(0);
+    let dp = crate::kernels::send_ptr::SendPtr::new(d.as_mut_ptr());
+    reduce_row_blocks(rows, n, 1, out, |r, partial| {
+        // SAFETY: each block scales its own rows of d.
+        let d = unsafe { std::slice::from_raw_parts_mut(dp.at(r.start * n), r.len() * n) };
+        for (d, &g) in d.iter_mut().zip(&g[r.start * n..]) {
+            *d = g * *d;
+        }
+        add_rows(d, partial);
+    });
+}

@@ -17,7 +17,7 @@ use super::gelu::{gelu_backward, gelu_forward, gelu_forward_grad, gelu_in_place,
 use crate::dtype::Float;
 use crate::graph::{BackwardCtx, Graph, Op, Var};
 use crate::kernels::gemm::{gemm, gemm_then, Epilogue};
-use crate::kernels::parallel::sum_rows;
+use crate::kernels::parallel::{scale_sum_rows, sum_rows};
 use crate::kernels::rows::Rows;
 use crate::kernels::send_ptr::SendPtr;
 use crate::kernels::{as_f32, as_f32_mut, MatMut, MatRef};
@@ -180,20 +180,27 @@ impl<T: Float> Op<T> for LinearGelu<T> {
             return crate::cuda::ops::linear_gelu_backward(c, &self.h, self.kind, (rows, k, n));
         }
         let saved = self.dgelu.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let dh = match saved {
+        let (dh, db) = match saved {
+            // dh = gelu'(h) g, and with it the bias gradient sum_rows dh, in one pass over dh.
+            Some(mut d) if c.needs_grad[2] => {
+                let mut db = crate::pool::zeros(n);
+                scale_sum_rows(&mut d, c.grad.data(), &mut db);
+                (d, Some(Tensor::from_vec(db, &[n])))
+            }
             Some(mut d) => {
                 scale_by(&mut d, c.grad.data());
-                d
+                (d, None)
             }
             None => {
                 let mut dh = crate::pool::take(rows * n);
                 gelu_backward(self.kind, self.h.data(), c.grad.data(), &mut dh);
-                dh
+                (dh, None)
             }
         };
-        let (dx, dw, db) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], c.needs_grad[2]]);
+        let needs_db = c.needs_grad[2] && db.is_none();
+        let (dx, dw, db2) = linear_grads(x, w, &dh, (rows, k, n), [c.needs_grad[0], c.needs_grad[1], needs_db]);
         crate::pool::give(dh);
-        vec![dx, dw, db]
+        vec![dx, dw, db.or(db2)]
     }
 }
 

@@ -421,6 +421,24 @@ pub(super) unsafe fn add_rows<S: Simd>(x: *const f32, out: *mut f32, rows: usize
     }
 }
 
+/// Per row `d *= g`, then `out += d`: a gradient scaled by a saved factor and its column sum
+/// (the bias gradient) in one pass, with [`add_rows`]'s additions in its order.
+#[inline(always)]
+pub(super) unsafe fn scale_add_rows<S: Simd>(d: *mut f32, g: *const f32, out: *mut f32, rows: usize, n: usize) {
+    for r in 0..rows {
+        let (d, g) = (d.add(r * n), g.add(r * n));
+        each::<S>(
+            n,
+            #[inline(always)]
+            |i, l| {
+                let v = S::mul(load::<S>(g.add(i), l), load::<S>(d.add(i), l));
+                store::<S>(d.add(i), l, v);
+                store::<S>(out.add(i), l, S::add(load::<S>(out.add(i), l), v));
+            },
+        );
+    }
+}
+
 /// One AdamW step on `n` parameters (PyTorch's `torch.optim.AdamW`):
 /// `p *= 1 - lr wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;`
 /// `p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.

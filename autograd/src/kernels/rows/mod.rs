@@ -160,6 +160,7 @@ dispatchers! {
     exp(x: *const f32, y: *mut f32, n: usize);
     bias_add(x: *mut f32, bias: *const f32, rows: usize, n: usize);
     add_rows(x: *const f32, out: *mut f32, rows: usize, n: usize);
+    scale_add_rows(d: *mut f32, g: *const f32, out: *mut f32, rows: usize, n: usize);
     adamw(p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, h: &AdamW, n: usize);
 }
 
@@ -412,6 +413,21 @@ impl Rows {
         let n = out.len();
         let rows = rows_of("sum_rows", x.len(), n);
         reduce_row_blocks(rows, n, 1, out, |r, partial| self.add_rows(&x[r.start * n..r.end * n], partial));
+    }
+
+    /// `d *= g` element-wise (both `rows x n`, `n = out.len()`) and `out_j += sum_r d[r, j]` of
+    /// the scaled `d`, in one pass: the same bits as the multiply followed by
+    /// [`Rows::sum_rows`] (the same blocks, the same order of additions).
+    pub fn scale_sum_rows(self, d: &mut [f32], g: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let rows = rows_of("scale_sum_rows", d.len(), n);
+        assert_eq!(g.len(), d.len(), "scale_sum_rows: d and g differ in length");
+        let (dp, gp) = (SendPtr::new(d.as_mut_ptr()), shared(g));
+        // SAFETY: each block scales its own rows of d, reads the same rows of g, and sums into
+        // its own partial (n long).
+        reduce_row_blocks(rows, n, 1, out, |r, partial| unsafe {
+            on::scale_add_rows(self.isa, dp.at(r.start * n), gp.at(r.start * n), partial.as_mut_ptr(), r.len(), n)
+        });
     }
 
     /// One AdamW step, element-wise over `param`, with `grad`, and the moment buffers `m`, `v`
