@@ -128,7 +128,11 @@ pub fn sum_rows<T: Float>(x: &[T], out: &mut [T]) {
 pub fn scale_sum_rows<T: Float>(d: &mut [T], g: &[T], out: &mut [T]) {
     let n = out.len();
     assert!(d.len() == g.len(), "scale_sum_rows: d and g differ in length");
-    assert!(n > 0 && d.len().is_multiple_of(n) || d.is_empty(), "scale_sum_rows: {} elements are not rows of {n}", d.len());
+    assert!(
+        n > 0 && d.len().is_multiple_of(n) || d.is_empty(),
+        "scale_sum_rows: {} elements are not rows of {n}",
+        d.len()
+    );
     if let (Some(d32), Some(g32), Some(o32)) = (as_f32_mut(d), as_f32(g), as_f32_mut(out)) {
         return Rows::active().scale_sum_rows(d32, g32, o32);
     }

@@ -362,6 +362,8 @@ fn transcendental_accuracy() {
             let (mut y2, mut d2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
             k.gelu_forward_grad(kind, &x, &mut y2, &mut d2);
             assert!(y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}: gelu_forward_grad's y");
+            // Its derivative is the backward's (here with dy = 1, an exact multiply).
+            assert!(dx.iter().zip(&d2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}: gelu_forward_grad's d");
             let (mut core, mut tail, mut grad) = (0.0f64, 0.0f64, 0.0f64);
             for (((&x, &y), &d), &d2) in x.iter().zip(&y).zip(&dx).zip(&d2) {
                 let (w, wd) = (gelu_ref(kind, x as f64), gelu_grad_ref(kind, x as f64));
@@ -410,7 +412,8 @@ fn scale_sum_rows_is_the_multiply_then_the_column_sums() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got_sum), bits(&want_sum), "{isa} {rows}x{n}: the column sums differ");
         }
-        let (d64, g64): (Vec<f64>, Vec<f64>) = (d.iter().map(|&v| v as f64).collect(), g.iter().map(|&v| v as f64 / 3.0).collect());
+        let (d64, g64): (Vec<f64>, Vec<f64>) =
+            (d.iter().map(|&v| v as f64).collect(), g.iter().map(|&v| v as f64 / 3.0).collect());
         let want_d: Vec<f64> = d64.iter().zip(&g64).map(|(&d, &g)| g * d).collect();
         let mut want_sum = vec![0.5f64; n];
         autograd::kernels::parallel::sum_rows(&want_d, &mut want_sum);

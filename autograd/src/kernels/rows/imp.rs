@@ -2,7 +2,7 @@
 //! splits the rows over threads. Every function works on raw pointers to `rows x n` row-major
 //! blocks; tails shorter than a vector use masked (or buffered) loads and stores.
 
-use super::math::{gelu_tanh_gate, gelu_tanh_grad, normal_cdf, normal_cdf_and_pdf, normal_cdf_pdf};
+use super::math::{gelu_tanh_gate, gelu_tanh_grad, normal_cdf, normal_cdf_and_pdf};
 use super::{AdamW, GeluKind};
 use crate::kernels::simd::{Simd, Unrolled};
 
@@ -330,7 +330,7 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *
             #[inline(always)]
             |i, l| {
                 let xv = load::<S>(x.add(i), l);
-                let (cdf, pdf) = normal_cdf_pdf::<S>(xv);
+                let (cdf, pdf) = normal_cdf_and_pdf::<S>(xv);
                 let d = S::fma(xv, pdf, cdf);
                 store::<S>(dx.add(i), l, S::mul(load::<S>(dy.add(i), l), d));
             },
@@ -348,9 +348,8 @@ pub(super) unsafe fn gelu_backward<S: Simd>(kind: GeluKind, x: *const f32, dy: *
 }
 
 /// GELU and its derivative in one pass on `n` elements: `y = gelu(x)`, bit for bit
-/// [`gelu_forward`]'s, and `d = gelu'(x)`, what [`gelu_backward`] multiplies `dy` by (the erf
-/// form's `Phi` is the forward's one-`exp` CDF here, so `d` may differ from the backward's in
-/// the last bit).
+/// [`gelu_forward`]'s, and `d = gelu'(x)`, what [`gelu_backward`] multiplies `dy` by (the same
+/// `Phi` and `phi`, from the one `exp` they share).
 #[inline(always)]
 pub(super) unsafe fn gelu_forward_grad<S: Simd>(kind: GeluKind, x: *const f32, y: *mut f32, d: *mut f32, n: usize) {
     gelu_forward_grad_on::<Unrolled<S, GELU_GRAD_UNROLL>>(kind, x, y, d, n)
