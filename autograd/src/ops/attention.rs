@@ -179,11 +179,14 @@ impl<T: Float> Op<T> for Attention<T> {
                     head_mask(seed, bh, pdrop, &mut m);
                     m
                 });
-                let pd: Vec<T>;
+                let mut pd: Option<Scratch<T>> = None;
                 let pd_ref: &[T] = match &mask {
                     Some(m) => {
-                        pd = p.iter().zip(m.iter()).map(|(&a, &s)| a * s).collect();
-                        &pd
+                        let pd = pd.insert(Scratch::take(n * n));
+                        for ((o, &a), &s) in pd.iter_mut().zip(p).zip(m.iter()) {
+                            *o = a * s;
+                        }
+                        pd
                     }
                     None => p,
                 };

@@ -19,9 +19,10 @@
 //! is memory-bound: for the products with N = 192 (fc2's forward, the input gradients of fc1 and
 //! qkv), whose A is the 8320 x 768 (or x 576) activation read for only 192 columns, it took
 //! 13-17% of the time (on an Emerald Rapids core those products ran at 79-81% of the FMA peak
-//! packed, 89% read in place with the prefetches inside the kernel). The prefetch schedule brings each next A block into L2 meanwhile. A
-//! transposed A (the weight gradients') is still packed k-major: read in place, each k step
-//! would touch a different row. NEON's kernel reads A by lanes and always packs.
+//! packed, 89% read in place with the prefetches inside the kernel). The prefetch schedule
+//! brings each next A block into L2 meanwhile. A transposed A (the weight gradients') is still
+//! packed k-major: read in place, each k step would touch a different row. NEON's kernel reads A
+//! by lanes and always packs.
 //!
 //! The direct path: a small product that is one block in every direction (attention's per-head
 //! `65 x 64 x 65`) has nothing to amortise its packing over; there a row-contiguous B whose width
